@@ -1,0 +1,45 @@
+# taxi-cli — every target a new user or CI needs. `make help` lists them.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-fast lint fmt bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test,lint]"
+	# bqemulator needs DuckDB's spatial extension; it ships in a wheel and is installed offline once.
+	$(BIN)/python -c "import duckdb_extensions; duckdb_extensions.import_extension('spatial')"
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install taxi-cli with its test and lint extras
+
+run: $(STAMP) ## the main job: real months into the embedded Postgres, dbt models, status
+	$(BIN)/python -m taxi_cli.demo
+
+test: $(STAMP) ## run the whole test suite (starts its own Postgres and emulators)
+	$(BIN)/pytest -q
+
+test-fast: $(STAMP) ## unit tests only, no servers
+	$(BIN)/pytest -q -m "not integration and not slow"
+
+lint: $(STAMP) ## ruff and mypy --strict
+	$(BIN)/ruff check taxi_cli tests
+	$(BIN)/ruff format --check taxi_cli tests
+	$(BIN)/mypy
+
+fmt: $(STAMP) ## format the code
+	$(BIN)/ruff format taxi_cli tests
+	$(BIN)/ruff check --fix taxi_cli tests
+
+bench: $(STAMP) ## load-pg against COPY and the course's SQL; prints the ratios
+	$(BIN)/python -m bench.load_pg
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from taxi_cli.cli import main
+
+main()

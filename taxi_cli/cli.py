@@ -1,0 +1,203 @@
+"""The Typer layer: parse arguments, resolve settings, call one library function, print.
+
+Nothing here knows SQL, HTTP or Polars. Every command is wrapped by `reports_errors`,
+the one error boundary: a `TaxiError` becomes `taxi-cli: error: <message>` on stderr and
+the error's exit code (see `taxi_cli.errors.ExitCode`).
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+
+from taxi_cli import __version__
+from taxi_cli.config import Settings, load_settings
+from taxi_cli.console import Output, setup_logging
+from taxi_cli.errors import ExitCode, TaxiError
+from taxi_cli.redact import mask_dsn
+
+EPILOG = (
+    "Exit codes: 0 ok, 1 runtime or data error, 2 usage or configuration error, "
+    "3 cannot connect, 4 some partitions failed, 130 interrupted."
+)
+
+app = typer.Typer(
+    name="taxi-cli",
+    help="Extract, load, backfill and transform the NYC TLC trip records.",
+    epilog=EPILOG,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,  # rich tracebacks print locals, DSNs included
+    add_completion=False,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """The error boundary: TaxiError -> one stderr line + its exit code; ^C -> 130."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except TaxiError as exc:
+            typer.echo(f"taxi-cli: error: {mask_dsn(str(exc))}", err=True)
+            raise typer.Exit(int(exc.exit_code)) from exc
+        except KeyboardInterrupt as exc:
+            typer.echo("taxi-cli: interrupted", err=True)
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from exc
+
+    return wrapper
+
+
+# ---- shared options ----------------------------------------------------------------------
+
+TaxisArg = Annotated[
+    str,
+    typer.Argument(help="Taxi types: green, yellow,green, all (or `zones`).", show_default=False),
+]
+MonthsArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="Months: 2020-04, 2020-01..2020-06, 2020, or a comma list.", show_default=False
+    ),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors and the final result.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Redo work even when it is up to date.")]
+DataDirOpt = Annotated[
+    str | None,
+    typer.Option("--data-dir", help="Download dir [env TAXI_DATA_DIR; default: user cache]"),
+]
+SourceUrlOpt = Annotated[
+    str | None, typer.Option("--source-url", help="Release host or mirror [env TAXI_SOURCE_URL]")
+]
+PgUrlOpt = Annotated[
+    str | None,
+    typer.Option("--pg-url", help="PostgreSQL URL [env TAXI_PG_URL; else PG*; else embedded]"),
+]
+SchemaOpt = Annotated[
+    str | None, typer.Option("--schema", help="Target schema [env TAXI_PG_SCHEMA]")
+]
+LogFormatOpt = Annotated[
+    str, typer.Option("--log-format", help="Log lines on stderr: text or json.")
+]
+
+
+class _Globals:
+    config_file: str | None = None
+    profile: str | None = None
+
+
+def settings(**flags: Any) -> Settings:
+    """Resolve settings with this command's flags on top (None = flag not given)."""
+    return load_settings(flags, config_file=_Globals.config_file, profile=_Globals.profile)
+
+
+def output(
+    quiet: bool = False, json_out: bool = False, verbose: bool = False, log_format: str = "text"
+) -> Output:
+    """Set up logging and the result channels for one command."""
+    if log_format not in ("text", "json"):
+        from taxi_cli.errors import UsageError
+
+        raise UsageError(f"--log-format must be text or json, not {log_format!r}")
+    setup_logging(quiet=quiet, verbose=verbose, fmt=log_format)
+    return Output(quiet=quiet, json=json_out)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"taxi-cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    config: Annotated[
+        str | None, typer.Option("--config", help="TOML config file [env TAXI_CONFIG]")
+    ] = None,
+    profile: Annotated[
+        str | None, typer.Option("--profile", help="Config file profile [env TAXI_PROFILE]")
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Extract, load, backfill and transform the NYC TLC trip records."""
+    _Globals.config_file = config
+    _Globals.profile = profile
+
+
+# ---- commands ----------------------------------------------------------------------------
+
+
+@app.command("extract")
+@reports_errors
+def extract_cmd(
+    taxis: TaxisArg,
+    months: MonthsArg = None,
+    data_dir: DataDirOpt = None,
+    source_url: SourceUrlOpt = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="csv, or parquet (also writes typed Parquet).")
+    ] = "csv",
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Download and verify monthly files (or `extract zones`) into the data dir."""
+    from taxi_cli import extract
+
+    out = output(quiet, json_out, verbose)
+    cfg = settings(data_dir=data_dir, source_url=source_url)
+    results = extract.run(cfg, taxis, months, fmt=fmt, force=force, out=out)
+    extract.report(results, out)
+
+
+# ---- load-pg and db (issue 3) ------------------------------------------------------------
+# (commands of load-pg and db (issue 3) go here)
+
+
+# ---- load-gcs and load-bq (issue 5) ------------------------------------------------------
+# (commands of load-gcs and load-bq (issue 5) go here)
+
+
+# ---- backfill, status, schedule (issue 4) ------------------------------------------------
+# (commands of backfill, status, schedule (issue 4) go here)
+
+
+# ---- transform (issue 6) -----------------------------------------------------------------
+# (commands of transform (issue 6) go here)
+
+
+# ---- config (issue 7) --------------------------------------------------------------------
+# (commands of config (issue 7) go here)
+
+
+def _install_signal_handlers() -> None:
+    # systemd and `timeout` stop a run with SIGTERM: treat it like ^C so that cleanup runs.
+    def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    _install_signal_handlers()
+    app(prog_name="taxi-cli")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+    sys.exit(0)

@@ -1,0 +1,332 @@
+"""Settings: the only module that reads the environment.
+
+Every setting is resolved once, with this precedence:
+
+    command-line flag  >  environment variable  >  config file profile  >  default
+
+The config file is TOML: `--config` / `$TAXI_CONFIG`, else `./taxi-cli.toml`, else
+`<user config dir>/taxi-cli/config.toml`. Top-level keys apply to every profile;
+`[profile.NAME]` tables override them for the profile chosen by `--profile` /
+`$TAXI_PROFILE` (`[profile.default]` when none is chosen). Keys are the setting names
+below. `Settings.source_of(name)` says where each value came from, for `config show`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import socket
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from taxi_cli.catalog import DEFAULT_SOURCE_URL
+from taxi_cli.errors import ConfigError
+from taxi_cli.redact import mask_dsn, mask_secret
+
+APP = "taxi-cli"
+CONFIG_FILE_NAME = "taxi-cli.toml"
+ENV_CONFIG = "TAXI_CONFIG"
+ENV_PROFILE = "TAXI_PROFILE"
+
+
+def _default_data_dir() -> str:
+    return str(platformdirs.user_cache_path(APP))
+
+
+def _default_state_dir() -> str:
+    return str(platformdirs.user_state_path(APP))
+
+
+def _default_pg_data() -> str:
+    return str(platformdirs.user_data_path(APP) / "pgdata")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How one setting is named, read, typed, defaulted and shown."""
+
+    name: str
+    env: str | None
+    default: Callable[[], Any]
+    convert: Callable[[str], Any] = str
+    secret: str = ""  # "" | "dsn" (mask the password inside) | "full" (hide the value)
+    help: str = ""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be >= 0")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise ValueError("must be >= 0")
+    return value
+
+
+SPECS: tuple[Spec, ...] = (
+    Spec(
+        "source_url",
+        "TAXI_SOURCE_URL",
+        lambda: DEFAULT_SOURCE_URL,
+        help="release host to download from (a mirror with the same layout)",
+    ),
+    Spec("data_dir", "TAXI_DATA_DIR", _default_data_dir, help="where downloads are kept"),
+    Spec(
+        "state_dir",
+        "TAXI_STATE_DIR",
+        _default_state_dir,
+        help="ledger for gcs/bq, locks, schedule logs",
+    ),
+    Spec(
+        "http_retries",
+        "TAXI_HTTP_RETRIES",
+        lambda: 5,
+        _positive_int,
+        help="retries per download after a network error or 5xx",
+    ),
+    Spec(
+        "http_backoff",
+        "TAXI_HTTP_BACKOFF",
+        lambda: 1.0,
+        _positive_float,
+        help="first backoff delay in seconds (doubles each retry, with jitter)",
+    ),
+    Spec(
+        "http_backoff_max",
+        "TAXI_HTTP_BACKOFF_MAX",
+        lambda: 30.0,
+        _positive_float,
+        help="longest backoff delay in seconds",
+    ),
+    Spec(
+        "http_timeout",
+        "TAXI_HTTP_TIMEOUT",
+        lambda: 60.0,
+        _positive_float,
+        help="seconds without progress before a download attempt fails",
+    ),
+    Spec(
+        "pg_url",
+        "TAXI_PG_URL",
+        lambda: "",
+        secret="dsn",
+        help="PostgreSQL URL; else PG* variables when PGHOST is set; else embedded",
+    ),
+    Spec("pg_schema", "TAXI_PG_SCHEMA", lambda: "public", help="schema of the loaded tables"),
+    Spec("pg_data", "TAXI_PG_DATA", _default_pg_data, help="data dir of the embedded PostgreSQL"),
+    Spec("gcs_bucket", "TAXI_GCS_BUCKET", lambda: "", help="bucket for load-gcs and load-bq"),
+    Spec("gcs_prefix", "TAXI_GCS_PREFIX", lambda: "", help="object name prefix in the bucket"),
+    Spec("gcp_project", "TAXI_GCP_PROJECT", lambda: "", help="GCP project (else credentials')"),
+    Spec(
+        "gcp_credentials",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        lambda: "",
+        help="service-account key file (else Application Default Credentials)",
+    ),
+    Spec(
+        "storage_emulator_host",
+        "STORAGE_EMULATOR_HOST",
+        lambda: "",
+        help="GCS emulator URL; anonymous credentials",
+    ),
+    Spec("bq_dataset", "TAXI_BQ_DATASET", lambda: "taxi", help="BigQuery dataset"),
+    Spec("bq_location", "TAXI_BQ_LOCATION", lambda: "US", help="BigQuery dataset location"),
+    Spec(
+        "bq_endpoint",
+        "TAXI_BQ_ENDPOINT",
+        lambda: "",
+        help="BigQuery API endpoint override (emulators); anonymous credentials",
+    ),
+    Spec("dbt_threads", "TAXI_DBT_THREADS", lambda: 4, _positive_int, help="dbt threads"),
+)
+SPEC_BY_NAME = {s.name: s for s in SPECS}
+
+# libpq's own variables: psycopg reads them itself; we only report and detect them.
+PG_ENV = ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "PGSSLMODE")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings; `sources` says where each value came from."""
+
+    source_url: str
+    data_dir: str
+    state_dir: str
+    http_retries: int
+    http_backoff: float
+    http_backoff_max: float
+    http_timeout: float
+    pg_url: str
+    pg_schema: str
+    pg_data: str
+    gcs_bucket: str
+    gcs_prefix: str
+    gcp_project: str
+    gcp_credentials: str
+    storage_emulator_host: str
+    bq_dataset: str
+    bq_location: str
+    bq_endpoint: str
+    dbt_threads: int
+    sources: Mapping[str, str] = field(default_factory=dict)
+    profile: str | None = None
+    config_file: Path | None = None
+    pg_env: Mapping[str, str] = field(default_factory=dict)
+
+    def source_of(self, name: str) -> str:
+        return self.sources.get(name, "default")
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser()
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir).expanduser()
+
+    @property
+    def pg_data_path(self) -> Path:
+        return Path(self.pg_data).expanduser()
+
+    @property
+    def uses_libpq_env(self) -> bool:
+        """True when the Postgres target comes from PG* variables (PGHOST set, no URL)."""
+        return not self.pg_url and "PGHOST" in self.pg_env
+
+    def with_values(self, **overrides: Any) -> Settings:
+        """A copy with some values replaced (their source marked `override`)."""
+        sources = {**self.sources, **{k: "override" for k in overrides}}
+        return replace(self, **overrides, sources=sources)
+
+    def shown(self) -> list[tuple[str, str, str]]:
+        """(name, value, source) for every setting, secrets masked."""
+        rows = []
+        for spec in SPECS:
+            value = str(getattr(self, spec.name))
+            if spec.secret == "dsn":
+                value = mask_dsn(value)
+            elif spec.secret == "full":
+                value = mask_secret(value)
+            rows.append((spec.name, value, self.source_of(spec.name)))
+        for name in PG_ENV:
+            if name in self.pg_env:
+                value = self.pg_env[name]
+                rows.append((name, mask_secret(value) if name == "PGPASSWORD" else value, "env"))
+        return rows
+
+
+def environ() -> Mapping[str, str]:
+    """The process environment (read here and nowhere else)."""
+    return os.environ
+
+
+def env_flag(name: str) -> str | None:
+    """One raw environment variable, for the few switches that are not settings."""
+    return os.environ.get(name)
+
+
+def is_ci() -> bool:
+    return bool(os.environ.get("CI"))
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | None:
+    """The config file to read, or None; an explicitly named file must exist."""
+    named = explicit or env.get(ENV_CONFIG)
+    if named:
+        path = Path(named).expanduser()
+        if not path.is_file():
+            how = "--config" if explicit else f"${ENV_CONFIG}"
+            raise ConfigError(f"config file {path} (from {how}) does not exist")
+        return path
+    for candidate in (
+        Path.cwd() / CONFIG_FILE_NAME,
+        platformdirs.user_config_path(APP) / "config.toml",
+    ):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_profile(path: Path, profile: str | None) -> tuple[dict[str, Any], str | None]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    profiles = data.pop("profile", {})
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"{path}: `profile` must be a table of [profile.NAME] tables")
+    merged = dict(data)
+    chosen = profile
+    if profile is not None:
+        if profile not in profiles:
+            have = ", ".join(sorted(profiles)) or "none"
+            raise ConfigError(f"unknown profile {profile!r} in {path}; profiles: {have}")
+    elif "default" in profiles:
+        chosen = "default"
+    if chosen is not None:
+        merged.update(profiles[chosen])
+    for key in merged:
+        if key not in SPEC_BY_NAME:
+            near = difflib.get_close_matches(key, SPEC_BY_NAME, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(f"{path}: unknown setting {key!r}{hint}")
+    return merged, chosen
+
+
+def _convert(spec: Spec, raw: Any, where: str) -> Any:
+    try:
+        return spec.convert(str(raw))
+    except ValueError as exc:
+        raise ConfigError(f"bad value {raw!r} for {spec.name} (from {where}): {exc}") from exc
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    *,
+    config_file: str | None = None,
+    profile: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve every setting: flags (None = not given) > env > config profile > default."""
+    env = os.environ if env is None else env
+    flags = flags or {}
+    unknown = set(flags) - set(SPEC_BY_NAME)
+    if unknown:
+        raise ConfigError(f"unknown settings {sorted(unknown)}")
+    profile = profile or env.get(ENV_PROFILE) or None
+    path = find_config_file(config_file, env)
+    file_values: dict[str, Any] = {}
+    chosen: str | None = None
+    if path is not None:
+        file_values, chosen = _read_profile(path, profile)
+    elif profile is not None:
+        raise ConfigError(f"profile {profile!r} asked for, but no config file was found")
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for spec in SPECS:
+        if flags.get(spec.name) is not None:
+            values[spec.name], sources[spec.name] = _convert(spec, flags[spec.name], "flag"), "flag"
+        elif spec.env and env.get(spec.env):
+            where = f"env {spec.env}"
+            values[spec.name], sources[spec.name] = _convert(spec, env[spec.env], where), where
+        elif spec.name in file_values:
+            where = f"config {path}" + (f" [profile.{chosen}]" if chosen else "")
+            values[spec.name] = _convert(spec, file_values[spec.name], where)
+            sources[spec.name] = where
+        else:
+            values[spec.name], sources[spec.name] = spec.default(), "default"
+    pg_env = {name: env[name] for name in PG_ENV if env.get(name)}
+    return Settings(**values, sources=sources, profile=chosen, config_file=path, pg_env=pg_env)

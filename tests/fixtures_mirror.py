@@ -1,0 +1,3 @@
+"""Fixtures: mirror (see tests/conftest.py)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Fixtures: pg (see tests/conftest.py)."""
+
+from __future__ import annotations
