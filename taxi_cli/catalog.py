@@ -175,23 +175,25 @@ FHV = TaxiType(
     ),
 )
 
-# The DTC fhvhv assets carry the FHV-style 7-column layout (see the reference, 5.1).
+# The DTC fhvhv assets carry the FHV-style 7-column layout (see the reference, 5.1; the
+# real head of fhvhv_tripdata_2021-06 in tests/data/real/danielyrigney_head.csv), not the
+# TLC's `hvfhs_license_num,...` layout.
 FHVHV = TaxiType(
     name="fhvhv",
     columns=_cols(
-        "hvfhs_license_num:text dispatching_base_num:text pickup_datetime:timestamp "
-        "dropoff_datetime:timestamp PULocationID:id DOLocationID:id SR_Flag:flag"
+        "dispatching_base_num:text pickup_datetime:timestamp dropoff_datetime:timestamp "
+        "PULocationID:id DOLocationID:id SR_Flag:flag Affiliated_base_number:text"
     ),
     window=("2021-01", "2021-07"),
     pickup="pickup_datetime",
     dropoff="dropoff_datetime",
     hash_columns=(
-        "hvfhs_license_num",
         "dispatching_base_num",
         "pickup_datetime",
         "dropoff_datetime",
         "PULocationID",
         "DOLocationID",
+        "Affiliated_base_number",
     ),
 )
 
