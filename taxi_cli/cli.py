@@ -181,7 +181,77 @@ def extract_cmd(
 
 
 # ---- config (issue 7) --------------------------------------------------------------------
-# (commands of config (issue 7) go here)
+
+config_app = typer.Typer(
+    help="Show the resolved settings and where the config file is looked for.",
+    no_args_is_help=True,
+)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+@reports_errors
+def config_show_cmd(json_out: JsonOpt = False) -> None:
+    """Every setting with its value and source (flag, env, config file + profile, default).
+
+    Secrets are masked: passwords in URLs and DSNs, PGPASSWORD. Global options go before
+    the command: `taxi-cli --config prod.toml --profile prod config show`.
+    """
+    from taxi_cli import config
+
+    out = output(json_out=json_out)
+    cfg = settings()
+    if warning := config.exposed_file_secret(cfg):
+        typer.echo(f"taxi-cli: warning: {warning}", err=True)
+    shown = {name: (value, source) for name, value, source in cfg.shown()}
+    if out.json:
+        typed = {s.name: getattr(cfg, s.name) for s in config.SPECS}  # numbers stay numbers
+        out.emit_json(
+            {
+                "config_file": str(cfg.config_file) if cfg.config_file else None,
+                "profile": cfg.profile,
+                "profile_source": cfg.profile_source or None,
+                "settings": {
+                    s.name: {
+                        "value": typed[s.name]
+                        if isinstance(typed[s.name], int | float)
+                        else shown[s.name][0],
+                        "source": shown[s.name][1],
+                        "env": s.env,
+                    }
+                    for s in config.SPECS
+                },
+                "libpq_env": {n: shown[n][0] for n in config.PG_ENV if n in shown},
+            }
+        )
+        return
+    profile = f"{cfg.profile} (from {cfg.profile_source})" if cfg.profile else "none"
+    out.stdout.write(f"config file: {cfg.config_file or 'none'}\nprofile:     {profile}\n\n")
+    name_w = max(len(name) for name in shown)
+    value_w = min(48, max(len(value) for value, _ in shown.values()))
+    for name, (value, source) in shown.items():
+        out.stdout.write(f"{name:<{name_w}}  {value or '-':<{value_w}}  {source}\n")
+
+
+@config_app.command("path")
+@reports_errors
+def config_path_cmd(json_out: JsonOpt = False) -> None:
+    """Where the config file is looked for, in order, and which one is used."""
+    from taxi_cli import config
+
+    out = output(json_out=json_out)
+    candidates = config.config_search_path(_Globals.config_file, config.environ())
+    used = next((path for path, _ in candidates if path.is_file()), None)
+    rows = [
+        {"path": str(path), "from": how, "exists": path.is_file(), "used": path == used}
+        for path, how in candidates
+    ]
+    if out.json:
+        out.emit_json(rows)
+        return
+    for row in rows:
+        mark = "used" if row["used"] else ("found" if row["exists"] else "not found")
+        out.stdout.write(f"{row['path']}  ({row['from']}; {mark})\n")
 
 
 def _install_signal_handlers() -> None:

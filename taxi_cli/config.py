@@ -56,6 +56,7 @@ class Spec:
     convert: Callable[[str], Any] = str
     secret: str = ""  # "" | "dsn" (mask the password inside) | "full" (hide the value)
     help: str = ""
+    default_doc: str = ""  # the default as documented, when it depends on the machine
 
 
 def _positive_int(text: str) -> int:
@@ -79,12 +80,19 @@ SPECS: tuple[Spec, ...] = (
         lambda: DEFAULT_SOURCE_URL,
         help="release host to download from (a mirror with the same layout)",
     ),
-    Spec("data_dir", "TAXI_DATA_DIR", _default_data_dir, help="where downloads are kept"),
+    Spec(
+        "data_dir",
+        "TAXI_DATA_DIR",
+        _default_data_dir,
+        help="where downloads are kept",
+        default_doc="user cache dir (`~/.cache/taxi-cli`)",
+    ),
     Spec(
         "state_dir",
         "TAXI_STATE_DIR",
         _default_state_dir,
         help="ledger for gcs/bq, locks, schedule logs",
+        default_doc="user state dir (`~/.local/state/taxi-cli`)",
     ),
     Spec(
         "http_retries",
@@ -122,7 +130,13 @@ SPECS: tuple[Spec, ...] = (
         help="PostgreSQL URL; else PG* variables when PGHOST is set; else embedded",
     ),
     Spec("pg_schema", "TAXI_PG_SCHEMA", lambda: "public", help="schema of the loaded tables"),
-    Spec("pg_data", "TAXI_PG_DATA", _default_pg_data, help="data dir of the embedded PostgreSQL"),
+    Spec(
+        "pg_data",
+        "TAXI_PG_DATA",
+        _default_pg_data,
+        help="data dir of the embedded PostgreSQL",
+        default_doc="user data dir (`~/.local/share/taxi-cli/pgdata`)",
+    ),
     Spec("gcs_bucket", "TAXI_GCS_BUCKET", lambda: "", help="bucket for load-gcs and load-bq"),
     Spec("gcs_prefix", "TAXI_GCS_PREFIX", lambda: "", help="object name prefix in the bucket"),
     Spec("gcp_project", "TAXI_GCP_PROJECT", lambda: "", help="GCP project (else credentials')"),
@@ -181,6 +195,7 @@ class Settings:
     profile: str | None = None
     config_file: Path | None = None
     pg_env: Mapping[str, str] = field(default_factory=dict)
+    profile_source: str = ""  # "--profile", "env TAXI_PROFILE", "default table" or ""
 
     def source_of(self, name: str) -> str:
         return self.sources.get(name, "default")
@@ -212,10 +227,8 @@ class Settings:
         rows = []
         for spec in SPECS:
             value = str(getattr(self, spec.name))
-            if spec.secret == "dsn":
-                value = mask_dsn(value)
-            elif spec.secret == "full":
-                value = mask_secret(value)
+            # Any URL may carry a password (a mirror, an endpoint), not only the DSN ones.
+            value = mask_secret(value) if spec.secret == "full" else mask_dsn(value)
             rows.append((spec.name, value, self.source_of(spec.name)))
         for name in PG_ENV:
             if name in self.pg_env:
@@ -242,32 +255,58 @@ def hostname() -> str:
     return socket.gethostname()
 
 
-def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | None:
-    """The config file to read, or None; an explicitly named file must exist."""
+def config_search_path(explicit: str | None, env: Mapping[str, str]) -> list[tuple[Path, str]]:
+    """Where the config file is looked for, in order, each with how it was chosen.
+
+    An explicit `--config` or `$TAXI_CONFIG` replaces the search: it is the only candidate.
+    """
     named = explicit or env.get(ENV_CONFIG)
     if named:
-        path = Path(named).expanduser()
+        how = "--config" if explicit else f"env {ENV_CONFIG}"
+        return [(Path(named).expanduser(), how)]
+    return [
+        (Path.cwd() / CONFIG_FILE_NAME, "current directory"),
+        (platformdirs.user_config_path(APP) / "config.toml", "user config dir"),
+    ]
+
+
+def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | None:
+    """The config file to read, or None; an explicitly named file must exist."""
+    candidates = config_search_path(explicit, env)
+    if explicit or env.get(ENV_CONFIG):
+        path, how = candidates[0]
         if not path.is_file():
-            how = "--config" if explicit else f"${ENV_CONFIG}"
-            raise ConfigError(f"config file {path} (from {how}) does not exist")
+            what = "is not a file" if path.exists() else "does not exist"
+            raise ConfigError(f"config file {path} (from {how}) {what}")
         return path
-    for candidate in (
-        Path.cwd() / CONFIG_FILE_NAME,
-        platformdirs.user_config_path(APP) / "config.toml",
-    ):
+    for candidate, _ in candidates:
         if candidate.is_file():
             return candidate
     return None
 
 
-def _read_profile(path: Path, profile: str | None) -> tuple[dict[str, Any], str | None]:
+def _check_keys(path: Path, table: Mapping[str, Any], where: str) -> None:
+    for key in table:
+        if key not in SPEC_BY_NAME:
+            near = difflib.get_close_matches(key, SPEC_BY_NAME, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(f"{path}: unknown setting {key!r} in {where}{hint}")
+
+
+def _read_profile(path: Path, profile: str | None) -> tuple[dict[str, Any], str | None, set[str]]:
+    """The file's values for `profile`, the profile used, and the keys the profile set."""
     try:
         data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from exc
     profiles = data.pop("profile", {})
-    if not isinstance(profiles, dict):
-        raise ConfigError(f"{path}: `profile` must be a table of [profile.NAME] tables")
+    if not isinstance(profiles, dict) or not all(isinstance(t, dict) for t in profiles.values()):
+        raise ConfigError(f"{path}: `profile` must hold [profile.NAME] tables")
+    # The whole file is checked, not just the chosen profile: a typo in [profile.prod]
+    # should fail on the laptop, not at 09:00 on the first of the month.
+    _check_keys(path, data, "the top level")
+    for name, table in profiles.items():
+        _check_keys(path, table, f"[profile.{name}]")
     merged = dict(data)
     chosen = profile
     if profile is not None:
@@ -276,17 +315,17 @@ def _read_profile(path: Path, profile: str | None) -> tuple[dict[str, Any], str 
             raise ConfigError(f"unknown profile {profile!r} in {path}; profiles: {have}")
     elif "default" in profiles:
         chosen = "default"
+    from_profile: set[str] = set()
     if chosen is not None:
         merged.update(profiles[chosen])
-    for key in merged:
-        if key not in SPEC_BY_NAME:
-            near = difflib.get_close_matches(key, SPEC_BY_NAME, n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else ""
-            raise ConfigError(f"{path}: unknown setting {key!r}{hint}")
-    return merged, chosen
+        from_profile = set(profiles[chosen])
+    return merged, chosen, from_profile
 
 
 def _convert(spec: Spec, raw: Any, where: str) -> Any:
+    if isinstance(raw, dict | list):
+        kind = "table" if isinstance(raw, dict) else "array"
+        raise ConfigError(f"bad value for {spec.name} (from {where}): a {kind}, not a value")
     try:
         return spec.convert(str(raw))
     except ValueError as exc:
@@ -306,14 +345,24 @@ def load_settings(
     unknown = set(flags) - set(SPEC_BY_NAME)
     if unknown:
         raise ConfigError(f"unknown settings {sorted(unknown)}")
-    profile = profile or env.get(ENV_PROFILE) or None
+    profile_source = "--profile" if profile else ""
+    if not profile and env.get(ENV_PROFILE):
+        profile, profile_source = env[ENV_PROFILE], f"env {ENV_PROFILE}"
+    profile = profile or None
     path = find_config_file(config_file, env)
     file_values: dict[str, Any] = {}
+    from_profile: set[str] = set()
     chosen: str | None = None
     if path is not None:
-        file_values, chosen = _read_profile(path, profile)
+        file_values, chosen, from_profile = _read_profile(path, profile)
+        if chosen is not None and profile is None:
+            profile_source = "default table"
     elif profile is not None:
-        raise ConfigError(f"profile {profile!r} asked for, but no config file was found")
+        searched = ", ".join(str(p) for p, _ in config_search_path(config_file, env))
+        raise ConfigError(
+            f"profile {profile!r} asked for (from {profile_source}), but no config file was "
+            f"found (looked for {searched}); pass --config FILE"
+        )
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for spec in SPECS:
@@ -323,10 +372,67 @@ def load_settings(
             where = f"env {spec.env}"
             values[spec.name], sources[spec.name] = _convert(spec, env[spec.env], where), where
         elif spec.name in file_values:
-            where = f"config {path}" + (f" [profile.{chosen}]" if chosen else "")
+            in_profile = spec.name in from_profile
+            where = f"config {path}" + (f" [profile.{chosen}]" if in_profile else "")
             values[spec.name] = _convert(spec, file_values[spec.name], where)
             sources[spec.name] = where
         else:
             values[spec.name], sources[spec.name] = spec.default(), "default"
     pg_env = {name: env[name] for name in PG_ENV if env.get(name)}
-    return Settings(**values, sources=sources, profile=chosen, config_file=path, pg_env=pg_env)
+    return Settings(
+        **values,
+        sources=sources,
+        profile=chosen,
+        config_file=path,
+        pg_env=pg_env,
+        profile_source=profile_source,
+    )
+
+
+def exposed_file_secret(settings: Settings) -> str | None:
+    """A warning when the config file holds a password yet other users may read it."""
+    path = settings.config_file
+    if path is None:
+        return None
+    from_file = [
+        spec.name
+        for spec in SPECS
+        if spec.secret
+        and settings.source_of(spec.name).startswith("config ")
+        and mask_dsn(str(getattr(settings, spec.name))) != str(getattr(settings, spec.name))
+    ]
+    try:
+        loose = path.stat().st_mode & 0o077
+    except OSError:
+        return None
+    if from_file and loose:
+        names = ", ".join(from_file)
+        return f"{path} holds a password ({names}) and other users can read it: chmod 600 {path}"
+    return None
+
+
+def env_names() -> list[str]:
+    """Every environment variable taxi-cli reads: settings, libpq's, config selection."""
+    return [s.env for s in SPECS if s.env] + list(PG_ENV) + [ENV_CONFIG, ENV_PROFILE]
+
+
+def markdown_table() -> str:
+    """The configuration reference table for the README, generated from SPECS."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    lines = ["| key | env var | default | meaning |", "|---|---|---|---|"]
+    for spec in SPECS:
+        default = spec.default_doc or (f"`{spec.default()}`" if spec.default() != "" else "—")
+        env = f"`{spec.env}`" if spec.env else "—"
+        lines.append(f"| `{spec.name}` | {env} | {cell(default)} | {cell(spec.help)} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--markdown"]:
+        sys.exit("usage: python -m taxi_cli.config --markdown")
+    sys.stdout.write(markdown_table())
