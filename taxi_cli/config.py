@@ -123,6 +123,13 @@ SPECS: tuple[Spec, ...] = (
         help="seconds without progress before a download attempt fails",
     ),
     Spec(
+        "manifest",
+        "TAXI_MANIFEST",
+        lambda: "",
+        help="release manifest CSV (filename,size_bytes,sha256) to verify downloads "
+        "against; empty = the shipped one, `none` = no manifest check",
+    ),
+    Spec(
         "pg_url",
         "TAXI_PG_URL",
         lambda: "",
@@ -191,6 +198,7 @@ class Settings:
     bq_location: str
     bq_endpoint: str
     dbt_threads: int
+    manifest: str = ""
     sources: Mapping[str, str] = field(default_factory=dict)
     profile: str | None = None
     config_file: Path | None = None
