@@ -475,3 +475,46 @@ def prepare_dirs(ctx: Context) -> None:
     """The lock and log dirs the cron line writes into (flock and >> do not create dirs)."""
     for sub in ("locks", "logs"):
         (ctx.state_dir / sub).mkdir(parents=True, exist_ok=True)
+
+
+def run(
+    cfg: Settings,
+    kind: str,
+    *,
+    taxis: str | None,
+    target: str,
+    at: str | None,
+    timezone: str,
+    install: bool,
+) -> tuple[str, list[str]]:
+    """The `schedule` command: (text for stdout, notes for stderr)."""
+    if kind not in ("cron", "systemd"):
+        raise UsageError(f"schedule kind must be cron or systemd, not {kind!r}")
+    check_timezone(timezone)
+    jobs = plan_jobs(taxis, target, at)
+    ctx = context(cfg)
+    notes = list(ctx.notes)
+    if kind == "cron":
+        if install:
+            raise UsageError(
+                "--install is for systemd; add the cron entries with: "
+                "(crontab -l; taxi-cli schedule cron) | crontab -"
+            )
+        prepare_dirs(ctx)
+        notes.append(
+            f"logs go to {ctx.state_dir / 'logs'}; add with: (crontab -l; taxi-cli "
+            "schedule cron ...) | crontab -"
+        )
+        return render_cron(jobs, ctx, timezone), notes
+    units = render_systemd(jobs, ctx, timezone)
+    if not install:
+        notes.append(f"save these under {user_unit_dir()}/ (or pass --install)")
+        return show_units(units), notes
+    written, enable, ran = install_units(units)
+    notes.append("wrote " + ", ".join(str(p) for p in written))
+    if ran:
+        notes.append("enabled and started the timers: systemctl --user list-timers 'taxi-cli-*'")
+    else:
+        notes.append(f"enable them with: {enable}")
+        notes.append("for timers that run while you are logged out: loginctl enable-linger")
+    return show_units(units), notes
