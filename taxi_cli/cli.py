@@ -176,6 +176,42 @@ def extract_cmd(
 # (commands of backfill, status, schedule (issue 4) go here)
 
 
+@app.command("schedule")
+@reports_errors
+def schedule_cmd(
+    kind: Annotated[str, typer.Argument(help="cron or systemd.", show_default=False)],
+    taxis: Annotated[
+        str | None,
+        typer.Option("--taxis", help="Taxi types [default: yellow,green, each at its hour]."),
+    ] = None,
+    target: Annotated[str, typer.Option("--target", help="pg, gcs, bq or gcs+bq.")] = "pg",
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            help='Cron time, e.g. "0 9 1 * *" [default: green 09:00, yellow 10:00 on the 1st].',
+        ),
+    ] = None,
+    timezone: Annotated[
+        str, typer.Option("--timezone", help="IANA timezone.")
+    ] = "America/New_York",
+    install: Annotated[
+        bool, typer.Option("--install", help="systemd: write the units to ~/.config/systemd/user.")
+    ] = False,
+) -> None:
+    """Print a crontab entry or systemd units that run the catch-up backfill monthly."""
+    from taxi_cli import schedule
+
+    output()
+    cfg = settings()
+    text, notes = schedule.run(
+        cfg, kind, taxis=taxis, target=target, at=at, timezone=timezone, install=install
+    )
+    typer.echo(text, nl=False)
+    for note in notes:
+        typer.echo(f"taxi-cli: {note}", err=True)
+
+
 # ---- transform (issue 6) -----------------------------------------------------------------
 # (commands of transform (issue 6) go here)
 
