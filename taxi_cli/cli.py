@@ -213,7 +213,54 @@ def schedule_cmd(
 
 
 # ---- transform (issue 6) -----------------------------------------------------------------
-# (commands of transform (issue 6) go here)
+
+
+@app.command(
+    "transform",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+@reports_errors
+def transform_cmd(
+    ctx: typer.Context,
+    target: Annotated[
+        str, typer.Option("--target", "-t", help="Where the loaded tables are: pg or bq.")
+    ] = "pg",
+    select: Annotated[
+        str | None, typer.Option("--select", "-s", help="dbt node selection, e.g. fact_trips+.")
+    ] = None,
+    full_refresh: Annotated[
+        bool, typer.Option("--full-refresh", help="Rebuild incremental models from scratch.")
+    ] = False,
+    test_run: Annotated[
+        bool, typer.Option("--test-run", help="Stage only a small sample (var is_test_run).")
+    ] = False,
+    pg_url: PgUrlOpt = None,
+    schema: SchemaOpt = None,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="BigQuery dataset [env TAXI_BQ_DATASET]")
+    ] = None,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Build the dbt models (staging, fact_trips, revenue mart) and run their tests.
+
+    Arguments after `--` go to `dbt build` as they are, e.g. `-- --fail-fast`.
+    """
+    from taxi_cli import transform
+
+    out = output(quiet, json_out, verbose)
+    cfg = settings(pg_url=pg_url, pg_schema=schema, bq_dataset=dataset)
+    result = transform.run(
+        cfg,
+        target=target,
+        select=select,
+        full_refresh=full_refresh,
+        test_run=test_run,
+        extra_args=list(ctx.args),
+    )
+    transform.report(result, out)
+    transform.check(result)
 
 
 # ---- config (issue 7) --------------------------------------------------------------------

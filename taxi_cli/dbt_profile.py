@@ -1,0 +1,140 @@
+"""The dbt profile of `transform`, built from the loaders' settings: no hand-written YAML.
+
+The Postgres target is whatever `load-pg` connects to (`--pg-url`, PG* variables or the
+embedded server): we connect once the same way and read the resolved parameters back
+from libpq, so a unix-socket server becomes `host: <socket dir>`. The BigQuery target
+uses load-bq's project, dataset, location and credentials, or `TAXI_BQ_ENDPOINT` with a
+dummy token for an emulator.
+
+The profile holds a password, so it lives in a private temporary directory (0700, file
+0600) that is removed when dbt is done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from taxi_cli.config import Settings
+from taxi_cli.errors import ConfigError, UsageError
+
+PROFILE = "taxi_cli"  # the `profile:` of taxi_cli/dbt_project/dbt_project.yml
+TARGETS = ("pg", "bq")
+# libpq's TLS parameters that dbt-postgres understands, passed on when set
+_PG_TLS = ("sslmode", "sslcert", "sslkey", "sslrootcert")
+
+
+@dataclass(frozen=True)
+class DbtTarget:
+    """One dbt output plus where the raw tables live."""
+
+    name: str  # "pg" or "bq"
+    output: dict[str, Any] = field(repr=False)  # may hold a password
+    source_database: str | None  # database/project of the raw tables (None: the target's)
+    source_schema: str  # schema/dataset of the raw tables
+    description: str  # safe to print
+
+
+def _literal(value: str) -> str:
+    """dbt renders profile values with Jinja: keep a value with braces literal."""
+    if "{" not in value:
+        return value
+    return "{% raw %}" + value + "{% endraw %}"
+
+
+def postgres_target(cfg: Settings) -> DbtTarget:
+    """The Postgres output for load-pg's target (starting the embedded server if needed)."""
+    from taxi_cli import postgres
+
+    with postgres.connect(cfg) as conn:
+        info = conn.info
+        params = info.get_parameters()
+        host, port, user, dbname = info.host, info.port, info.user, info.dbname
+        password = info.password or ""
+    output: dict[str, Any] = {
+        "type": "postgres",
+        "host": host,
+        "port": port,
+        "user": user,
+        "password": _literal(password),
+        "dbname": dbname,
+        "schema": cfg.pg_schema,
+        "threads": max(1, cfg.dbt_threads),
+        "connect_timeout": 10,
+    }
+    output.update({key: params[key] for key in _PG_TLS if params.get(key)})
+    where = f"socket dir {host}" if host.startswith("/") else f"{host}:{port}"
+    return DbtTarget(
+        name="pg",
+        output=output,
+        source_database=None,
+        source_schema=cfg.pg_schema,
+        description=f"postgres database {dbname} on {where} as {user}, schema {cfg.pg_schema}",
+    )
+
+
+def bigquery_target(cfg: Settings) -> DbtTarget:
+    """The BigQuery output for load-bq's project and dataset."""
+    output: dict[str, Any] = {
+        "type": "bigquery",
+        "dataset": cfg.bq_dataset,
+        "location": cfg.bq_location,
+        "threads": max(1, cfg.dbt_threads),
+        "priority": "interactive",
+        "job_retries": 1,
+    }
+    if cfg.gcp_project:
+        output["project"] = cfg.gcp_project
+    if cfg.bq_endpoint:
+        if not cfg.gcp_project:
+            raise ConfigError("TAXI_BQ_ENDPOINT needs a project: set TAXI_GCP_PROJECT")
+        # An emulator takes any bearer token; a dummy one keeps google-auth offline.
+        output.update(method="oauth-secrets", token="emulator", api_endpoint=cfg.bq_endpoint)
+    elif cfg.gcp_credentials:
+        keyfile = Path(cfg.gcp_credentials).expanduser()
+        if not keyfile.is_file():
+            raise ConfigError(
+                f"GOOGLE_APPLICATION_CREDENTIALS names {keyfile}, which does not exist"
+            )
+        output.update(method="service-account", keyfile=str(keyfile))
+    else:
+        output["method"] = "oauth"  # Application Default Credentials
+    project = cfg.gcp_project or "(project of the credentials)"
+    via = f" via {cfg.bq_endpoint}" if cfg.bq_endpoint else ""
+    return DbtTarget(
+        name="bq",
+        output=output,
+        source_database=cfg.gcp_project or None,
+        source_schema=cfg.bq_dataset,
+        description=f"bigquery {project}.{cfg.bq_dataset} ({cfg.bq_location}){via}",
+    )
+
+
+def resolve(cfg: Settings, target: str) -> DbtTarget:
+    if target == "pg":
+        return postgres_target(cfg)
+    if target == "bq":
+        return bigquery_target(cfg)
+    raise UsageError(f"--target must be one of {', '.join(TARGETS)}, not {target!r}")
+
+
+@contextmanager
+def profiles_dir(target: DbtTarget) -> Iterator[Path]:
+    """A private directory holding profiles.yml for `target`, removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="taxi-cli-dbt-"))  # mkdtemp: mode 0700
+    try:
+        profile = {PROFILE: {"target": target.name, "outputs": {target.name: target.output}}}
+        file = path / "profiles.yml"
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(profile, handle, indent=2)  # JSON is YAML
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
