@@ -29,10 +29,12 @@ test: $(STAMP) ## run the whole test suite (starts its own Postgres and emulator
 test-fast: $(STAMP) ## unit tests only, no servers
 	$(BIN)/pytest -q -m "not integration and not slow"
 
-lint: $(STAMP) ## ruff and mypy --strict
+lint: $(STAMP) ## ruff, mypy --strict, hadolint, GitHub workflow and Compose schemas
 	$(BIN)/ruff check taxi_cli tests
 	$(BIN)/ruff format --check taxi_cli tests
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
 fmt: $(STAMP) ## format the code
 	$(BIN)/ruff format taxi_cli tests

@@ -1,0 +1,56 @@
+# syntax=docker/dockerfile:1
+# taxi-cli as a container: `docker build -t taxi-cli .`, then
+#   docker run --rm -v taxi-data:/data -e TAXI_PG_URL=postgresql://... taxi-cli backfill yellow 2021-01
+# Meant mostly for --pg-url / GCS / BigQuery targets (see README "Deploying"); the embedded
+# PostgreSQL also works, as the non-root user, with its data under /data/pgdata.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ---- builder: build the wheel (with the dbt project inside) and install it in a venv ----
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+RUN python -m venv /opt/taxi-cli
+# Dependencies first, from pyproject.toml alone (an empty package stands in for ours), so
+# that a code change does not reinstall dbt, polars and the Google clients.
+COPY pyproject.toml README.md ./
+RUN mkdir taxi_cli \
+    && touch taxi_cli/__init__.py \
+    && /opt/taxi-cli/bin/pip install . \
+    && /opt/taxi-cli/bin/pip uninstall --yes taxi-cli \
+    && rm -rf taxi_cli build
+COPY taxi_cli ./taxi_cli
+# Then a wheel (exactly what `pip install .` ships: code, dbt project, release manifest).
+RUN /opt/taxi-cli/bin/pip wheel --no-deps --wheel-dir /wheels . \
+    && /opt/taxi-cli/bin/pip install --no-deps /wheels/taxi_cli-*.whl \
+    && /opt/taxi-cli/bin/taxi-cli --version
+
+# ---- runtime: the venv only, a non-root user, data on a volume ----
+FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="taxi-cli" \
+      org.opencontainers.image.description="Idempotent ETL for the NYC TLC trip records: extract, load to Postgres/GCS/BigQuery, backfill, dbt transform" \
+      org.opencontainers.image.licenses="MIT"
+RUN groupadd --system --gid 10001 taxi \
+    && useradd --system --uid 10001 --gid taxi --create-home --home-dir /home/taxi \
+       --shell /usr/sbin/nologin taxi \
+    && mkdir -p /data \
+    && chown taxi:taxi /data
+COPY --from=builder /opt/taxi-cli /opt/taxi-cli
+ENV PATH=/opt/taxi-cli/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    TAXI_DATA_DIR=/data/downloads \
+    TAXI_STATE_DIR=/data/state \
+    TAXI_PG_DATA=/data/pgdata \
+    DBT_TARGET_PATH=/data/dbt/target \
+    DBT_LOG_PATH=/data/dbt/logs
+# One volume for everything a run keeps: downloads, the gcs/bq ledger, locks, the
+# embedded PostgreSQL's data. Mount a config file at /data/taxi-cli.toml (the working
+# dir) or anywhere with TAXI_CONFIG.
+VOLUME ["/data"]
+WORKDIR /data
+USER 10001:10001
+ENTRYPOINT ["taxi-cli"]
+CMD ["--help"]
