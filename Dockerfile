@@ -43,12 +43,10 @@ ENV PATH=/opt/taxi-cli/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     TAXI_DATA_DIR=/data/downloads \
     TAXI_STATE_DIR=/data/state \
-    TAXI_PG_DATA=/data/pgdata \
-    DBT_TARGET_PATH=/data/dbt/target \
-    DBT_LOG_PATH=/data/dbt/logs
-# One volume for everything a run keeps: downloads, the gcs/bq ledger, locks, the
-# embedded PostgreSQL's data. Mount a config file at /data/taxi-cli.toml (the working
-# dir) or anywhere with TAXI_CONFIG.
+    TAXI_PG_DATA=/data/pgdata
+# One volume for everything a run keeps: downloads, the gcs/bq ledger, locks, dbt's
+# target dir and logs (under the state dir), the embedded PostgreSQL's data. Mount a
+# config file at /data/taxi-cli.toml (the working dir) or anywhere with TAXI_CONFIG.
 VOLUME ["/data"]
 WORKDIR /data
 USER 10001:10001

@@ -98,8 +98,6 @@ def test_runtime_dirs_are_on_the_volume_the_user_owns() -> None:
     for name in ("TAXI_DATA_DIR", "TAXI_STATE_DIR", "TAXI_PG_DATA"):
         assert env[name].startswith(volume + "/"), name
     assert f"chown taxi:taxi {volume}" in " ".join(a for w, a in runtime if w == "RUN")
-    # dbt's output must not go into the (root-owned) installed package
-    assert env["DBT_TARGET_PATH"].startswith(volume + "/")
 
 
 def test_dockerignore_is_an_allowlist_covering_what_the_dockerfile_copies() -> None:
