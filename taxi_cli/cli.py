@@ -176,6 +176,73 @@ def extract_cmd(
 # (commands of backfill, status, schedule (issue 4) go here)
 
 
+@app.command("backfill")
+@reports_errors
+def backfill_cmd(
+    taxis: TaxisArg,
+    months: MonthsArg = None,
+    target: Annotated[str, typer.Option("--target", "-t", help="pg, gcs, bq or gcs+bq.")] = "pg",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan on stdout and stop.")
+    ] = False,
+    reprocess: Annotated[
+        str,
+        typer.Option(
+            "--reprocess", help="none: only what is not done; failed: also retry failed; all."
+        ),
+    ] = "none",
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel workers.")] = 2,
+    backwards: Annotated[bool, typer.Option("--backwards", help="Newest month first.")] = False,
+    fail_fast: Annotated[
+        bool, typer.Option("--fail-fast", help="Stop after the first failed partition.")
+    ] = False,
+    catch_up: Annotated[
+        bool,
+        typer.Option(
+            "--catch-up",
+            help="From the first month not done to the newest upstream (MONTHS optional).",
+        ),
+    ] = False,
+    mode: Annotated[
+        str, typer.Option("--mode", help="pg: replace a month's rows, or merge new rows.")
+    ] = "merge",
+    data_dir: DataDirOpt = None,
+    source_url: SourceUrlOpt = None,
+    pg_url: PgUrlOpt = None,
+    schema: SchemaOpt = None,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+    log_format: LogFormatOpt = "text",
+) -> None:
+    """Load a range of months into a target, resumably; rerun to finish what is left."""
+    from taxi_cli import backfill
+
+    out = output(quiet, json_out, verbose, log_format)
+    cfg = settings(data_dir=data_dir, source_url=source_url, pg_url=pg_url, pg_schema=schema)
+    opts = backfill.Options(
+        taxis, months, target, dry_run, reprocess, jobs, backwards, fail_fast, catch_up, mode
+    )
+    backfill.run(cfg, opts, out)
+
+
+@app.command("status")
+@reports_errors
+def status_cmd(
+    target: Annotated[str, typer.Option("--target", "-t", help="pg, gcs or bq.")] = "pg",
+    pg_url: PgUrlOpt = None,
+    schema: SchemaOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """What each target holds: months by taxi type, state and rows, totals per year."""
+    from taxi_cli import status
+    from taxi_cli.targets import ledger_for_status
+
+    out = output(json_out=json_out)
+    cfg = settings(pg_url=pg_url, pg_schema=schema)
+    status.render(status.build(target, ledger_for_status(cfg, target)), out)
+
+
 @app.command("schedule")
 @reports_errors
 def schedule_cmd(
