@@ -26,7 +26,7 @@ import platformdirs
 
 from taxi_cli.catalog import DEFAULT_SOURCE_URL
 from taxi_cli.errors import ConfigError
-from taxi_cli.redact import mask_dsn, mask_secret
+from taxi_cli.redact import MASK, mask_dsn, mask_secret
 
 APP = "taxi-cli"
 CONFIG_FILE_NAME = "taxi-cli.toml"
@@ -237,12 +237,19 @@ class Settings:
             value = str(getattr(self, spec.name))
             # Any URL may carry a password (a mirror, an endpoint), not only the DSN ones.
             value = mask_secret(value) if spec.secret == "full" else mask_dsn(value)
+            if _looks_like_key_material(value):  # e.g. a key file's JSON pasted into the env
+                value = f"{MASK} (inline content, not a path)"
             rows.append((spec.name, value, self.source_of(spec.name)))
         for name in PG_ENV:
             if name in self.pg_env:
                 value = self.pg_env[name]
                 rows.append((name, mask_secret(value) if name == "PGPASSWORD" else value, "env"))
         return rows
+
+
+def _looks_like_key_material(value: str) -> bool:
+    text = value.lstrip()
+    return text.startswith("{") or "-----BEGIN" in text or "private_key" in text
 
 
 def environ() -> Mapping[str, str]:

@@ -294,6 +294,36 @@ def test_config_show_masks_key_value_and_query_dsns(dsn: str, shown: str) -> Non
     assert shown in json.loads(out)["settings"]["pg_url"]["value"]
 
 
+def test_config_show_never_prints_key_file_content_pasted_into_the_env() -> None:
+    """A common CI mistake: the key's JSON in GOOGLE_APPLICATION_CREDENTIALS, not its path."""
+    key = json.dumps({"type": "service_account", "private_key": f"-----BEGIN {SECRET}"})
+    for json_flag in ([], ["--json"]):
+        code, out, err = run(
+            "config", "show", *json_flag, env={"GOOGLE_APPLICATION_CREDENTIALS": key}
+        )
+        assert code == 0, err
+        assert SECRET not in out + err and "private_key" not in out + err
+        assert "*** (inline content, not a path)" in out
+
+
+def test_config_show_keeps_a_key_file_path_visible(tmp_path: Path) -> None:
+    keyfile = write(tmp_path / "sa.json", json.dumps({"private_key": SECRET}))
+    code, out, err = run(
+        "config", "show", "--json", env={"GOOGLE_APPLICATION_CREDENTIALS": str(keyfile)}
+    )
+    assert code == 0, err
+    assert json.loads(out)["settings"]["gcp_credentials"]["value"] == str(keyfile)
+    assert SECRET not in out + err
+
+
+def test_an_error_message_masks_a_password_in_the_bad_value() -> None:
+    code, out, err = run(
+        "config", "show", env={"TAXI_HTTP_TIMEOUT": f"postgresql://u:{SECRET}@h/db"}
+    )
+    assert code == ExitCode.USAGE and out == ""
+    assert SECRET not in err and "postgresql://u:***@h/db" in _one_error_line(err)
+
+
 def test_config_show_lists_every_setting_with_its_source(tmp_path: Path) -> None:
     cfg_file = write(tmp_path / "c.toml", LAYERED)
     code, out, _ = run(
