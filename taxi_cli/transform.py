@@ -244,6 +244,7 @@ def report(result: TransformResult, out: Output) -> None:
     if out.json:
         out.emit_json(result.as_dict())
         return
+    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
@@ -260,13 +261,15 @@ def report(result: TransformResult, out: Output) -> None:
             "" if node.rows is None else f"{node.rows:,}",
             f"{node.seconds:.2f}",
         )
-    # piped output is not cut to 80 columns: scripts and logs keep whole node names
-    out.out.print(table, width=None if out.out.is_terminal else 160)
+    console = out.out
+    if not console.is_terminal:  # piped: keep whole node names rather than cut at 80
+        console = Console(file=out.stdout, width=160, soft_wrap=True, color_system=None)
+    console.print(table)
     counts: dict[str, int] = {}
     for node in result.nodes:
         counts[node.status] = counts.get(node.status, 0) + 1
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    out.out.print(f"{len(result.nodes)} nodes in {result.seconds:.1f}s: {summary}")
+    console.print(f"{len(result.nodes)} nodes in {result.seconds:.1f}s: {summary}")
 
 
 def check(result: TransformResult) -> None:
