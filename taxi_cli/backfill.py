@@ -290,9 +290,15 @@ def _locks(cfg: Settings, targets: Sequence[Target]) -> Iterator[None]:
 
 def run(cfg: Settings, opts: Options, out: Output) -> Summary:
     """The `backfill` command (the plan and summary are printed here)."""
+    # Every usage error before any connection or download.
     taxis = parse_taxis(opts.taxis)
     if opts.jobs < 1:
         raise UsageError(f"--jobs must be at least 1, not {opts.jobs}")
+    check_reprocess(opts.reprocess)
+    if opts.months is not None:
+        parse_months(opts.months)
+    elif not opts.catch_up:
+        raise UsageError("MONTHS is required (e.g. 2020-01..2020-06), unless --catch-up")
     targets = make_targets(cfg, split_targets(opts.target), mode=opts.mode)
     if opts.dry_run:
         for target in targets:

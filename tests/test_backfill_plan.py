@@ -1,0 +1,143 @@
+"""Planning and `backfill --dry-run` against a ledger in mixed states, per --reprocess.
+
+The ledger is the real SQLite ledger of the gcs target and the cached files are real
+files under the data dir; the dry run needs no server (and must not download).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from taxi_cli.catalog import FHV, GREEN, YELLOW
+from taxi_cli.cli import app
+from taxi_cli.config import load_settings
+from taxi_cli.extract import data_file
+from taxi_cli.ledger import StateLedger
+from taxi_cli.plan import Action, State, make_plan, work_units
+
+runner = CliRunner()
+
+
+def _cache(month: str, content: bytes) -> str:
+    path = data_file(load_settings(), GREEN, month)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return hashlib.sha256(content).hexdigest()
+
+
+@pytest.fixture
+def mixed(monkeypatch: pytest.MonkeyPatch) -> StateLedger:
+    """green 2020-01 done, same file cached; 02 done, a different file cached;
+    03 done, nothing cached; 04 failed; 05 never loaded."""
+    monkeypatch.setenv("TAXI_GCS_BUCKET", "taxi-test")
+    ledger = StateLedger(load_settings())
+    same = _cache("2020-01", b"january")
+    _cache("2020-02", b"february, re-released")
+    for month, sha in (("2020-01", same), ("2020-02", "0" * 64), ("2020-03", "3" * 64)):
+        ledger.record_done("gcs", "green", month, f"green_tripdata_{month}.csv", sha, 100)
+    ledger.record_failed("gcs", "green", "2020-04", "green_tripdata_2020-04.csv", "HTTP 503")
+    return ledger
+
+
+EXPECTED = {
+    "none": ["skip", "reload", "skip", "skip", "load"],
+    "failed": ["skip", "reload", "skip", "retry", "load"],
+    "all": ["reload", "reload", "reload", "reload", "load"],
+}
+
+
+@pytest.mark.parametrize("reprocess", sorted(EXPECTED))
+def test_plan_per_reprocess(mixed: StateLedger, reprocess: str) -> None:
+    cfg = load_settings()
+    from taxi_cli.backfill import cached_sha256
+
+    plan = make_plan(
+        [GREEN],
+        ["2020-01", "2020-02", "2020-03", "2020-04", "2020-05"],
+        ["gcs"],
+        {"gcs": mixed.rows("gcs")},
+        reprocess=reprocess,
+        local_sha256=lambda taxi, month: cached_sha256(cfg, taxi, month),
+    )
+    assert [str(i.action) for i in plan] == EXPECTED[reprocess]
+    assert [i.state for i in plan] == [State.DONE] * 3 + [State.FAILED, State.MISSING]
+    if reprocess == "none":
+        assert "source changed" in plan[1].reason
+        assert "not cached" in plan[2].reason
+        assert "--reprocess failed" in plan[3].reason
+
+
+@pytest.mark.parametrize("reprocess", sorted(EXPECTED))
+def test_dry_run_prints_the_plan_and_changes_nothing(
+    mixed: StateLedger, reprocess: str, isolated_env: Path
+) -> None:
+    before = mixed.rows("gcs")
+    result = runner.invoke(
+        app,
+        ["backfill", "green", "2020-01..2020-05", "--target", "gcs", "--dry-run", "--json"]
+        + ["--reprocess", reprocess],
+    )
+    assert result.exit_code == 0, result.stderr
+    plan = json.loads(result.stdout)["plan"]
+    assert [p["action"] for p in plan] == EXPECTED[reprocess]
+    assert [p["month"] for p in plan] == [f"2020-0{m}" for m in range(1, 6)]
+    assert mixed.rows("gcs") == before
+    assert not (isolated_env / "taxi-state" / "locks").exists()  # a dry run takes no lock
+    text = runner.invoke(
+        app, ["backfill", "green", "2020-01..2020-05", "--target", "gcs", "--dry-run"]
+    )
+    assert text.exit_code == 0
+    assert "green 2020-05 -> gcs" in text.stdout and "load" in text.stdout
+
+
+def test_order_backwards_windows_and_units() -> None:
+    plan = make_plan([YELLOW, GREEN, FHV], ["2019-12", "2020-01"], ["gcs", "bq"], {})
+    assert [(i.month, i.taxi, i.target) for i in plan[:4]] == [
+        ("2019-12", "yellow", "gcs"),
+        ("2019-12", "yellow", "bq"),
+        ("2019-12", "green", "gcs"),
+        ("2019-12", "green", "bq"),
+    ]
+    fhv_2020 = [i for i in plan if i.taxi == "fhv" and i.month == "2020-01"]
+    assert {i.action for i in fhv_2020} == {Action.SKIP}
+    assert "release window" in fhv_2020[0].reason
+    backwards = make_plan([YELLOW, GREEN], ["2019-12", "2020-01"], ["pg"], {}, backwards=True)
+    assert [(i.month, i.taxi) for i in backwards] == [
+        ("2020-01", "yellow"),
+        ("2020-01", "green"),
+        ("2019-12", "yellow"),
+        ("2019-12", "green"),
+    ]
+    units = work_units(plan, [YELLOW, GREEN, FHV])
+    assert [u.name for u in units] == ["yellow 2019-12", "green 2019-12", "fhv 2019-12"] + [
+        "yellow 2020-01",
+        "green 2020-01",
+    ]
+    assert [i.target for i in units[0].items] == ["gcs", "bq"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["green", "--target", "gcs"], "MONTHS is required"),
+        (["green", "2020-01", "--target", "s3"], "unknown target 's3'"),
+        (["green", "2020-01", "--reprocess", "some"], "--reprocess must be one of"),
+        (["green", "2020-13", "--target", "gcs"], "bad month '2020-13'"),
+        (["purple", "2020-01"], "unknown taxi type 'purple'"),
+        (["green", "2020-01", "--jobs", "0"], "--jobs must be at least 1"),
+        (["green", "2020-01", "--mode", "upsert"], "--mode must be replace or merge"),
+    ],
+)
+def test_usage_errors_exit_2(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    monkeypatch.setenv("TAXI_GCS_BUCKET", "taxi-test")
+    result = runner.invoke(app, ["backfill", *args, "--dry-run"])
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.startswith("taxi-cli: error: ")
+    assert message in result.stderr
