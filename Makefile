@@ -20,8 +20,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install taxi-cli with its test and lint extras
 
+# Offline (or in CI) with TAXI_SOURCE_URL unset, the demo serves the same real release
+# files from tests/data on 127.0.0.1 and says so; otherwise it uses the release host.
 run: $(STAMP) ## the main job: real months into the embedded Postgres, dbt models, status
-	$(BIN)/python -m taxi_cli.demo
+	$(BIN)/python -m taxi_cli.demo --local-mirror tests/data/real tests/data
 
 test: $(STAMP) ## run the whole test suite (starts its own Postgres and emulators)
 	$(BIN)/pytest -q
