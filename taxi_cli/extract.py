@@ -1,20 +1,56 @@
 """`extract`: download, verify and cache the monthly release files.
 
-API contract used by the loaders and backfill (implementation in progress):
-`ensure_file` returns an `Extracted` for a verified local `.csv.gz`, downloading it
-only when no verified copy is cached.
+`ensure_file` returns an `Extracted` for a verified local `.csv.gz`, downloading it only
+when no verified copy is cached. A download goes to `{file}.part` (resumed with HTTP
+Range when a previous attempt left one), is verified (`taxi_cli.verify`), and only then
+renamed to its final name, so the final name only ever holds a verified file. A file
+that fails verification is fetched once more from scratch; a second failure is an
+error, and neither copy is kept.
+
+A verified file gets a sidecar `{file}.verified.json` (size, mtime, sha256, rows,
+uncompressed bytes): while the file's size and mtime match it, a later run trusts it
+without reading the file again. A missing or stale sidecar means re-verify.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import csv
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import httpx
+from rich.progress import Progress, TaskID
 
-from taxi_cli.catalog import TaxiType
+from taxi_cli import download
+from taxi_cli.catalog import (
+    MONTH_FORMS,
+    TAXIS,
+    ZONES_FILE,
+    ManifestEntry,
+    TaxiType,
+    in_window,
+    manifest,
+    parse_months,
+    parse_taxis,
+    taxi_url,
+    zones_url,
+)
 from taxi_cli.config import Settings
-from taxi_cli.console import Output
+from taxi_cli.console import Output, add_task
+from taxi_cli.errors import ConfigError, DataError, DownloadError, UsageError
+from taxi_cli.verify import Verified, VerifyError, verify_trip_file, verify_zones
+
+log = logging.getLogger("taxi_cli.extract")
+
+SIDECAR_SUFFIX = ".verified.json"
+SIDECAR_VERSION = 1
+MIB = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -31,11 +67,243 @@ class Extracted:
     cached: bool  # True when no download was needed
     parquet_path: Path | None = None
     note: str | None = None  # e.g. a manifest mismatch whose content verified
+    url: str | None = None  # where it was (or would be) downloaded from
 
     @property
     def csv_name(self) -> str:
         """The uncompressed file name: the `filename` lineage value in the warehouses."""
         return self.path.name.removesuffix(".gz")
+
+    def as_json(self) -> dict[str, Any]:
+        payload = asdict(self)
+        payload["path"] = str(self.path)
+        payload["parquet_path"] = str(self.parquet_path) if self.parquet_path else None
+        payload["uncompressed_mib"] = round(self.uncompressed_bytes / MIB, 2)
+        payload["csv_name"] = self.csv_name
+        return payload
+
+
+# ---- locations and manifest ---------------------------------------------------------------
+
+
+def data_file(cfg: Settings, taxi: TaxiType, month: str) -> Path:
+    """Where the verified file of (taxi, month) lives."""
+    return cfg.data_path / taxi.name / taxi.file_name(month)
+
+
+def zones_file(cfg: Settings) -> Path:
+    return cfg.data_path / "misc" / ZONES_FILE
+
+
+def load_manifest(cfg: Settings) -> dict[str, ManifestEntry]:
+    """The release manifest to verify against: shipped, `none`, or a CSV file."""
+    if not cfg.manifest:
+        return manifest()
+    if cfg.manifest.strip().lower() == "none":
+        return {}
+    path = Path(cfg.manifest).expanduser()
+    try:
+        with path.open(newline="") as fh:
+            entries = {
+                row["filename"]: ManifestEntry(
+                    row["filename"], int(row["size_bytes"]), row["sha256"].lower()
+                )
+                for row in csv.DictReader(fh)
+            }
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"cannot read the manifest {path} (TAXI_MANIFEST): {exc}; it needs the columns "
+            "filename,size_bytes,sha256 (or set it to `none`)"
+        ) from exc
+    return entries
+
+
+# ---- the verified-file sidecar ------------------------------------------------------------
+
+
+def sidecar_path(path: Path) -> Path:
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def _read_sidecar(path: Path) -> dict[str, Any] | None:
+    """The sidecar's record when it still describes `path` exactly, else None."""
+    try:
+        meta = json.loads(sidecar_path(path).read_text())
+        st = path.stat()
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("version") != SIDECAR_VERSION:
+        return None
+    if meta.get("size") != st.st_size or meta.get("mtime_ns") != st.st_mtime_ns:
+        return None
+    return meta
+
+
+def _write_sidecar(path: Path, verified: Verified) -> None:
+    st = path.stat()
+    meta = {
+        "version": SIDECAR_VERSION,
+        "file": path.name,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "sha256": verified.sha256,
+        "rows": verified.rows,
+        "uncompressed_bytes": verified.uncompressed_bytes,
+        "header": list(verified.header),
+        "note": verified.note,
+    }
+    side = sidecar_path(path)
+    tmp = side.with_name(side.name + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, side)
+
+
+# ---- progress -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Bars:
+    """One bar per file plus an overall bar (bytes), or nothing when progress is hidden."""
+
+    progress: Progress | None
+    overall: TaskID | None = None
+    done_before: int = 0  # bytes of the files already finished
+
+    def file_callback(self, name: str) -> tuple[download.Progress | None, Callable[[], None]]:
+        progress = self.progress
+        if progress is None:
+            return None, lambda: None
+        task = progress.add_task(name, total=None)
+        seen = {"done": 0}
+
+        def update(done: int, total: int | None) -> None:
+            seen["done"] = done
+            progress.update(task, completed=done, total=total)
+            if self.overall is not None:
+                progress.update(self.overall, completed=self.done_before + done)
+
+        def finish() -> None:
+            self.done_before += seen["done"]
+            progress.remove_task(task)
+
+        return update, finish
+
+
+@contextmanager
+def _bars_for(out: Output | None, total: int | None, files: int) -> Iterator[_Bars]:
+    if out is None:
+        yield _Bars(None)
+        return
+    with out.transfer_progress() as progress:
+        overall = add_task(progress, f"all {files} files", total) if files > 1 else None
+        yield _Bars(progress, overall)
+
+
+# ---- one file -----------------------------------------------------------------------------
+
+
+def _from_sidecar(
+    meta: dict[str, Any], taxi: str, month: str | None, path: Path, url: str
+) -> Extracted:
+    return Extracted(
+        taxi=taxi,
+        month=month,
+        path=path,
+        rows=int(meta["rows"]),
+        compressed_bytes=int(meta["size"]),
+        uncompressed_bytes=int(meta["uncompressed_bytes"]),
+        sha256=str(meta["sha256"]),
+        cached=True,
+        note=meta.get("note"),
+        url=url,
+    )
+
+
+def _ensure(
+    cfg: Settings,
+    *,
+    taxi: str,
+    month: str | None,
+    final: Path,
+    url: str,
+    check: Callable[[Path], Verified],
+    not_found: str,
+    force: bool,
+    client: httpx.Client,
+    bars: _Bars,
+) -> Extracted:
+    """The cache-or-download-and-verify cycle shared by trip files and the zone lookup."""
+    name = final.name
+    part = final.with_name(name + ".part")
+    if final.exists() and not force:
+        meta = _read_sidecar(final)
+        if meta is not None:
+            return _from_sidecar(meta, taxi, month, final, url)
+        try:
+            verified = check(final)
+        except VerifyError as exc:
+            log.warning("%s; the cached copy is bad, downloading it again", exc)
+            sidecar_path(final).unlink(missing_ok=True)
+            final.unlink()
+        else:
+            _write_sidecar(final, verified)
+            return _extracted(taxi, month, final, verified, url, cached=True)
+    if force:
+        download.discard(part)  # --force means a fresh download, not a resumed one
+    for attempt in (1, 2):
+        update, finish = bars.file_callback(name)
+        try:
+            download.fetch(client, url, part, cfg, progress=update)
+        except download.NotFound as exc:
+            download.discard(part)
+            raise DownloadError(f"{name}: {exc}; {not_found}") from exc
+        finally:
+            finish()
+        try:
+            verified = check(part)
+        except VerifyError as exc:
+            download.discard(part)  # a bad .part must not be resumed by the next run
+            if attempt == 1:
+                log.warning("%s; downloading it once more from scratch", exc)
+                continue
+            raise DataError(
+                f"{exc}; downloaded twice and both copies failed verification, "
+                f"so nothing was kept: check the source ({url}) and run again later"
+            ) from exc
+        sidecar_path(final).unlink(missing_ok=True)
+        os.replace(part, final)
+        download.discard(part)
+        _write_sidecar(final, verified)
+        if verified.note:
+            log.warning("%s", verified.note)
+        return _extracted(taxi, month, final, verified, url, cached=False)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _extracted(
+    taxi: str, month: str | None, path: Path, v: Verified, url: str, *, cached: bool
+) -> Extracted:
+    return Extracted(
+        taxi=taxi,
+        month=month,
+        path=path,
+        rows=v.rows,
+        compressed_bytes=v.compressed_bytes,
+        uncompressed_bytes=v.uncompressed_bytes,
+        sha256=v.sha256,
+        cached=cached,
+        note=v.note,
+        url=url,
+    )
+
+
+@contextmanager
+def _client(cfg: Settings, client: httpx.Client | None) -> Iterator[httpx.Client]:
+    if client is not None:
+        yield client
+        return
+    with download.make_client(cfg) as own:
+        yield own
 
 
 def ensure_file(
@@ -47,23 +315,156 @@ def ensure_file(
     parquet: bool = False,
     out: Output | None = None,
     client: httpx.Client | None = None,
+    _bars: _Bars | None = None,
 ) -> Extracted:
-    """Return the verified file for (taxi, month), downloading it if needed."""
-    raise NotImplementedError
+    """Return the verified file for (taxi, month), downloading it if needed.
+
+    Raises DownloadError (404, retries exhausted) or DataError (failed verification
+    twice); nothing is left under the final name then.
+    """
+    final = data_file(cfg, taxi, month)
+    entry = load_manifest(cfg).get(final.name)
+    url = taxi_url(cfg.source_url, taxi, month)
+    not_found = f"{taxi.name} releases available: {taxi.window_text()}"
+
+    def check(path: Path) -> Verified:
+        return verify_trip_file(path, taxi, entry, name=final.name)
+
+    with _client(cfg, client) as http, _bars_or(out, _bars, entry) as bars:
+        result = _ensure(
+            cfg,
+            taxi=taxi.name,
+            month=month,
+            final=final,
+            url=url,
+            check=check,
+            not_found=not_found,
+            force=force,
+            client=http,
+            bars=bars,
+        )
+    if parquet:
+        from taxi_cli.parquet import to_parquet
+
+        result = replace(result, parquet_path=to_parquet(result, taxi, force=force))
+    return result
 
 
-def ensure_zones(cfg: Settings, *, force: bool = False, out: Output | None = None) -> Extracted:
+@contextmanager
+def _bars_or(
+    out: Output | None, bars: _Bars | None, entry: ManifestEntry | None
+) -> Iterator[_Bars]:
+    if bars is not None:
+        yield bars
+        return
+    with _bars_for(out, entry.size if entry else None, 1) as own:
+        yield own
+
+
+def ensure_zones(
+    cfg: Settings,
+    *,
+    force: bool = False,
+    out: Output | None = None,
+    client: httpx.Client | None = None,
+) -> Extracted:
     """Return the verified zone lookup file, downloading it if needed."""
-    raise NotImplementedError
+    final = zones_file(cfg)
+    entry = load_manifest(cfg).get(ZONES_FILE)
+    url = zones_url(cfg.source_url)
+    with _client(cfg, client) as http, _bars_or(out, None, entry) as bars:
+        return _ensure(
+            cfg,
+            taxi="zones",
+            month=None,
+            final=final,
+            url=url,
+            check=lambda path: verify_zones(path, entry),
+            not_found=f"the mirror needs misc/{ZONES_FILE} (check --source-url)",
+            force=force,
+            client=http,
+            bars=bars,
+        )
+
+
+# ---- the command --------------------------------------------------------------------------
+
+
+def plan(taxis: str, months: str | None) -> list[tuple[TaxiType, str]]:
+    """The (taxi, month) pairs of the specs; with `all`, only months in each release window."""
+    if not months:
+        raise UsageError(f"which months? {MONTH_FORMS}")
+    taxi_list = parse_taxis(taxis)
+    month_list = parse_months(months)
+    wants_all = any(p.strip().lower() == "all" for p in taxis.split(","))
+    pairs = [
+        (t, m)
+        for t in taxi_list
+        for m in month_list
+        if not wants_all or in_window(t, m) or t.name in _named(taxis)
+    ]
+    if not pairs:
+        raise UsageError(
+            f"no released month in {months!r} for {taxis!r}; windows: "
+            + ", ".join(f"{t.name} {t.window_text()}" for t in taxi_list)
+        )
+    return pairs
+
+
+def _named(taxis: str) -> set[str]:
+    return {p.strip().lower() for p in taxis.split(",")} & set(TAXIS)
 
 
 def run(
-    cfg: Settings, taxis: str, months: str | None, *, fmt: str, force: bool, out: Output
+    cfg: Settings,
+    taxis: str,
+    months: str | None,
+    *,
+    fmt: str = "csv",
+    force: bool = False,
+    out: Output | None = None,
 ) -> list[Extracted]:
     """The `extract` command: every (taxi, month) of the specs, or the zones."""
-    raise NotImplementedError
+    if fmt not in ("csv", "parquet"):
+        raise UsageError(f"--format must be csv or parquet, not {fmt!r}")
+    if taxis.strip().lower() == "zones":
+        if months:
+            raise UsageError("`extract zones` takes no months")
+        return [ensure_zones(cfg, force=force, out=out)]
+    pairs = plan(taxis, months)
+    entries = load_manifest(cfg)
+    sizes = [entries.get(t.file_name(m)) for t, m in pairs]
+    total = sum(e.size for e in sizes if e) if all(sizes) else None
+    results = []
+    with download.make_client(cfg) as client, _bars_for(out, total, len(pairs)) as bars:
+        for taxi, month in pairs:
+            results.append(
+                ensure_file(
+                    cfg,
+                    taxi,
+                    month,
+                    force=force,
+                    parquet=fmt == "parquet",
+                    client=client,
+                    _bars=bars,
+                )
+            )
+    return results
 
 
 def report(results: list[Extracted], out: Output) -> None:
     """Print one line per file (or JSON with --json) on stdout."""
-    raise NotImplementedError
+    if out.json:
+        out.emit_json([r.as_json() for r in results])
+        return
+    for r in results:
+        how = "cached" if r.cached else "downloaded"
+        line = (
+            f"{r.path}  {r.compressed_bytes:,} bytes  "
+            f"{r.uncompressed_bytes:,} bytes uncompressed ({r.uncompressed_bytes / MIB:.1f} MiB)  "
+            f"{r.rows:,} rows  {how}"
+        )
+        if r.parquet_path:
+            line += f"  parquet {r.parquet_path}"
+        out.stdout.write(line + "\n")
+    out.stdout.flush()

@@ -1,0 +1,432 @@
+"""Verification of a downloaded release file before it is accepted.
+
+A trip file (`.csv.gz`) passes when: its size and sha256 match the release manifest (or
+differ only in the gzip MTIME, see `MTIME_WINDOW`); the gzip stream decompresses to its
+end with good CRC and length (further gzip members are allowed, trailing garbage is
+not); the header is one the taxi type is released with; and every record has the
+header's number of fields. A short record is what a truncated download looks like.
+
+Speed matters: a 7,000,000-row yellow month is ~670 MB of CSV. Trip files never quote
+fields, so records are checked in bulk with numpy (newline positions, comma counts per
+line) on ~16 MiB slices of the zlib output; the slower exact `csv` scan runs only if a
+quote character shows up. The zone lookup (quoted, 265 rows) always uses `csv`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from taxi_cli.catalog import TAXIS, ZONES_COLUMNS, ZONES_ROWS, ManifestEntry, TaxiType
+from taxi_cli.errors import DataError
+
+GZIP_MAGIC = b"\x1f\x8b"
+READ_CHUNK = 4 << 20  # compressed bytes per read
+SCAN_CHUNK = 16 << 20  # decompressed bytes per numpy pass
+# DataTalksClub re-uploaded the release assets on 2022-07-14; copies made before differ
+# from the manifest only in the gzip header's MTIME (bytes 4..7), set in this window.
+MTIME_WINDOW = range(1657790333, 1657790394)
+
+
+class VerifyError(DataError):
+    """A file failed verification: `problem` at `line` (1 = the header), if known."""
+
+    def __init__(self, name: str, problem: str, line: int | None = None) -> None:
+        where = f"line {line}: " if line is not None else ""
+        super().__init__(f"{name}: {where}{problem}")
+        self.name = name
+        self.problem = problem
+        self.line = line
+
+
+class ManifestMismatch(VerifyError):
+    """Size or sha256 differ from the release manifest."""
+
+
+@dataclass(frozen=True)
+class Verified:
+    """What verification learned about a good file."""
+
+    rows: int  # data records, header excluded
+    compressed_bytes: int
+    uncompressed_bytes: int
+    sha256: str
+    header: tuple[str, ...]
+    note: str | None = None  # e.g. accepted despite a gzip-MTIME-only manifest difference
+
+
+class _GzipProblem(Exception):
+    pass
+
+
+def _describe_start(head: bytes) -> str:
+    text = head[:80].decode("utf-8", "replace").strip()
+    low = text.lower()
+    if low.startswith(("<!doctype html", "<html")) or "<html" in low:
+        return "an HTML page, not the release file (a proxy, login or error page?)"
+    if not text:
+        return "empty"
+    first = text.splitlines()[0][:60]
+    return f"it starts with {first!r}"
+
+
+def _gunzip(path: Path, hasher: hashlib._Hash) -> Iterator[bytes]:
+    """Yield the decompressed bytes of every gzip member; hash the raw bytes as read."""
+    with path.open("rb") as fh:
+        first = fh.read(READ_CHUNK)
+        if not first.startswith(GZIP_MAGIC):
+            raise _GzipProblem(f"not a gzip file: {_describe_start(first)}")
+        d = zlib.decompressobj(31)
+        consumed = 0
+        chunk = first
+        while chunk:
+            hasher.update(chunk)
+            pending = chunk
+            while pending:
+                if d.eof:  # another member must start right here
+                    if not GZIP_MAGIC.startswith(pending[:2]) or not pending:
+                        at = consumed + len(chunk) - len(pending)
+                        raise _GzipProblem(f"trailing garbage after the gzip stream at byte {at:,}")
+                    d = zlib.decompressobj(31)
+                try:
+                    out = d.decompress(pending)
+                except zlib.error as exc:
+                    raise _GzipProblem(f"corrupt gzip data ({exc})") from exc
+                if out:
+                    yield out
+                pending = d.unused_data if d.eof else b""
+            consumed += len(chunk)
+            chunk = fh.read(READ_CHUNK)
+        if not d.eof:
+            raise _GzipProblem("the gzip stream ends early (a truncated download)")
+
+
+def _slices(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Regroup zlib output into slices of about SCAN_CHUNK bytes."""
+    buf: list[bytes] = []
+    size = 0
+    try:
+        for chunk in chunks:
+            buf.append(chunk)
+            size += len(chunk)
+            if size >= SCAN_CHUNK:
+                yield b"".join(buf)
+                buf, size = [], 0
+    except _GzipProblem:
+        if buf:  # check what did decompress, so the error can name the line it stops at
+            yield b"".join(buf)
+        raise
+    if buf:
+        yield b"".join(buf)
+
+
+class _NeedsExactScan(Exception):
+    pass
+
+
+def _header_fields(line: bytes) -> tuple[str, ...]:
+    text = line.removeprefix(b"\xef\xbb\xbf").decode("utf-8", "replace").rstrip("\r\n")
+    return tuple(next(csv.reader([text])))
+
+
+def _same(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    return len(a) == len(b) and all(x.lower() == y.lower() for x, y in zip(a, b, strict=True))
+
+
+def check_header(name: str, taxi: TaxiType, header: tuple[str, ...]) -> None:
+    """Accept the taxi type's released headers (any letter case); else say whose it is."""
+    if any(_same(header, h) for h in taxi.accepted_headers):
+        return
+    for other in TAXIS.values():
+        if other is not taxi and any(_same(header, h) for h in other.accepted_headers):
+            raise VerifyError(
+                name,
+                f"header is {other.name}'s, expected {taxi.name}'s "
+                f"(the file is not a {taxi.name} trip file)",
+                1,
+            )
+    shown = ",".join(header)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    raise VerifyError(
+        name,
+        f"unexpected header {shown!r}, expected {taxi.name}'s "
+        f"({len(taxi.header)} columns starting {taxi.header[0]},{taxi.header[1]})",
+        1,
+    )
+
+
+class _FastScan:
+    """Counts records and checks their field count in bulk, slice by slice."""
+
+    def __init__(self, name: str, taxi: TaxiType) -> None:
+        self.name = name
+        self.taxi = taxi
+        self.commas = 0
+        self.header: tuple[str, ...] | None = None
+        self.carry = b""
+        self.line = 1  # physical lines completed (the header is line 1)
+        self.blank_at: int | None = None  # first blank line, fine only if at the end
+        self.uncompressed = 0
+
+    def feed(self, data: bytes) -> None:
+        self.uncompressed += len(data)
+        buf = self.carry + data if self.carry else data
+        if self.header is None:
+            end = buf.find(b"\n")
+            if end < 0:
+                if len(buf) > 1 << 16:
+                    raise VerifyError(self.name, "no header line in the first 64 KiB", 1)
+                self.carry = buf
+                return
+            self.header = _header_fields(buf[: end + 1])
+            check_header(self.name, self.taxi, self.header)
+            self.commas = len(self.header) - 1
+            buf = buf[end + 1 :]
+        last = buf.rfind(b"\n")
+        self.carry = buf[last + 1 :]
+        if last >= 0:
+            self._check(buf[: last + 1])
+
+    def _check(self, block: bytes) -> None:
+        if b'"' in block:
+            raise _NeedsExactScan
+        arr = np.frombuffer(block, dtype=np.uint8)
+        newlines = np.flatnonzero(arr == 10)
+        comma_pos = np.flatnonzero(arr == 44)
+        per_line = np.diff(np.searchsorted(comma_pos, newlines), prepend=0)
+        bad = np.flatnonzero(per_line != self.commas)
+        if bad.size:
+            starts = np.concatenate(([0], newlines[:-1] + 1))
+            lengths = newlines - starts  # without the \n
+            for i in bad.tolist():
+                blank = lengths[i] == 0 or (lengths[i] == 1 and arr[starts[i]] == 13)
+                if blank:
+                    if self.blank_at is None:
+                        self.blank_at = self.line + 1 + i
+                    continue
+                self._fail(self.line + 1 + i, int(per_line[i]) + 1)
+        if self.blank_at is not None and bad.size < len(newlines):
+            # some line after the first blank one has content: the blank is mid-file
+            nonblank_after = np.flatnonzero(per_line == self.commas)
+            if nonblank_after.size and self.line + 1 + int(nonblank_after[-1]) > self.blank_at:
+                raise VerifyError(self.name, "empty line inside the file", self.blank_at)
+        self.line += len(newlines)
+
+    def _fail(self, line: int, fields: int) -> None:
+        expected = self.commas + 1
+        if fields < expected:
+            what = f"{fields} fields, expected {expected}: a short record (truncated download?)"
+        else:
+            what = f"{fields} fields, expected {expected}"
+        raise VerifyError(self.name, what, line)
+
+    def finish(self) -> int:
+        """Check the last record (no final newline) and return the data row count."""
+        if self.header is None:
+            if not self.carry.strip():
+                raise VerifyError(self.name, "the file is empty", 1)
+            self.header = _header_fields(self.carry)
+            check_header(self.name, self.taxi, self.header)
+            return 0
+        tail = self.carry.rstrip(b"\r")
+        if tail:
+            fields = tail.count(b",") + 1
+            if b'"' in tail:
+                raise _NeedsExactScan
+            if fields != self.commas + 1:
+                self._fail(self.line + 1, fields)
+            if self.blank_at is not None:
+                raise VerifyError(self.name, "empty line inside the file", self.blank_at)
+            self.line += 1
+        rows = self.line - 1
+        if self.blank_at is not None:
+            rows = self.blank_at - 2
+        return rows
+
+
+def _exact_rows(name: str, taxi: TaxiType, text_lines: Iterator[str]) -> int:
+    """The slow, exact scan with the csv module (quoted fields, embedded newlines)."""
+    reader = csv.reader(text_lines)
+    header = next(reader, None)
+    if header is None:
+        raise VerifyError(name, "the file is empty", 1)
+    header_t = tuple(header)
+    if header_t and header_t[0].startswith("\ufeff"):
+        header_t = (header_t[0][1:], *header_t[1:])
+    check_header(name, taxi, header_t)
+    rows = 0
+    blank_at: int | None = None
+    for record in reader:
+        if not record:
+            blank_at = blank_at or reader.line_num
+            continue
+        if blank_at is not None:
+            raise VerifyError(name, "empty line inside the file", blank_at)
+        if len(record) != len(header_t):
+            expected = len(header_t)
+            short = ": a short record (truncated download?)" if len(record) < expected else ""
+            raise VerifyError(
+                name, f"{len(record)} fields, expected {expected}{short}", reader.line_num
+            )
+        rows += 1
+    return rows
+
+
+def _iter_text(path: Path) -> Iterator[str]:
+    def raw() -> Iterator[bytes]:
+        yield from _gunzip(path, hashlib.sha256())
+
+    stream = io.TextIOWrapper(
+        io.BufferedReader(_IterRaw(raw())), encoding="utf-8-sig", errors="replace", newline=""
+    )
+    yield from stream
+
+
+class _IterRaw(io.RawIOBase):
+    """A read-only raw stream over an iterator of byte chunks."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: memoryview) -> int:  # type: ignore[override]
+        while not self._buf:
+            try:
+                self._buf = next(self._chunks)
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+
+def _check_size(name: str, size: int, entry: ManifestEntry | None) -> None:
+    if entry is not None and size != entry.size:
+        raise ManifestMismatch(
+            name, f"size {size:,} bytes, the release manifest says {entry.size:,}"
+        )
+
+
+def mtime_only_difference(path: Path, entry: ManifestEntry) -> int | None:
+    """The MTIME in `MTIME_WINDOW` that makes the file hash to the manifest's sha256."""
+    with path.open("rb") as fh:
+        head = fh.read(10)
+        if len(head) < 10 or not head.startswith(GZIP_MAGIC):
+            return None
+        hashers = {}
+        for mtime in MTIME_WINDOW:
+            h = hashlib.sha256()
+            h.update(head[:4] + mtime.to_bytes(4, "little") + head[8:])
+            hashers[mtime] = h
+        while chunk := fh.read(READ_CHUNK):
+            for h in hashers.values():
+                h.update(chunk)
+    for mtime, h in hashers.items():
+        if h.hexdigest() == entry.sha256:
+            return mtime
+    return None
+
+
+def verify_trip_file(
+    path: Path, taxi: TaxiType, entry: ManifestEntry | None = None, *, name: str | None = None
+) -> Verified:
+    """Verify a downloaded `.csv.gz` of `taxi` (see the module doc); raise VerifyError."""
+    name = name or path.name.removesuffix(".part")
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(512)
+    if not head.startswith(GZIP_MAGIC):  # say what it is rather than that its size is off
+        raise VerifyError(name, f"not a gzip file: {_describe_start(head)}")
+    _check_size(name, size, entry)
+    hasher = hashlib.sha256()
+    scan = _FastScan(name, taxi)
+    try:
+        try:
+            for piece in _slices(_gunzip(path, hasher)):
+                scan.feed(piece)
+        except _GzipProblem as exc:
+            line = scan.line + 1 if scan.header is not None else None
+            raise VerifyError(name, str(exc), line) from exc
+        rows = scan.finish()
+        uncompressed = scan.uncompressed
+    except _NeedsExactScan:
+        hasher = hashlib.sha256()
+        hasher.update(path.read_bytes())  # the fast pass stopped early: hash it all
+        try:
+            rows = _exact_rows(name, taxi, _iter_text(path))
+        except _GzipProblem as exc:
+            raise VerifyError(name, str(exc)) from exc
+        uncompressed = sum(len(c) for c in _gunzip(path, hashlib.sha256()))
+    sha = hasher.hexdigest()
+    note = _manifest_note(path, name, sha, entry)
+    return Verified(rows, size, uncompressed, sha, scan.header or taxi.header, note)
+
+
+def _manifest_note(path: Path, name: str, sha: str, entry: ManifestEntry | None) -> str | None:
+    """None when the sha256 matches (or no entry); a note for an MTIME-only difference."""
+    if entry is None or sha == entry.sha256:
+        return None
+    mtime = mtime_only_difference(path, entry)
+    if mtime is None:
+        raise ManifestMismatch(
+            name,
+            f"sha256 {sha[:12]}… differs from the release manifest's {entry.sha256[:12]}… "
+            "(same size, different content)",
+        )
+    return (
+        f"{name} differs from the release manifest only in the gzip timestamp "
+        "(re-uploaded asset); content verified"
+    )
+
+
+def verify_zones(path: Path, entry: ManifestEntry | None = None) -> Verified:
+    """Verify the zone lookup: the header, 4 fields a row, integer ids, 265 rows."""
+    name = path.name.removesuffix(".part")
+    data = path.read_bytes()
+    _check_size(name, len(data), entry)
+    sha = hashlib.sha256(data).hexdigest()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise VerifyError(name, f"not UTF-8 text: {_describe_start(data)}") from exc
+    if text.lstrip().lower().startswith(("<!doctype html", "<html")):
+        raise VerifyError(name, f"not the zone lookup: {_describe_start(data)}", 1)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = tuple(next(reader, []))
+    expected = tuple(c.name for c in ZONES_COLUMNS)
+    if not _same(header, expected):
+        raise VerifyError(
+            name, f"unexpected header {','.join(header)!r}, expected {','.join(expected)!r}", 1
+        )
+    rows = 0
+    for record in reader:
+        if not record:
+            continue
+        if len(record) != len(expected):
+            raise VerifyError(
+                name, f"{len(record)} fields, expected {len(expected)}", reader.line_num
+            )
+        if not record[0].strip().isdigit():
+            raise VerifyError(name, f"LocationID {record[0]!r} is not an integer", reader.line_num)
+        rows += 1
+    if rows != ZONES_ROWS:
+        raise VerifyError(
+            name, f"{rows} zones, expected {ZONES_ROWS} (a truncated or different file?)"
+        )
+    if entry is not None and sha != entry.sha256:
+        raise ManifestMismatch(
+            name,
+            f"sha256 {sha[:12]}… differs from the release manifest's {entry.sha256[:12]}…",
+        )
+    return Verified(rows, len(data), len(data), sha, header)
