@@ -1,0 +1,94 @@
+"""The load ledger `{schema}.taxi_cli_loads`: one row per source file, written in the
+same transaction as the file's rows, so it never claims data that did not commit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from taxi_cli.postgres import ddl
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    file: str
+    taxi: str
+    month: str | None
+    sha256: str | None
+    rows: int | None
+    mode: str | None
+    started: datetime | None
+    finished: datetime | None
+    status: str  # 'done' | 'failed'
+    error: str | None
+
+
+_COLUMNS = "file, taxi, month, sha256, rows, mode, started, finished, status, error"
+
+
+def exists(conn: psycopg.Connection[Any], schema: str) -> bool:
+    found = conn.execute(
+        "SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}"."{ddl.LEDGER}"',)
+    ).fetchone()
+    return bool(found and found[0])
+
+
+def read(conn: psycopg.Connection[Any], schema: str, file: str | None = None) -> list[LedgerRow]:
+    query = sql.SQL("SELECT " + _COLUMNS + " FROM {}").format(ddl.ident(schema, ddl.LEDGER))
+    if file is None:
+        rows = conn.execute(query + sql.SQL(" ORDER BY file")).fetchall()
+    else:
+        rows = conn.execute(query + sql.SQL(" WHERE file = %s"), (file,)).fetchall()
+    return [LedgerRow(*row) for row in rows]
+
+
+def write(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    *,
+    file: str,
+    taxi: str,
+    month: str | None,
+    sha256: str | None,
+    rows: int | None,
+    mode: str | None,
+    started: datetime,
+    status: str,
+    error: str | None = None,
+) -> None:
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (" + _COLUMNS + ") VALUES "
+            "(%s, %s, %s, %s, %s, %s, %s, clock_timestamp(), %s, %s) "
+            "ON CONFLICT (file) DO UPDATE SET taxi = excluded.taxi, month = excluded.month, "
+            "sha256 = excluded.sha256, rows = excluded.rows, mode = excluded.mode, "
+            "started = excluded.started, finished = excluded.finished, "
+            "status = excluded.status, error = excluded.error"
+        ).format(ddl.ident(schema, ddl.LEDGER)),
+        (file, taxi, month, sha256, rows, mode, started, status, error),
+    )
+
+
+def write_failure(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    *,
+    file: str,
+    taxi: str,
+    month: str | None,
+    error: str,
+) -> None:
+    """Mark the file's last attempt failed, keeping what the last good load recorded."""
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (file, taxi, month, started, finished, status, error) "
+            "VALUES (%s, %s, %s, clock_timestamp(), clock_timestamp(), 'failed', %s) "
+            "ON CONFLICT (file) DO UPDATE SET finished = excluded.finished, "
+            "status = 'failed', error = excluded.error"
+        ).format(ddl.ident(schema, ddl.LEDGER)),
+        (file, taxi, month, error),
+    )

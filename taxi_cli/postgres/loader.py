@@ -1,0 +1,416 @@
+"""Load one release file into PostgreSQL: atomic, idempotent, one writer per file.
+
+Everything for a file happens in one transaction, under a transaction-level advisory
+lock on (schema, file): the rows, the swap that makes them visible, the rejects and the
+ledger row. A crash (SIGKILL, lost connection) at any point rolls all of it back, and
+readers see either the previous rows of the file or the new ones, never a mix.
+
+Layout (`ddl`): the main table is LIST-partitioned by `filename`. `replace` builds the
+file's new partition in the transaction (created there, so `COPY ... FREEZE` writes it
+without WAL under wal_level=minimal), then drops the old one and attaches the new one;
+its CHECK constraint lets ATTACH skip the validation scan. `merge` is the course's
+semantics: COPY into a temporary table, insert the rows whose `unique_row_id` is not in
+the main table yet. An existing plain (course-made) table gets delete + insert instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from taxi_cli.catalog import TaxiType
+from taxi_cli.config import Settings
+from taxi_cli.console import Output, add_task
+from taxi_cli.errors import DataError, TaxiError, TransientError, UsageError
+from taxi_cli.postgres import ddl, ledger, target
+from taxi_cli.postgres.rows import HINT, Reject, TripStream
+
+log = logging.getLogger("taxi_cli.postgres")
+
+MODES = ("replace", "merge")
+BAD_ROWS = ("reject", "quarantine")
+_COPY_CONTEXT = re.compile(r'line (\d+)(?:, column ([^:]+): "(.*)")?', re.S)
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    taxi: str
+    month: str | None
+    file: str  # the uncompressed CSV name (the `filename` column)
+    rows: int  # rows written by this load (0 when skipped: see `table_rows`)
+    mode: str
+    skipped: bool  # unchanged since a finished load (ledger hit)
+    seconds: float
+    sha256: str
+    rejected: int = 0
+    table_rows: int | None = None  # the file's rows in the table after the load
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_options(mode: str, bad_rows: str) -> None:
+    if mode not in MODES:
+        raise UsageError(f"--mode must be replace or merge, not {mode!r}")
+    if bad_rows not in BAD_ROWS:
+        raise UsageError(f"--bad-rows must be reject or quarantine, not {bad_rows!r}")
+
+
+@contextmanager
+def connection(
+    conn_or_cfg: psycopg.Connection[Any] | Settings,
+) -> Iterator[psycopg.Connection[Any]]:
+    """Use the given connection, or open (and close) one for the settings."""
+    if isinstance(conn_or_cfg, psycopg.Connection):
+        yield conn_or_cfg
+        return
+    conn = target.connect(conn_or_cfg, autocommit=True)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def table_kind(conn: psycopg.Connection[Any], schema: str, name: str) -> str | None:
+    """pg_class.relkind of schema.name: 'p' partitioned, 'r' plain, None absent."""
+    row = conn.execute(
+        "SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s",
+        (schema, name),
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def bootstrap(conn: psycopg.Connection[Any], schema: str, taxi: TaxiType | None) -> str | None:
+    """Create the schema, ledger, rejects and (if absent) the main table; its relkind."""
+    with conn.transaction():
+        # concurrent CREATE ... IF NOT EXISTS can still collide: serialise the DDL
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (ddl.lock_key(schema, "\0ddl"),))
+        has_schema = conn.execute(
+            "SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)
+        ).fetchone()
+        if not has_schema:
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        conn.execute(ddl.create_ledger(schema))
+        conn.execute(ddl.create_rejects(schema))
+        if taxi is None:
+            return None
+        kind = table_kind(conn, schema, ddl.table(taxi))
+        if kind is None:
+            conn.execute(ddl.create_parent(schema, taxi))
+            return "p"
+    if kind not in ("p", "r"):
+        raise UsageError(
+            f"{schema}.{ddl.table(taxi)} exists but is not a table (relkind {kind}); "
+            "drop it or choose another --schema"
+        )
+    if kind == "r":
+        _check_plain_columns(conn, schema, taxi)
+    return kind
+
+
+def _check_plain_columns(conn: psycopg.Connection[Any], schema: str, taxi: TaxiType) -> None:
+    have = {
+        r[0]
+        for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = %s",
+            (schema, ddl.table(taxi)),
+        ).fetchall()
+    }
+    need = {"unique_row_id", "filename", *ddl.data_columns(taxi)}
+    if not need <= have:
+        missing = ", ".join(sorted(need - have))
+        raise UsageError(
+            f"{schema}.{ddl.table(taxi)} exists without the columns {missing}; "
+            "rename it or load into another --schema"
+        )
+
+
+def _copy(conn: psycopg.Connection[Any], statement: sql.Composed, stream: TripStream) -> int:
+    """Stream the file into COPY: batches are made in a thread while this one sends."""
+    batches: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for batch in stream.batches():
+                while not stop.is_set():
+                    try:
+                        batches.put(batch, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            batches.put(None)
+        except BaseException as exc:  # handed to the sending thread
+            batches.put(exc)
+
+    worker = threading.Thread(target=produce, name="taxi-cli-rows", daemon=True)
+    worker.start()
+    try:
+        with conn.cursor() as cur:
+            with cur.copy(statement) as copy:
+                while True:
+                    item = batches.get()
+                    if item is None:
+                        break
+                    if isinstance(item, BaseException):
+                        raise item
+                    copy.write(item)
+            return int(cur.rowcount)
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+
+
+def _copy_error(exc: psycopg.Error, stream: TripStream) -> DataError:
+    """A COPY error as one line naming the file's line, the column and the value."""
+    diag = exc.diag
+    primary = diag.message_primary or str(exc).splitlines()[0]
+    match = _COPY_CONTEXT.search(diag.context or "")
+    if not match:
+        return DataError(f"{stream.name}: {primary}; {HINT}")
+    line = stream.file_line(int(match.group(1)))
+    column = f", column {match.group(2)}" if match.group(2) else ""
+    return DataError(f"{stream.name}: line {line}{column}: {primary}; {HINT}")
+
+
+def _write_rejects(
+    conn: psycopg.Connection[Any], schema: str, file: str, rejects: list[Reject]
+) -> None:
+    table = ddl.ident(schema, ddl.REJECTS)
+    conn.execute(sql.SQL("DELETE FROM {} WHERE file = %s").format(table), (file,))
+    if rejects:
+        with (
+            conn.cursor() as cur,
+            cur.copy(sql.SQL("COPY {} (file, line, reason, raw) FROM STDIN").format(table)) as copy,
+        ):
+            for r in rejects:
+                copy.write_row((file, r.line, r.reason, r.raw))
+
+
+def _replace_partition(
+    conn: psycopg.Connection[Any], schema: str, taxi: TaxiType, csv_name: str, stream: TripStream
+) -> int:
+    name = ddl.partition_name(taxi, csv_name)
+    building = f"{name}__load"
+    conn.execute(ddl.create_file_table(schema, building, taxi, csv_name))
+    columns = ["unique_row_id", *ddl.data_columns(taxi)]
+    rows = _copy(conn, ddl.copy_in(ddl.ident(schema, building), columns, freeze=True), stream)
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ddl.ident(schema, name)))
+    conn.execute(
+        sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+            ddl.ident(schema, building), sql.Identifier(name)
+        )
+    )
+    conn.execute(
+        sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
+            ddl.ident(schema, ddl.table(taxi)), ddl.ident(schema, name), sql.Literal(csv_name)
+        )
+    )
+    return rows
+
+
+def _via_stage(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    taxi: TaxiType,
+    csv_name: str,
+    stream: TripStream,
+    *,
+    mode: str,
+    kind: str,
+) -> int:
+    """merge (any table) and replace into a plain table: a temporary stage, then SQL."""
+    stage = "taxi_cli_stage"
+    conn.execute(ddl.create_file_table(None, stage, taxi, csv_name, temp=True))
+    columns = ["unique_row_id", *ddl.data_columns(taxi)]
+    _copy(conn, ddl.copy_in(sql.Identifier(stage), columns, freeze=True), stream)
+    main = ddl.ident(schema, ddl.table(taxi))
+    if kind == "p":
+        name = ddl.partition_name(taxi, csv_name)
+        if table_kind(conn, schema, name) is None:
+            conn.execute(ddl.create_file_table(schema, name, taxi, csv_name))
+            conn.execute(
+                sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
+                    main, ddl.ident(schema, name), sql.Literal(csv_name)
+                )
+            )
+    all_columns = sql.SQL(", ").join(
+        map(sql.Identifier, ["unique_row_id", "filename", *ddl.data_columns(taxi)])
+    )
+    if mode == "replace":
+        conn.execute(sql.SQL("DELETE FROM {} WHERE filename = %s").format(main), (csv_name,))
+        where: sql.Composable = sql.SQL("")
+    else:  # the course's MERGE: insert-only, matched on unique_row_id against the target
+        where = sql.SQL(
+            " WHERE NOT EXISTS (SELECT 1 FROM {} t WHERE t.unique_row_id = s.unique_row_id)"
+        ).format(main)
+    cur = conn.execute(
+        sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} s").format(
+            main, all_columns, all_columns, sql.Identifier(stage)
+        )
+        + where
+    )
+    return int(cur.rowcount)
+
+
+def _ledger_hit(
+    conn: psycopg.Connection[Any], schema: str, taxi: TaxiType, file: str, sha256: str, mode: str
+) -> ledger.LedgerRow | None:
+    rows = ledger.read(conn, schema, file)
+    if not rows:
+        return None
+    row = rows[0]
+    if row.status != "done" or row.sha256 != sha256 or row.mode != mode:
+        return None
+    if table_kind(conn, schema, ddl.table(taxi)) is None:  # dropped since: load again
+        return None
+    return row
+
+
+def load_file(
+    conn_or_cfg: psycopg.Connection[Any] | Settings,
+    taxi: TaxiType,
+    path: Path,
+    csv_name: str,
+    sha256: str,
+    *,
+    month: str | None = None,
+    schema: str | None = None,
+    mode: str = "replace",
+    bad_rows: str = "reject",
+    force: bool = False,
+    out: Output | None = None,
+) -> LoadResult:
+    """Load one .csv.gz as the rows of `csv_name` in `{schema}.{taxi}_tripdata`."""
+    check_options(mode, bad_rows)
+    if schema is None:
+        schema = conn_or_cfg.pg_schema if isinstance(conn_or_cfg, Settings) else "public"
+    ddl.check_schema(schema)
+    begin = time.perf_counter()
+    started = datetime.now(UTC)
+    with connection(conn_or_cfg) as conn:
+        kind = bootstrap(conn, schema, taxi)
+        assert kind is not None
+        out = out or Output(quiet=True)
+        with out.transfer_progress() as progress:
+            task = add_task(progress, f"load {csv_name}", float(path.stat().st_size))
+
+            def advance(done: int) -> None:
+                if progress is not None and task is not None:
+                    progress.update(task, completed=done)
+
+            stream = TripStream(path, taxi, quarantine=bad_rows == "quarantine", progress=advance)
+            try:
+                with conn.transaction():
+                    conn.execute(
+                        "SELECT pg_advisory_xact_lock(%s)", (ddl.lock_key(schema, csv_name),)
+                    )
+                    hit = None if force else _ledger_hit(conn, schema, taxi, csv_name, sha256, mode)
+                    if hit is not None:
+                        log.info(
+                            "%s is unchanged since its load at %s: skipped", csv_name, hit.finished
+                        )
+                        return LoadResult(
+                            taxi.name,
+                            month,
+                            csv_name,
+                            0,
+                            mode,
+                            True,
+                            time.perf_counter() - begin,
+                            sha256,
+                            0,
+                            hit.rows,
+                        )
+                    if kind == "p" and mode == "replace":
+                        rows = _replace_partition(conn, schema, taxi, csv_name, stream)
+                    else:
+                        rows = _via_stage(
+                            conn, schema, taxi, csv_name, stream, mode=mode, kind=kind
+                        )
+                    _write_rejects(conn, schema, csv_name, stream.rejects)
+                    table_rows = _file_rows(conn, schema, taxi, csv_name, kind, mode, rows)
+                    ledger.write(
+                        conn,
+                        schema,
+                        file=csv_name,
+                        taxi=taxi.name,
+                        month=month,
+                        sha256=sha256,
+                        rows=table_rows,
+                        mode=mode,
+                        started=started,
+                        status="done",
+                    )
+            except psycopg.errors.DataError as exc:
+                raise _copy_error(exc, stream) from exc
+            except psycopg.OperationalError as exc:
+                raise TransientError(
+                    f"lost the connection to {_where(conn_or_cfg)} while loading {csv_name} "
+                    f"({' '.join(str(exc).split())}); nothing of it was committed: run again"
+                ) from exc
+            except psycopg.Error as exc:
+                raise TaxiError(f"loading {csv_name} failed: {' '.join(str(exc).split())}") from exc
+    seconds = time.perf_counter() - begin
+    log.info(
+        "%s: %d rows (%s) in %.1fs%s",
+        csv_name,
+        rows,
+        mode,
+        seconds,
+        f", {len(stream.rejects)} rejected" if stream.rejects else "",
+    )
+    return LoadResult(
+        taxi.name,
+        month,
+        csv_name,
+        rows,
+        mode,
+        False,
+        seconds,
+        sha256,
+        len(stream.rejects),
+        table_rows,
+    )
+
+
+def _file_rows(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    taxi: TaxiType,
+    csv_name: str,
+    kind: str,
+    mode: str,
+    written: int,
+) -> int:
+    if kind == "p" and mode == "replace":
+        return written
+    row = conn.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE filename = %s").format(
+            ddl.ident(schema, ddl.table(taxi))
+        ),
+        (csv_name,),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _where(conn_or_cfg: psycopg.Connection[Any] | Settings) -> str:
+    if isinstance(conn_or_cfg, Settings):
+        return target.describe_target(conn_or_cfg)
+    return "PostgreSQL"

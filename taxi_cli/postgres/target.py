@@ -1,0 +1,57 @@
+"""Which PostgreSQL to use, and connecting to it.
+
+Precedence: `--pg-url`, else `$TAXI_PG_URL`, else libpq's PG* variables when PGHOST is
+set (an empty conninfo lets libpq read them), else the embedded server.
+"""
+
+from __future__ import annotations
+
+import re
+
+import psycopg
+
+from taxi_cli.config import Settings
+from taxi_cli.errors import ConnectError
+from taxi_cli.postgres import embedded
+from taxi_cli.redact import mask_dsn
+
+CONNECT_TIMEOUT = 10
+
+
+def conninfo(cfg: Settings) -> str:
+    """The conninfo to connect with (may hold a password: never print it unmasked)."""
+    if cfg.pg_url:
+        return cfg.pg_url
+    if cfg.uses_libpq_env:
+        return ""
+    return embedded.ensure_running(cfg.pg_data_path)
+
+
+def describe_target(cfg: Settings) -> str:
+    """The target in words, password masked."""
+    if cfg.pg_url:
+        return mask_dsn(cfg.pg_url)
+    if cfg.uses_libpq_env:
+        env = cfg.pg_env
+        where = env["PGHOST"] + (f":{env['PGPORT']}" if "PGPORT" in env else "")
+        db = f", database {env['PGDATABASE']}" if "PGDATABASE" in env else ""
+        return f"PostgreSQL at {where} (from PG* variables{db})"
+    return f"embedded PostgreSQL at {cfg.pg_data_path} (socket)"
+
+
+def _reason(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    text = re.sub(r"^connection failed:\s*", "", text)
+    return mask_dsn(text)
+
+
+def connect(cfg: Settings, *, autocommit: bool = False) -> psycopg.Connection:
+    """Connect to the resolved target; ConnectError (exit 3) names it, password masked."""
+    info = conninfo(cfg)
+    try:
+        return psycopg.connect(info, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT)
+    except psycopg.OperationalError as exc:
+        raise ConnectError(
+            f"cannot connect to {describe_target(cfg)}: {_reason(exc)}; "
+            "check the URL, that the server runs, and the credentials"
+        ) from exc
