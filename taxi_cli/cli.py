@@ -165,11 +165,160 @@ def extract_cmd(
 
 
 # ---- load-pg and db (issue 3) ------------------------------------------------------------
-# (commands of load-pg and db (issue 3) go here)
+
+ModeOpt = Annotated[
+    str,
+    typer.Option(
+        "--mode",
+        help="replace: the file's rows are swapped as one unit; "
+        "merge: the course's insert-only MERGE on unique_row_id.",
+    ),
+]
+BadRowsOpt = Annotated[
+    str,
+    typer.Option(
+        "--bad-rows",
+        help="reject: a bad row fails the file, nothing lands; "
+        "quarantine: bad rows go to taxi_cli_rejects, the rest loads.",
+    ),
+]
+PgDataOpt = Annotated[
+    str | None,
+    typer.Option("--pg-data", help="Embedded server data dir [env TAXI_PG_DATA]"),
+]
+
+
+@app.command("load-pg")
+@reports_errors
+def load_pg_cmd(
+    taxis: TaxisArg,
+    months: MonthsArg = None,
+    pg_url: PgUrlOpt = None,
+    schema: SchemaOpt = None,
+    mode: ModeOpt = "replace",
+    bad_rows: BadRowsOpt = "reject",
+    force: ForceOpt = False,
+    data_dir: DataDirOpt = None,
+    source_url: SourceUrlOpt = None,
+    pg_data: PgDataOpt = None,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Load months (or `load-pg zones`) into PostgreSQL: idempotent, atomic per file."""
+    from taxi_cli.postgres import command
+
+    out = output(quiet, json_out, verbose)
+    cfg = settings(
+        pg_url=pg_url, pg_schema=schema, data_dir=data_dir, source_url=source_url, pg_data=pg_data
+    )
+    results = command.run(cfg, taxis, months, mode=mode, bad_rows=bad_rows, force=force, out=out)
+    command.report(results, cfg, out)
+
+
+@app.command("db")
+@reports_errors
+def db_cmd(
+    action: Annotated[
+        str, typer.Argument(help="status, start, stop or url (a URL psql accepts).")
+    ] = "status",
+    pg_data: PgDataOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Manage the embedded PostgreSQL (the target when no URL or PGHOST is set)."""
+    from taxi_cli.postgres import command
+
+    out = output(False, json_out, verbose)
+    command.db(action, settings(pg_data=pg_data), out)
 
 
 # ---- load-gcs and load-bq (issue 5) ------------------------------------------------------
-# (commands of load-gcs and load-bq (issue 5) go here)
+
+BucketOpt = Annotated[str | None, typer.Option("--bucket", help="GCS bucket [env TAXI_GCS_BUCKET]")]
+LakeFormatOpt = Annotated[
+    str, typer.Option("--format", help="Object format: parquet (typed) or csv.gz (as released).")
+]
+
+
+@app.command("load-gcs")
+@reports_errors
+def load_gcs_cmd(
+    taxis: TaxisArg,
+    months: MonthsArg = None,
+    bucket: BucketOpt = None,
+    prefix: Annotated[
+        str | None, typer.Option("--prefix", help="Object name prefix [env TAXI_GCS_PREFIX]")
+    ] = None,
+    fmt: LakeFormatOpt = "parquet",
+    create_bucket: Annotated[
+        bool, typer.Option("--create-bucket", help="Create the bucket if it does not exist.")
+    ] = False,
+    data_dir: DataDirOpt = None,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Upload verified months (or `zones`) to gs://BUCKET/PREFIX/TAXI/ (md5-checked)."""
+    from taxi_cli.gcp import gcs
+
+    out = output(quiet, json_out, verbose)
+    cfg = settings(data_dir=data_dir)
+    results = gcs.run(
+        cfg,
+        taxis,
+        months,
+        bucket=bucket,
+        prefix=prefix,
+        fmt=fmt,
+        create_bucket=create_bucket,
+        out=out,
+    )
+    gcs.report(results, out)
+
+
+@app.command("load-bq")
+@reports_errors
+def load_bq_cmd(
+    taxis: TaxisArg,
+    months: MonthsArg = None,
+    project: Annotated[
+        str | None, typer.Option("--project", help="GCP project [env TAXI_GCP_PROJECT]")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="BigQuery dataset [env TAXI_BQ_DATASET]")
+    ] = None,
+    bucket: BucketOpt = None,
+    location: Annotated[
+        str | None, typer.Option("--location", help="Dataset location [env TAXI_BQ_LOCATION]")
+    ] = None,
+    fmt: LakeFormatOpt = "parquet",
+    create_dataset: Annotated[
+        bool, typer.Option("--create-dataset", help="Create the dataset if it does not exist.")
+    ] = False,
+    data_dir: DataDirOpt = None,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Load months (or `zones`) from their gs:// objects into BigQuery, replacing each file."""
+    from taxi_cli.gcp import bq
+
+    out = output(quiet, json_out, verbose)
+    cfg = settings(data_dir=data_dir)
+    results = bq.run(
+        cfg,
+        taxis,
+        months,
+        project=project,
+        dataset=dataset,
+        bucket=bucket,
+        location=location,
+        fmt=fmt,
+        create_dataset=create_dataset,
+        out=out,
+    )
+    bq.report(results, out)
 
 
 # ---- backfill, status, schedule (issue 4) ------------------------------------------------
@@ -205,7 +354,7 @@ def backfill_cmd(
     ] = False,
     mode: Annotated[
         str, typer.Option("--mode", help="pg: replace a month's rows, or merge new rows.")
-    ] = "merge",
+    ] = "replace",
     data_dir: DataDirOpt = None,
     source_url: SourceUrlOpt = None,
     pg_url: PgUrlOpt = None,
