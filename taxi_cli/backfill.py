@@ -72,7 +72,7 @@ class Options:
     backwards: bool = False
     fail_fast: bool = False
     catch_up: bool = False
-    mode: str = "merge"
+    mode: str = "replace"
 
 
 @dataclass
@@ -163,11 +163,16 @@ def catch_up_months(
     result: dict[str, list[str]] = {}
     for taxi in taxis:
         done_per_target = [
-            {e.month for e in entries if e.taxi == taxi.name and e.status == "done"}
+            {e.month for e in entries if e.taxi == taxi.name and e.status == "done" and e.month}
             for entries in ledgers.values()
         ]
-        done = set.intersection(*done_per_target) if done_per_target else set()
-        history = {e.month for entries in ledgers.values() for e in entries if e.taxi == taxi.name}
+        done: set[str] = set.intersection(*done_per_target) if done_per_target else set()
+        history = {
+            e.month
+            for entries in ledgers.values()
+            for e in entries
+            if e.taxi == taxi.name and e.month
+        }
         first = start or (min(history) if history else taxi.window[0])
         while first in done:
             first = next_month(first)

@@ -43,7 +43,7 @@ class LedgerEntry(Protocol):
     @property
     def taxi(self) -> str: ...
     @property
-    def month(self) -> str: ...
+    def month(self) -> str | None: ...  # None: not a monthly partition (the zone lookup)
     @property
     def file(self) -> str: ...
     @property
@@ -147,7 +147,7 @@ def make_plan(
     `respect_window` (so `all 2019..2021` does not fail on fhv 2020).
     """
     check_reprocess(reprocess)
-    index: dict[tuple[str, str, str], LedgerEntry] = {}
+    index: dict[tuple[str, str, str | None], LedgerEntry] = {}
     for target, entries in ledgers.items():
         for known in entries:
             index[(target, known.taxi, known.month)] = known

@@ -100,7 +100,9 @@ def _finished(entry: LedgerEntry) -> datetime | None:
 
 def build(target: str, entries: Iterable[LedgerEntry]) -> Report:
     """The grid from a target's ledger: months from the first to the last recorded one."""
-    known = {(e.taxi, e.month): e for e in entries}
+    known: dict[tuple[str, str], LedgerEntry] = {
+        (e.taxi, e.month): e for e in entries if e.month is not None
+    }
     if not known:
         return Report(target, (), (), {}, ())
     taxis = tuple(name for name in TAXIS if any(t == name for t, _ in known)) + tuple(

@@ -67,7 +67,7 @@ def _pg() -> Any:
 class PgTarget:
     name = "pg"
 
-    def __init__(self, cfg: Settings, *, mode: str = "merge") -> None:
+    def __init__(self, cfg: Settings, *, mode: str = "replace") -> None:
         if mode not in PG_MODES:
             raise UsageError(f"--mode must be replace or merge, not {mode!r}")
         self.cfg = cfg
@@ -96,7 +96,9 @@ class PgTarget:
             mode=self.mode,
             force=action is not Action.LOAD,
         )
-        return Loaded(result.rows, {"mode": self.mode, "skipped": result.skipped})
+        # A load the loader skipped (its own ledger hit) still reports the file's rows.
+        rows = result.table_rows if result.table_rows is not None else result.rows
+        return Loaded(int(rows), {"mode": self.mode, "skipped": bool(result.skipped)})
 
     def record_failure(self, taxi: TaxiType, month: str, file: str, error: str) -> None:
         _pg().record_failure(self.cfg, taxi, month, file, error)
@@ -153,7 +155,7 @@ class BqTarget:
         self.state.record_failed(self.name, taxi.name, month, file, error)
 
 
-def make_targets(cfg: Settings, names: Sequence[str], *, mode: str = "merge") -> list[Target]:
+def make_targets(cfg: Settings, names: Sequence[str], *, mode: str = "replace") -> list[Target]:
     made: list[Target] = []
     for name in names:
         if name == "pg":

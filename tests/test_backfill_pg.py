@@ -1,0 +1,215 @@
+"""`backfill --target pg` end to end: the real CLI, the mirror, an embedded PostgreSQL.
+
+Checks the contracts scripts rely on: every month exactly once (row counts per file and
+no duplicate row ids), a consistent ledger, a rerun that downloads and loads nothing,
+a flaky mirror that still completes, a corrupt month recorded as failed with exit 4,
+--fail-fast, catch-up, and SIGKILL / SIGTERM in the middle followed by a rerun.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from taxi_cli.catalog import month_range
+from taxi_cli.cli import app
+from tests.fixtures_mirror import Mirror, rel_path
+
+pytestmark = pytest.mark.integration
+
+runner = CliRunner()
+TAXI_CLI = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "taxi-cli"
+
+
+def _backfill(pg_url: str, *args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, ["backfill", *args, "--target", "pg", "--pg-url", pg_url])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _rows_per_file(pg_url: str, taxi: str = "green") -> dict[str, int]:
+    with psycopg.connect(pg_url) as conn:
+        found = conn.execute(
+            f"SELECT filename, count(*), count(DISTINCT unique_row_id) FROM {taxi}_tripdata "
+            "GROUP BY filename ORDER BY filename"
+        ).fetchall()
+    for name, rows, distinct in found:
+        assert rows == distinct, f"{name}: {rows - distinct} duplicate rows"
+    return {name: rows for name, rows, _ in found}
+
+
+def _ledger(pg_url: str) -> dict[str, tuple[str, int | None]]:
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute("SELECT file, status, rows FROM taxi_cli_loads").fetchall()
+    return {file: (status, count) for file, status, count in rows}
+
+
+def _expected(months: list[str], rows: dict[str, int]) -> dict[str, int]:
+    return {f"green_tripdata_{m}.csv": rows[m] for m in months}
+
+
+def test_backfill_loads_each_month_once_and_a_rerun_does_nothing(
+    mirror: Mirror, pg_url: str
+) -> None:
+    months = month_range("2020-01", "2020-04")
+    sizes = {m: 150 + 10 * i for i, m in enumerate(months)}
+    for month in months:
+        mirror.add_month("green", month, rows=sizes[month])
+    code, out, err = _backfill(pg_url, "green", "2020-01..2020-04", "--jobs", "2", "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["done"] == 4 and summary["failed"] == 0
+    assert summary["rows"] == sum(sizes.values())
+    assert _rows_per_file(pg_url) == _expected(months, sizes)
+    assert set(_ledger(pg_url).values()) == {("done", sizes[m]) for m in months}
+
+    mirror.clear_log()
+    code, out, err = _backfill(pg_url, "green", "2020-01..2020-04", "--json")
+    assert code == 0, err
+    assert json.loads(out)["skipped"] == 4
+    assert mirror.requests() == []  # nothing downloaded, nothing probed
+    assert _rows_per_file(pg_url) == _expected(months, sizes)
+
+    status = runner.invoke(app, ["status", "--pg-url", pg_url, "--json"])
+    assert status.exit_code == 0, status.stderr
+    assert json.loads(status.stdout)["total_rows"] == sum(sizes.values())
+
+
+def test_flaky_mirror_still_completes(mirror: Mirror, pg_url: str) -> None:
+    months = month_range("2020-01", "2020-06")
+    for month in months:
+        mirror.add_month("green", month, rows=300)
+    mirror.flaky(rate=0.6, seed=7, max_faults=2)
+    code, out, err = _backfill(pg_url, "green", "2020-01..2020-06", "--jobs", "3", "-q")
+    assert code == 0, err
+    faults = [r for r in mirror.gets() if r.status >= 500 or r.sent < 0]
+    drops = [r for r in mirror.gets() if r.status in (200, 206) and r.range is not None]
+    assert faults or drops, "the seed injected no fault: the test proves nothing"
+    assert _rows_per_file(pg_url) == _expected(months, dict.fromkeys(months, 300))
+
+
+def test_corrupt_month_is_recorded_failed_and_exit_4(mirror: Mirror, pg_url: str) -> None:
+    months = month_range("2020-01", "2020-03")
+    for month in months:
+        mirror.add_month("green", month, rows=120)
+    mirror.serve_html(rel_path("green", "2020-02"))
+    code, out, err = _backfill(pg_url, "green", "2020-01..2020-03", "--json")
+    assert code == 4, err
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith("taxi-cli: error: 1 of 3 partitions failed (first: green 2020-02 -> pg: ")
+    )
+    states = {p["month"]: p["state"] for p in json.loads(out)["partitions"]}
+    assert states == {"2020-01": "done", "2020-02": "failed", "2020-03": "done"}
+    ledger = _ledger(pg_url)
+    assert ledger["green_tripdata_2020-02.csv"][0] == "failed"
+    assert _rows_per_file(pg_url) == _expected(["2020-01", "2020-03"], dict.fromkeys(months, 120))
+
+    # The default leaves a failed month alone (and says so); --reprocess failed retries it.
+    mirror.serve_html(rel_path("green", "2020-02"), times=0)
+    code, out, err = _backfill(pg_url, "green", "2020-01..2020-03", "--json")
+    assert code == 0 and json.loads(out)["failed"] == 0
+    code, out, err = _backfill(
+        pg_url, "green", "2020-01..2020-03", "--reprocess", "failed", "--json"
+    )
+    assert code == 0, err
+    assert _rows_per_file(pg_url) == _expected(months, dict.fromkeys(months, 120))
+    assert _ledger(pg_url)["green_tripdata_2020-02.csv"] == ("done", 120)
+
+
+def test_fail_fast_stops_after_the_first_failure(mirror: Mirror, pg_url: str) -> None:
+    months = month_range("2020-01", "2020-05")
+    for month in months:
+        mirror.add_month("green", month, rows=100)
+    mirror.remove(rel_path("green", "2020-01"))  # a 404: fails without retries
+    code, out, err = _backfill(
+        pg_url, "green", "2020-01..2020-05", "--jobs", "1", "--fail-fast", "--json"
+    )
+    assert code == 4, err
+    states = [p["state"] for p in json.loads(out)["partitions"]]
+    assert states[0] == "failed"
+    assert "not run" in states  # stopped before the end
+    assert len(mirror.gets()) < len(months)
+
+
+def test_catch_up_loads_only_the_new_months(mirror: Mirror, pg_url: str) -> None:
+    for month in month_range("2020-01", "2020-06"):
+        mirror.add_month("green", month, rows=80)
+    code, _, err = _backfill(pg_url, "green", "2020-01..2020-03")
+    assert code == 0, err
+    mirror.clear_log()
+    code, out, err = _backfill(pg_url, "green", "--catch-up", "--json")
+    assert code == 0, err
+    done = [p["month"] for p in json.loads(out)["partitions"] if p["state"] == "done"]
+    assert done == ["2020-04", "2020-05", "2020-06"]
+    fetched = sorted({r.path for r in mirror.gets()})
+    assert fetched == [rel_path("green", m) for m in ("2020-04", "2020-05", "2020-06")]
+    heads = [r.path for r in mirror.requests(method="HEAD")]
+    assert heads == [rel_path("green", m) for m in ("2020-04", "2020-05", "2020-06", "2020-07")]
+    months = month_range("2020-01", "2020-06")
+    assert _rows_per_file(pg_url) == _expected(months, dict.fromkeys(months, 80))
+
+    # The next scheduled run finds nothing new.
+    code, out, err = _backfill(pg_url, "green", "--catch-up", "--json")
+    assert code == 0 and json.loads(out)["done"] == 0
+
+
+def _run_cli(pg_url: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(TAXI_CLI), "backfill", *args, "--target", "pg", "--pg-url", pg_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for_first_done(pg_url: str, proc: subprocess.Popen[str]) -> None:
+    """Until the ledger shows one committed month (the run is mid-way), or it ended."""
+    for _ in range(600):
+        if proc.poll() is not None:
+            return
+        try:
+            if any(s == "done" for s, _ in _ledger(pg_url).values()):
+                return
+        except psycopg.errors.UndefinedTable:
+            pass
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_backfill_is_finished_by_a_rerun(
+    mirror: Mirror, pg_url: str, sig: signal.Signals
+) -> None:
+    months = month_range("2020-01", "2020-08")
+    for month in months:
+        mirror.add_month("green", month, rows=20_000)
+    args = ("green", "2020-01..2020-08", "--jobs", "2", "-q")
+    proc = _run_cli(pg_url, *args)
+    _wait_for_first_done(pg_url, proc)
+    assert proc.poll() is None, "the run ended before it could be killed: make months bigger"
+    os.kill(proc.pid, sig)
+    _, err = proc.communicate(timeout=120)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 130, err
+        assert err.strip().splitlines()[-1] == "taxi-cli: interrupted"
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    partial = _rows_per_file(pg_url)
+    assert 1 <= len(partial) < len(months)
+    assert all(rows == 20_000 for rows in partial.values())  # committed months are whole
+
+    rerun = _run_cli(pg_url, *args, "--json")
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    assert json.loads(out)["skipped"] == len(partial)
+    assert _rows_per_file(pg_url) == _expected(months, dict.fromkeys(months, 20_000))
+    ledger = _ledger(pg_url)
+    assert ledger == {f"green_tripdata_{m}.csv": ("done", 20_000) for m in months}
