@@ -39,6 +39,7 @@ _TAIL_EMPTY_GREEN = {*_TAIL_EMPTY, "congestion_surcharge"}
 
 # The gzip MTIME written into synthetic files: inside the DTC re-upload window.
 GZIP_MTIME = 1657790345
+CHUNK_ROWS = 1_000_000
 
 
 def _rng(seed: int, taxi: TaxiType, month: str) -> np.random.Generator:
@@ -99,8 +100,19 @@ def frame(
 ) -> pl.DataFrame:
     """The month as a frame of strings (null = empty field), columns in header order."""
     taxi = TAXIS[taxi] if isinstance(taxi, str) else taxi
-    rng = _rng(seed, taxi, month)
-    n = rows
+    tail = int(round(rows * vendorless_tail)) if "VendorID" in taxi.header else 0
+    return _chunk(taxi, month, rows, _rng(seed, taxi, month), tail, outside_month)
+
+
+def _chunk(
+    taxi: TaxiType,
+    month: str,
+    n: int,
+    rng: np.random.Generator,
+    tail: int,
+    outside_month: int | None = None,
+) -> pl.DataFrame:
+    """`n` rows of which the last `tail` belong to the vendorless block."""
     start, end = _month_bounds(month)
     pickup = rng.integers(start, end, size=n)
     # A few pickups outside the month, as in every real file (late records, 2009 clocks).
@@ -112,8 +124,6 @@ def frame(
     duration = (rng.exponential(900, size=n) + 30).astype(np.int64)
     dropoff = pickup + duration
 
-    has_vendor = "VendorID" in taxi.header
-    tail = int(round(n * vendorless_tail)) if has_vendor else 0
     tail_start = n - tail
     if tail:
         pickup[tail_start:] -= pickup[tail_start:] % 60
@@ -242,17 +252,42 @@ def write_month(
     another taxi type. The gzip header carries the CSV's name and a fixed MTIME, so
     the same arguments always give the same bytes.
     """
-    data = csv_bytes(
-        taxi, month, rows, seed=seed, crlf=crlf, vendorless_tail=vendorless_tail, header=header
-    )
+    taxi = TAXIS[taxi] if isinstance(taxi, str) else taxi
     path.parent.mkdir(parents=True, exist_ok=True)
-    if gzip_it:
-        name = path.name.removesuffix(".gz")
-        with (
-            open(path, "wb") as raw,
-            gzip.GzipFile(name, "wb", compresslevel, raw, mtime=GZIP_MTIME) as gz,
-        ):
-            gz.write(data)
-    else:
-        path.write_bytes(data)
+    if not gzip_it:
+        path.write_bytes(
+            csv_bytes(
+                taxi,
+                month,
+                rows,
+                seed=seed,
+                crlf=crlf,
+                vendorless_tail=vendorless_tail,
+                header=header,
+            )
+        )
+        return rows
+    tail = int(round(rows * vendorless_tail)) if "VendorID" in taxi.header else 0
+    name = path.name.removesuffix(".gz")
+    with (
+        open(path, "wb") as raw,
+        gzip.GzipFile(name, "wb", compresslevel, raw, mtime=GZIP_MTIME) as gz,
+    ):
+        # Large months are built a million rows at a time to bound memory.
+        for index, first in enumerate(range(0, max(rows, 1), CHUNK_ROWS)):
+            n = min(CHUNK_ROWS, rows - first)
+            rng = _rng(seed, taxi, month) if index == 0 else _rng(seed + index, taxi, month)
+            chunk_tail = max(0, first + n - max(first, rows - tail))
+            df = _chunk(taxi, month, n, rng, chunk_tail)
+            if header is not None:
+                df.columns = list(header)
+            buf = io.BytesIO()
+            df.write_csv(
+                buf,
+                include_header=index == 0,
+                line_terminator="\r\n" if crlf else "\n",
+                null_value="",
+                quote_style="never",
+            )
+            gz.write(buf.getbuffer())
     return rows
