@@ -1,0 +1,452 @@
+"""`load-bq`: load a month from its gs:// object into `{dataset}.{taxi}_tripdata`.
+
+Per month: a load job (explicit schema, no autodetect) fills a per-month staging table
+that expires on its own; its row count must equal the verified source's; then one MERGE
+computes `unique_row_id` (same value as Postgres, see `bq_schema`) and replaces that
+file's rows in the main table atomically. A rerun therefore leaves exactly one copy, and
+a failure at any step leaves the main table as it was. The staging table is dropped at
+the end, and expires anyway if the process dies first.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from taxi_cli.catalog import ZONES_FILE, TaxiType
+from taxi_cli.config import Settings
+from taxi_cli.console import Output
+from taxi_cli.errors import ConfigError, DataError, TaxiError, UsageError
+from taxi_cli.gcp import bq_schema, clients, gcs
+
+if TYPE_CHECKING:
+    from google.cloud import bigquery
+
+    from taxi_cli.extract import Extracted
+
+log = logging.getLogger("taxi_cli.bq")
+
+STAGING_TTL = timedelta(hours=6)
+_NAME = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One table load, as reported on stdout."""
+
+    taxi: str
+    month: str | None
+    table: str
+    source_uri: str
+    rows: int  # rows the load job read (= rows of the file now in the table)
+    inserted: int | None
+    deleted: int | None  # rows of an earlier load of the same file that were replaced
+    bytes_processed: int | None
+    bytes_billed: int | None
+    jobs: dict[str, str] = field(default_factory=dict)  # step -> job id
+
+
+def job_error(exc: BaseException, job: Any, what: str, auth: clients.Auth) -> TaxiError:
+    """`BigQuery <kind> job <id> failed: reason: message; ...` (no stack trace)."""
+    from google.api_core import exceptions as gexc
+
+    if job is None or not isinstance(exc, gexc.GoogleAPICallError):
+        return clients.api_error(exc, what, auth)
+    if isinstance(exc, gexc.Unauthorized | gexc.Forbidden):
+        return clients.api_error(exc, what, auth)
+    errors = list(getattr(job, "errors", None) or []) or list(getattr(exc, "errors", []) or [])
+    reasons = []
+    for err in errors[:3]:
+        if isinstance(err, dict):
+            msg = " ".join(str(err.get("message", "")).split())
+            reasons.append(f"{err.get('reason', 'error')}: {msg[:300]}")
+    detail = "; ".join(reasons) or " ".join(str(getattr(exc, "message", exc)).split())[:300]
+    return TaxiError(f"{what}: BigQuery job {job.job_id} failed: {detail}")
+
+
+class Warehouse:
+    """One BigQuery dataset, opened (and checked) once per command."""
+
+    def __init__(
+        self,
+        cfg: Settings,
+        *,
+        project: str | None = None,
+        dataset: str | None = None,
+        location: str | None = None,
+        create_dataset: bool = False,
+    ) -> None:
+        self.cfg = cfg
+        self.dataset_id = dataset or cfg.bq_dataset
+        if not _NAME.match(self.dataset_id):
+            raise UsageError(
+                f"bad dataset name {self.dataset_id!r}: letters, digits and underscores only"
+            )
+        self.location = location or cfg.bq_location
+        self.auth = clients.bq_auth(cfg, project)
+        self.client = clients.bq_client(self.auth, self.location)
+        self.dataset = f"{self.auth.project}.{self.dataset_id}"
+        self._open_dataset(create_dataset)
+
+    def _open_dataset(self, create: bool) -> None:
+        from google.api_core import exceptions as gexc
+        from google.cloud import bigquery
+
+        what = f"dataset {self.dataset}"
+        try:
+            self.client.get_dataset(self.dataset, retry=clients.preflight_retry(self.cfg))
+            return
+        except gexc.NotFound:
+            if not create:
+                raise ConfigError(
+                    f"BigQuery dataset {self.dataset} does not exist; create it or pass "
+                    "--create-dataset"
+                ) from None
+        except Exception as exc:
+            raise clients.api_error(exc, what, self.auth) from exc
+        ds = bigquery.Dataset(self.dataset)
+        ds.location = self.location
+        try:
+            log.info("creating dataset %s in %s", self.dataset, self.location)
+            self.client.create_dataset(ds, exists_ok=True)
+        except Exception as exc:
+            raise clients.api_error(exc, f"creating {what}", self.auth) from exc
+
+    def table_id(self, name: str) -> str:
+        return f"{self.dataset}.{name}"
+
+    # ---- tables ---------------------------------------------------------------------
+
+    def ensure_main(self, taxi: TaxiType) -> str:
+        """Create `{taxi}_tripdata` if missing; refuse one whose columns differ."""
+        from google.api_core import exceptions as gexc
+        from google.cloud import bigquery
+
+        table_id = self.table_id(bq_schema.main_table_id(taxi))
+        schema = bq_schema.main_schema(taxi)
+        try:
+            table = self.client.get_table(table_id)
+        except gexc.NotFound:
+            table = bigquery.Table(table_id, schema=schema)
+            table.time_partitioning = bigquery.TimePartitioning(
+                type_=bigquery.TimePartitioningType.DAY, field=bq_schema.pickup_column(taxi)
+            )
+            table.clustering_fields = bq_schema.cluster_columns(taxi) or None
+            table.description = f"NYC TLC {taxi.name} trips, loaded by taxi-cli"
+            try:
+                self.client.create_table(table, exists_ok=True)
+            except Exception as exc:
+                raise clients.api_error(exc, f"creating table {table_id}", self.auth) from exc
+            return table_id
+        except Exception as exc:
+            raise clients.api_error(exc, f"reading table {table_id}", self.auth) from exc
+        have = [(f.name.lower(), f.field_type) for f in table.schema]
+        want = [(f.name, f.field_type) for f in schema]
+        if have != want:
+            raise ConfigError(
+                f"table {table_id} exists with other columns than taxi-cli's {taxi.name} "
+                "schema; drop or rename it, or load into another --dataset"
+            )
+        return table_id
+
+    def _fresh_staging(self, name: str, schema: list[bigquery.SchemaField]) -> str:
+        from google.cloud import bigquery
+
+        table_id = self.table_id(name)
+        table = bigquery.Table(table_id, schema=schema)
+        table.expires = datetime.now(UTC) + STAGING_TTL
+        table.description = "taxi-cli staging table; dropped after the load, else expires"
+        try:
+            self.client.delete_table(table_id, not_found_ok=True)
+            self.client.create_table(table)
+        except Exception as exc:
+            raise clients.api_error(exc, f"creating {table_id}", self.auth) from exc
+        return table_id
+
+    def drop(self, table_id: str) -> None:
+        try:
+            self.client.delete_table(table_id, not_found_ok=True)
+        except Exception as exc:  # it expires on its own; do not mask the real outcome
+            log.warning("could not drop %s (it expires by itself): %s", table_id, exc)
+
+    # ---- jobs -----------------------------------------------------------------------
+
+    def _load(
+        self, uri: str, table_id: str, schema: list[bigquery.SchemaField], fmt: str, prefix: str
+    ) -> bigquery.LoadJob:
+        from google.cloud import bigquery
+
+        config = bigquery.LoadJobConfig(
+            schema=schema,
+            write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+            create_disposition=bigquery.CreateDisposition.CREATE_NEVER,
+            autodetect=False,
+        )
+        if fmt == "parquet":
+            config.source_format = bigquery.SourceFormat.PARQUET
+        else:
+            config.source_format = bigquery.SourceFormat.CSV
+            config.skip_leading_rows = 1
+            config.allow_jagged_rows = False
+            config.allow_quoted_newlines = False
+        job = None
+        try:
+            job = self.client.load_table_from_uri(
+                uri, table_id, job_config=config, job_id_prefix=prefix
+            )
+            job.result()
+        except Exception as exc:
+            raise job_error(exc, job, f"loading {uri} into {table_id}", self.auth) from exc
+        log.info("load job %s read %s rows from %s", job.job_id, job.output_rows, uri)
+        return job
+
+    def _query(self, sql: str, params: dict[str, str], what: str, prefix: str) -> Any:
+        from google.cloud import bigquery
+
+        config = bigquery.QueryJobConfig(
+            query_parameters=[
+                bigquery.ScalarQueryParameter(k, "STRING", v) for k, v in params.items()
+            ]
+        )
+        job = None
+        try:
+            job = self.client.query(sql, job_config=config, job_id_prefix=prefix)
+            job.result()
+        except Exception as exc:
+            raise job_error(exc, job, what, self.auth) from exc
+        return job
+
+    # ---- loads ----------------------------------------------------------------------
+
+    def load_month(
+        self,
+        taxi: TaxiType,
+        month: str,
+        uri: str,
+        *,
+        fmt: str,
+        filename: str,
+        expected_rows: int | None,
+    ) -> Loaded:
+        """Replace file `filename`'s rows in the main table by the rows of `uri`."""
+        main = self.ensure_main(taxi)
+        staging = self._fresh_staging(
+            bq_schema.staging_table_id(taxi, month), bq_schema.staging_schema(taxi, fmt)
+        )
+        tag = f"taxi_cli_{taxi.name}_{month.replace('-', '_')}"
+        try:
+            load = self._load(
+                uri, staging, bq_schema.staging_schema(taxi, fmt), fmt, f"{tag}_load_"
+            )
+            rows = int(load.output_rows or 0)
+            if expected_rows is not None and rows != expected_rows:
+                raise DataError(
+                    f"load job {load.job_id} read {rows:,} rows from {uri}, but the verified "
+                    f"file has {expected_rows:,}; {main} was not changed; rerun load-gcs "
+                    "to replace the object"
+                )
+            merge = self._query(
+                bq_schema.merge_sql(taxi, fmt, main, staging),
+                {"filename": filename},
+                f"replacing {filename} in {main}",
+                f"{tag}_merge_",
+            )
+        finally:
+            self.drop(staging)
+        inserted, deleted = _dml_counts(merge, rows)
+        log.info("%s: %s rows of %s in place (%s replaced)", main, inserted, filename, deleted)
+        return Loaded(
+            taxi=taxi.name,
+            month=month,
+            table=main,
+            source_uri=uri,
+            rows=rows,
+            inserted=inserted,
+            deleted=deleted,
+            bytes_processed=merge.total_bytes_processed,
+            bytes_billed=merge.total_bytes_billed,
+            jobs={"load": load.job_id, "merge": merge.job_id},
+        )
+
+    def load_zones(self, uri: str, expected_rows: int | None) -> Loaded:
+        """Replace `taxi_zone_lookup` with the CSV at `uri` (a load job is atomic)."""
+        from google.api_core import exceptions as gexc
+        from google.cloud import bigquery
+
+        table_id = self.table_id(bq_schema.ZONES_TABLE)
+        schema = bq_schema.zones_schema()
+        try:
+            self.client.get_table(table_id)
+        except gexc.NotFound:
+            self.client.create_table(bigquery.Table(table_id, schema=schema), exists_ok=True)
+        except Exception as exc:
+            raise clients.api_error(exc, f"reading table {table_id}", self.auth) from exc
+        job = self._load(uri, table_id, schema, "csv", "taxi_cli_zones_load_")
+        rows = int(job.output_rows or 0)
+        if expected_rows is not None and rows != expected_rows:
+            raise DataError(
+                f"load job {job.job_id} read {rows:,} zone rows from {uri}, expected "
+                f"{expected_rows:,}; rerun `taxi-cli load-gcs zones`"
+            )
+        return Loaded(
+            taxi="zones",
+            month=None,
+            table=table_id,
+            source_uri=uri,
+            rows=rows,
+            inserted=rows,
+            deleted=None,
+            bytes_processed=None,
+            bytes_billed=None,
+            jobs={"load": job.job_id},
+        )
+
+
+def _dml_counts(job: Any, rows: int) -> tuple[int | None, int | None]:
+    stats = getattr(job, "dml_stats", None)
+    if stats is not None and stats.inserted_row_count is not None:
+        return int(stats.inserted_row_count), int(stats.deleted_row_count or 0)
+    affected = job.num_dml_affected_rows
+    if affected is None:
+        return None, None
+    return rows, max(0, int(affected) - rows)
+
+
+# ---- the command ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    """The gs:// object a month is loaded from, and what it should hold."""
+
+    uri: str
+    filename: str  # the `filename` lineage value
+    rows: int | None
+    sha256: str
+
+
+def _source(blob: Any, lake: gcs.Lake, fallback_name: str) -> Source:
+    meta = blob.metadata or {}
+    rows = meta.get("taxi-cli-rows")
+    if rows is None:
+        log.warning(
+            "%s was not uploaded by taxi-cli: its row count cannot be checked",
+            lake.uri(blob.name),
+        )
+    return Source(
+        uri=lake.uri(blob.name),
+        filename=meta.get("taxi-cli-source", fallback_name),
+        rows=int(rows) if rows is not None else None,
+        sha256=meta.get("taxi-cli-source-sha256", ""),
+    )
+
+
+def month_source(
+    lake: gcs.Lake,
+    taxi: TaxiType,
+    month: str,
+    fmt: str,
+    out: Output | None,
+    extracted: Extracted | None = None,
+) -> Source:
+    """The month's object, uploaded first when it is not in the lake yet.
+
+    With `extracted` (a verified local file, as backfill has) the object is brought up
+    to date with it (an identical object is not sent again).
+    """
+    name = gcs.object_name(lake.prefix, taxi, month, fmt)
+    blob = None if extracted is not None else lake.get(name)
+    if blob is None:
+        if extracted is None:
+            log.info("%s is not in the lake yet: uploading it first", lake.uri(name))
+        up = gcs.upload_month(lake, taxi, month, fmt=fmt, out=out, source=extracted)
+        return Source(up.uri, up.csv_name, up.rows, up.source_sha256)
+    return _source(blob, lake, taxi.csv_name(month))
+
+
+def load_month(
+    wh: Warehouse,
+    lake: gcs.Lake,
+    taxi: TaxiType,
+    month: str,
+    *,
+    fmt: str = "parquet",
+    out: Output | None = None,
+    extracted: Extracted | None = None,
+) -> Loaded:
+    """Load one month from the lake into BigQuery and record it in the ledger."""
+    from taxi_cli.ledger import StateLedger
+
+    src = month_source(lake, taxi, month, fmt, out, extracted)
+    loaded = wh.load_month(
+        taxi, month, src.uri, fmt=fmt, filename=src.filename, expected_rows=src.rows
+    )
+    StateLedger(wh.cfg).record_done(
+        "bq",
+        taxi.name,
+        month,
+        src.filename,
+        src.sha256,
+        loaded.rows,
+        detail={"table": loaded.table, "source": src.uri, **loaded.jobs},
+    )
+    return loaded
+
+
+def zones_source(lake: gcs.Lake, out: Output) -> Source:
+    blob = lake.get(gcs.zones_object_name(lake.prefix))
+    if blob is None:
+        up = gcs.upload_zones(lake, out)
+        return Source(up.uri, ZONES_FILE, up.rows, up.source_sha256)
+    return _source(blob, lake, ZONES_FILE)
+
+
+def run(
+    cfg: Settings,
+    taxis: str,
+    months: str | None,
+    *,
+    project: str | None,
+    dataset: str | None,
+    bucket: str | None,
+    location: str | None,
+    fmt: str,
+    create_dataset: bool,
+    out: Output,
+) -> list[Loaded]:
+    """The `load-bq` command: every (taxi, month) of the specs, or `zones`."""
+    from taxi_cli.gcp.partitions import each_partition
+    from taxi_cli.ledger import StateLedger
+
+    gcs.check_format(fmt)
+    wh = Warehouse(
+        cfg, project=project, dataset=dataset, location=location, create_dataset=create_dataset
+    )
+    lake = gcs.Lake(cfg, bucket=bucket)
+    if taxis.strip().lower() == "zones":
+        src = zones_source(lake, out)
+        return [wh.load_zones(src.uri, src.rows)]
+    ledger = StateLedger(cfg)
+
+    def one(taxi: TaxiType, month: str) -> Loaded:
+        return load_month(wh, lake, taxi, month, fmt=fmt, out=out)
+
+    def failed(taxi: TaxiType, month: str, error: TaxiError) -> None:
+        ledger.record_failed("bq", taxi.name, month, taxi.csv_name(month), str(error))
+
+    return each_partition(taxis, months, one, failed)
+
+
+def report(results: list[Loaded], out: Output) -> None:
+    if out.json:
+        out.emit_json([asdict(r) for r in results])
+        return
+    for r in results:
+        what = f"{r.taxi} {r.month}" if r.month else r.taxi
+        jobs = " ".join(f"{k}={v}" for k, v in r.jobs.items())
+        processed = "?" if r.bytes_processed is None else f"{r.bytes_processed}"
+        out.stdout.write(f"{what}\t{r.rows} rows\t{r.table}\t{processed} bytes processed\t{jobs}\n")
+    out.stdout.flush()

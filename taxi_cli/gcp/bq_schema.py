@@ -1,0 +1,141 @@
+"""BigQuery schemas of the trip tables and the SQL that computes `unique_row_id`.
+
+Main table `{dataset}.{taxi}_tripdata`: `unique_row_id STRING, filename STRING`, then the
+release's columns under their lowercase names (as in Postgres). Types keep the row id
+identical to Postgres: ids STRING (as in the course), counts INT64, money and distance
+FLOAT64, timestamps DATETIME (the TLC times are local wall-clock times without a zone,
+like Postgres `timestamp`; Parquet writes them as such). Partitioned by the DATE of the
+pickup time and clustered by the pickup location.
+
+`unique_row_id` renders the seven hashed columns as PostgreSQL renders their types as
+text (see `taxi_cli.rowid`), NULL as '':
+
+- ids, flags, text: `CAST(c AS STRING)`. From CSV these are the CSV text; from Parquet
+  they are INT64, whose decimal form equals the release's text (it never writes `1.0`).
+- timestamps: `FORMAT_DATETIME('%F %T', c)`, i.e. `YYYY-MM-DD HH:MM:SS` (the release has
+  no fractional seconds).
+- doubles: `CAST(c AS STRING)` with a trailing `.0` removed. BigQuery renders a FLOAT64
+  as `%.15g`, widened to `%.17g` when that does not round-trip (ZetaSQL's
+  RoundTripDoubleToString): `8`, `1.5`, `1e-05`, `1e+15` -- PostgreSQL's forms for every
+  value with at most 15 significant digits, which includes every amount written with
+  cents. Emulators backed by DuckDB print `8.0` (hence the `.0` strip) and switch to
+  exponent form only from 1e16.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from taxi_cli.catalog import ZONES_COLUMNS, Column, Kind, TaxiType
+
+if TYPE_CHECKING:
+    from google.cloud import bigquery
+
+MAIN_TYPES = {
+    Kind.ID: "STRING",
+    Kind.COUNT: "INT64",
+    Kind.TIMESTAMP: "DATETIME",
+    Kind.MONEY: "FLOAT64",
+    Kind.FLAG: "STRING",
+    Kind.TEXT: "STRING",
+}
+# What a load job reads from each object format: Parquet ids are Int64 (see extract).
+STAGING_TYPES = {
+    "csv.gz": MAIN_TYPES,
+    "parquet": {**MAIN_TYPES, Kind.ID: "INT64"},
+}
+LINEAGE = (("unique_row_id", "STRING"), ("filename", "STRING"))
+ZONES_TABLE = "taxi_zone_lookup"
+ZONES_TYPES = ("INT64", "STRING", "STRING", "STRING")
+
+
+def main_table_id(taxi: TaxiType) -> str:
+    return f"{taxi.name}_tripdata"
+
+
+def staging_table_id(taxi: TaxiType, month: str) -> str:
+    return f"{taxi.name}_tripdata_{month.replace('-', '_')}_staging"
+
+
+def _field(name: str, type_: str) -> bigquery.SchemaField:
+    from google.cloud import bigquery
+
+    return bigquery.SchemaField(name, type_, mode="NULLABLE")
+
+
+def main_schema(taxi: TaxiType) -> list[bigquery.SchemaField]:
+    return [_field(n, t) for n, t in LINEAGE] + [
+        _field(c.sql_name, MAIN_TYPES[c.kind]) for c in taxi.columns
+    ]
+
+
+def staging_schema(taxi: TaxiType, fmt: str) -> list[bigquery.SchemaField]:
+    types = STAGING_TYPES[fmt]
+    return [_field(c.sql_name, types[c.kind]) for c in taxi.columns]
+
+
+def zones_schema() -> list[bigquery.SchemaField]:
+    return [_field(c.sql_name, t) for c, t in zip(ZONES_COLUMNS, ZONES_TYPES, strict=True)]
+
+
+def pickup_column(taxi: TaxiType) -> str:
+    return taxi.pickup.lower()
+
+
+def cluster_columns(taxi: TaxiType) -> list[str]:
+    """The pickup location id (every taxi type has one)."""
+    return [c.sql_name for c in taxi.columns if c.sql_name == "pulocationid"]
+
+
+def _column(taxi: TaxiType, name: str) -> Column:
+    return next(c for c in taxi.columns if c.name == name)
+
+
+def render_sql(column: Column, ref: str) -> str:
+    """SQL giving the text PostgreSQL would hash for `column` (NULL -> '')."""
+    if column.kind is Kind.TIMESTAMP:
+        text = f"FORMAT_DATETIME('%F %T', {ref})"
+    elif column.kind is Kind.MONEY:
+        text = f"REGEXP_REPLACE(CAST({ref} AS STRING), r'\\.0$', '')"
+    else:
+        text = f"CAST({ref} AS STRING)"
+    return f"COALESCE({text}, '')"
+
+
+def row_id_sql(taxi: TaxiType, alias: str = "s") -> str:
+    """`TO_HEX(MD5(CONCAT(...)))` over the taxi's hashed columns, in order."""
+    parts = [render_sql(_column(taxi, n), f"{alias}.{n.lower()}") for n in taxi.hash_columns]
+    return "TO_HEX(MD5(CONCAT(" + ", ".join(parts) + ")))"
+
+
+def select_sql(taxi: TaxiType, fmt: str, alias: str = "s") -> list[str]:
+    """The staging columns cast to the main table's types, in table order."""
+    types = STAGING_TYPES[fmt]
+    out = []
+    for c in taxi.columns:
+        ref = f"{alias}.{c.sql_name}"
+        same = types[c.kind] == MAIN_TYPES[c.kind]
+        out.append(ref if same else f"CAST({ref} AS {MAIN_TYPES[c.kind]}) AS {c.sql_name}")
+    return out
+
+
+def merge_sql(taxi: TaxiType, fmt: str, main: str, staging: str) -> str:
+    """Replace the rows of file @filename in `main` by the staging rows, atomically.
+
+    `ON FALSE` makes every staging row NOT MATCHED BY TARGET (all inserted, in-file
+    duplicates kept, as in the course) and every main-table row NOT MATCHED BY SOURCE
+    (deleted when it came from the same file). One statement: one snapshot, all or
+    nothing, on BigQuery and on the emulator.
+    """
+    names = [n for n, _ in LINEAGE] + [c.sql_name for c in taxi.columns]
+    source = ",\n      ".join(
+        [f"{row_id_sql(taxi)} AS unique_row_id", "@filename AS filename", *select_sql(taxi, fmt)]
+    )
+    return (
+        f"MERGE `{main}` AS t\n"
+        f"USING (\n  SELECT\n      {source}\n  FROM `{staging}` AS s\n) AS src\n"
+        "ON FALSE\n"
+        f"WHEN NOT MATCHED BY TARGET THEN INSERT ({', '.join(names)})\n"
+        f"  VALUES ({', '.join('src.' + n for n in names)})\n"
+        "WHEN NOT MATCHED BY SOURCE AND t.filename = @filename THEN DELETE"
+    )

@@ -1,0 +1,461 @@
+"""`load-gcs`: upload verified month files to `gs://{bucket}/{prefix}{taxi}/...`.
+
+The default object is typed Parquet, so that BigQuery never meets the CSV column
+mismatches of the course. Every upload is a resumable session (a dropped connection
+resumes at the last chunk), carries the source's sha256 and row count as object
+metadata, and is checked afterwards: the object's md5 and crc32c must equal the local
+file's. An identical object is left alone; a different one is replaced under a
+generation precondition, so a concurrent writer makes this upload fail rather than be
+silently overwritten.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from taxi_cli import __version__
+from taxi_cli.catalog import ZONES_FILE, TaxiType
+from taxi_cli.config import Settings
+from taxi_cli.console import Output, add_task
+from taxi_cli.errors import ConfigError, DataError, TaxiError, TransientError, UsageError
+from taxi_cli.gcp import clients
+
+if TYPE_CHECKING:
+    from taxi_cli.extract import Extracted
+
+log = logging.getLogger("taxi_cli.gcs")
+
+FORMATS = ("parquet", "csv.gz")
+CHUNK_SIZE = 8 * 1024 * 1024  # resumable chunk: a multiple of 256 KiB
+CONTENT_TYPES = {"parquet": "application/vnd.apache.parquet", "csv.gz": "application/gzip"}
+ZONES_DIR = "misc"  # the release host's layout: misc/taxi_zone_lookup.csv
+
+
+@dataclass(frozen=True)
+class Digests:
+    """Checksums of a local file, in GCS's encodings (base64) and sha256 hex."""
+
+    size: int
+    md5: str
+    crc32c: str
+    sha256: str
+
+
+def digests(path: Path) -> Digests:
+    import google_crc32c
+
+    md5, sha, crc = hashlib.md5(usedforsecurity=False), hashlib.sha256(), google_crc32c.Checksum()  # type: ignore[no-untyped-call]
+    size = 0
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            md5.update(block)
+            sha.update(block)
+            crc.update(block)  # type: ignore[no-untyped-call]
+            size += len(block)
+    return Digests(
+        size=size,
+        md5=base64.b64encode(md5.digest()).decode(),
+        crc32c=base64.b64encode(crc.digest()).decode(),  # type: ignore[no-untyped-call]
+        sha256=sha.hexdigest(),
+    )
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    """One object in the lake, as this run left it."""
+
+    taxi: str
+    month: str | None
+    uri: str
+    bucket: str
+    name: str
+    format: str
+    action: str  # uploaded | replaced | unchanged
+    size: int
+    md5: str
+    crc32c: str
+    generation: int
+    rows: int
+    source_sha256: str  # sha256 of the verified release file the object was made from
+    csv_name: str  # the `filename` lineage value in the warehouses
+
+
+def check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    return fmt
+
+
+def object_name(prefix: str, taxi: TaxiType, month: str, fmt: str) -> str:
+    """`{prefix}{taxi}/{taxi}_tripdata_{YYYY}-{MM}.{parquet|csv.gz}`."""
+    return f"{prefix}{taxi.name}/{taxi.name}_tripdata_{month}.{check_format(fmt)}"
+
+
+def zones_object_name(prefix: str) -> str:
+    return f"{prefix}{ZONES_DIR}/{ZONES_FILE}"
+
+
+class _ProgressReader:
+    """A read-only file that reports how far the upload has read it."""
+
+    def __init__(self, fh: BinaryIO, advance: Callable[[int], None]) -> None:
+        self._fh = fh
+        self._advance = advance
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._fh.read(size)
+        self._advance(self._fh.tell())
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+
+class Lake:
+    """One bucket of the data lake, opened (and checked) once per command."""
+
+    def __init__(
+        self,
+        cfg: Settings,
+        *,
+        bucket: str | None = None,
+        prefix: str | None = None,
+        create_bucket: bool = False,
+    ) -> None:
+        self.cfg = cfg
+        self.bucket_name = bucket or cfg.gcs_bucket
+        if not self.bucket_name:
+            raise ConfigError("no bucket: pass --bucket or set TAXI_GCS_BUCKET")
+        self.prefix = cfg.gcs_prefix if prefix is None else prefix
+        if self.prefix and not self.prefix.endswith("/"):
+            self.prefix += "/"
+        self.auth = clients.storage_auth(cfg)
+        self.client = clients.storage_client(self.auth)
+        self.bucket = self._open_bucket(create_bucket)
+
+    def _open_bucket(self, create: bool) -> Any:
+        from google.api_core import exceptions as gexc
+
+        what = f"bucket gs://{self.bucket_name}"
+        retry = clients.preflight_retry(self.cfg)
+        try:
+            return self.client.get_bucket(self.bucket_name, retry=retry)
+        except gexc.NotFound:
+            if not create:
+                raise ConfigError(
+                    f"bucket gs://{self.bucket_name} does not exist in project "
+                    f"{self.auth.project}; create it or pass --create-bucket"
+                ) from None
+        except Exception as exc:
+            raise clients.api_error(exc, what, self.auth) from exc
+        try:
+            log.info("creating bucket gs://%s", self.bucket_name)
+            return self.client.create_bucket(
+                self.bucket_name, project=self.auth.project, location=self.cfg.bq_location
+            )
+        except gexc.Conflict:
+            return self.client.get_bucket(self.bucket_name)
+        except Exception as exc:
+            raise clients.api_error(exc, f"creating {what}", self.auth) from exc
+
+    def uri(self, name: str) -> str:
+        return f"gs://{self.bucket_name}/{name}"
+
+    def get(self, name: str) -> Any | None:
+        """The object's current metadata, or None when it does not exist."""
+        try:
+            return self.bucket.get_blob(name)
+        except Exception as exc:
+            raise clients.api_error(exc, f"reading {self.uri(name)}", self.auth) from exc
+
+    def upload(
+        self,
+        local: Path,
+        name: str,
+        *,
+        fmt: str,
+        source: Extracted,
+        out: Output | None = None,
+    ) -> Uploaded:
+        """Put `local` at `name` unless an identical object is there; verify the result."""
+        local_sum = _verified_digests(local, fmt, source)
+        uri = self.uri(name)
+        existing = self.get(name)
+        if existing is not None and _same(existing, local_sum):
+            log.info("%s is already up to date", uri)
+            return self._result(existing, fmt, "unchanged", source)
+        blob = self.bucket.blob(name, chunk_size=CHUNK_SIZE)
+        blob.metadata = {
+            "taxi-cli-source": source.csv_name,
+            "taxi-cli-source-sha256": source.sha256,
+            "taxi-cli-rows": str(source.rows),
+            "taxi-cli-version": __version__,
+        }
+        # 0 = "must not exist": two writers racing for a new object cannot both win.
+        generation = existing.generation if existing is not None else 0
+        action = "replaced" if existing is not None else "uploaded"
+        log.info("uploading %s to %s (%s bytes)", local.name, uri, f"{local_sum.size:,}")
+        self._send(blob, local, local_sum, generation, out)
+        blob.reload()
+        if not _same(blob, local_sum):
+            self._discard(blob)
+            raise DataError(
+                f"{uri} does not match {local} after the upload (md5 {blob.md5_hash} vs "
+                f"{local_sum.md5}); the local file changed while uploading? rerun load-gcs"
+            )
+        return self._result(blob, fmt, action, source)
+
+    def _send(
+        self,
+        blob: Any,
+        local: Path,
+        local_sum: Digests,
+        generation: int,
+        out: Output | None,
+    ) -> None:
+        from google.api_core import exceptions as gexc
+        from google.resumable_media.common import DataCorruption
+
+        with local.open("rb") as fh, _progress(out, blob.name or "", local_sum.size) as advance:
+            try:
+                # size=None: always a resumable session, even below the multipart limit.
+                blob.upload_from_file(
+                    _ProgressReader(fh, advance),
+                    size=None,
+                    content_type=_content_type(blob.name or ""),
+                    if_generation_match=generation,
+                    checksum="crc32c",
+                )
+            except gexc.PreconditionFailed as exc:
+                raise TransientError(
+                    f"{self.uri(blob.name or '')} was changed by another writer during the "
+                    "upload; rerun load-gcs"
+                ) from exc
+            except DataCorruption as exc:
+                raise DataError(
+                    f"{self.uri(blob.name or '')}: the upload arrived corrupted (crc32c "
+                    "mismatch); rerun load-gcs"
+                ) from exc
+            except Exception as exc:
+                raise clients.api_error(exc, f"uploading {local}", self.auth) from exc
+
+    def _discard(self, blob: Any) -> None:
+        try:
+            blob.delete(if_generation_match=blob.generation)
+        except Exception as exc:  # the caller reports the mismatch; this is best effort
+            log.warning("could not delete the bad object %s: %s", self.uri(blob.name or ""), exc)
+
+    def _result(self, blob: Any, fmt: str, action: str, source: Extracted) -> Uploaded:
+        return Uploaded(
+            taxi=source.taxi,
+            month=source.month,
+            uri=self.uri(blob.name or ""),
+            bucket=self.bucket_name,
+            name=blob.name or "",
+            format=fmt,
+            action=action,
+            size=int(blob.size or 0),
+            md5=blob.md5_hash or "",
+            crc32c=blob.crc32c or "",
+            generation=int(blob.generation or 0),
+            rows=source.rows,
+            source_sha256=source.sha256,
+            csv_name=source.csv_name,
+        )
+
+
+def _content_type(name: str) -> str:
+    if name.endswith(".parquet"):
+        return CONTENT_TYPES["parquet"]
+    return CONTENT_TYPES["csv.gz"] if name.endswith(".gz") else "text/csv"
+
+
+def _same(blob: Any, local: Digests) -> bool:
+    """Identical content: crc32c always, md5 when GCS has one (composites have none)."""
+    if int(blob.size or -1) != local.size or blob.crc32c != local.crc32c:
+        return False
+    return blob.md5_hash is None or blob.md5_hash == local.md5
+
+
+def _verified_digests(local: Path, fmt: str, source: Extracted) -> Digests:
+    """Checksums of the file about to be uploaded, refusing one that no longer verifies.
+
+    The release file must still have the sha256 `extract` verified; a Parquet file must
+    still read and hold the verified row count.
+    """
+    if not local.is_file():
+        raise DataError(f"{local} is missing; run `taxi-cli extract` again")
+    got = digests(local)
+    if fmt == "parquet" or local.suffix == ".parquet":
+        _check_parquet(local, source.rows)
+        if digests(source.path).sha256 != source.sha256:
+            raise _changed(source.path)
+    elif got.sha256 != source.sha256:
+        raise _changed(local)
+    return got
+
+
+def _changed(path: Path) -> DataError:
+    return DataError(
+        f"{path} changed after it was verified (sha256 differs); nothing was uploaded; "
+        "run `taxi-cli extract --force` for a fresh copy"
+    )
+
+
+def _check_parquet(path: Path, rows: int) -> None:
+    import polars as pl
+
+    try:
+        got = pl.scan_parquet(path).select(pl.len()).collect().item()
+    except Exception as exc:
+        raise DataError(
+            f"{path} is not readable Parquet ({type(exc).__name__}); nothing was uploaded; "
+            "run `taxi-cli extract --format parquet --force`"
+        ) from exc
+    if got != rows:
+        raise DataError(
+            f"{path} holds {got:,} rows but its source has {rows:,}; nothing was uploaded; "
+            "run `taxi-cli extract --format parquet --force`"
+        )
+
+
+class _progress:
+    """A byte progress bar for one upload (a no-op when progress is hidden)."""
+
+    def __init__(self, out: Output | None, label: str, total: int) -> None:
+        self._out, self._label, self._total = out, label, total
+        self._cm: Any = None
+
+    def __enter__(self) -> Callable[[int], None]:
+        if self._out is None:
+            return lambda done: None
+        self._cm = self._out.transfer_progress()
+        progress = self._cm.__enter__()
+        task = add_task(progress, f"upload {self._label}", self._total)
+        if progress is None or task is None:
+            return lambda done: None
+        return lambda done: progress.update(task, completed=min(done, self._total))
+
+    def __exit__(self, *exc: object) -> None:
+        if self._cm is not None:
+            self._cm.__exit__(*exc)
+
+
+# ---- the command ---------------------------------------------------------------------
+
+
+def upload_month(
+    lake: Lake,
+    taxi: TaxiType,
+    month: str,
+    *,
+    fmt: str,
+    out: Output | None = None,
+    source: Extracted | None = None,
+) -> Uploaded:
+    """Make sure gs://.../{taxi}/{taxi}_tripdata_{month}.{fmt} holds the verified month,
+    and record it in the ledger. `source`: an already verified file (backfill)."""
+    from taxi_cli import extract
+
+    if source is None:
+        source = extract.ensure_file(lake.cfg, taxi, month, parquet=fmt == "parquet", out=out)
+    elif fmt == "parquet" and source.parquet_path is None:
+        from taxi_cli.parquet import to_parquet
+
+        source = replace(source, parquet_path=to_parquet(source, taxi))
+    local = source.path
+    if fmt == "parquet":
+        if source.parquet_path is None:
+            raise TaxiError(f"extract gave no Parquet file for {taxi.name} {month}")
+        local = source.parquet_path
+    name = object_name(lake.prefix, taxi, month, fmt)
+    result = lake.upload(local, name, fmt=fmt, source=source, out=out)
+    record(lake.cfg, result)
+    return result
+
+
+def upload_zones(lake: Lake, out: Output | None = None) -> Uploaded:
+    from taxi_cli import extract
+
+    source = extract.ensure_zones(lake.cfg, out=out)
+    return lake.upload(
+        source.path, zones_object_name(lake.prefix), fmt="csv", source=source, out=out
+    )
+
+
+def record(cfg: Settings, result: Uploaded) -> None:
+    """Tell the ledger (status, backfill) that this partition is in the lake."""
+    from taxi_cli.ledger import StateLedger
+
+    if result.month is None:
+        return  # the zone lookup is not a partition
+    StateLedger(cfg).record_done(
+        "gcs",
+        result.taxi,
+        result.month,
+        result.uri,
+        result.source_sha256,
+        result.rows,
+        detail={
+            "format": result.format,
+            "md5": result.md5,
+            "crc32c": result.crc32c,
+            "generation": result.generation,
+            "size": result.size,
+        },
+    )
+
+
+def record_failure(cfg: Settings, taxi: TaxiType, month: str, uri: str, error: TaxiError) -> None:
+    from taxi_cli.ledger import StateLedger
+
+    StateLedger(cfg).record_failed("gcs", taxi.name, month, uri, str(error))
+
+
+def run(
+    cfg: Settings,
+    taxis: str,
+    months: str | None,
+    *,
+    bucket: str | None,
+    prefix: str | None,
+    fmt: str,
+    create_bucket: bool,
+    out: Output,
+) -> list[Uploaded]:
+    """The `load-gcs` command: every (taxi, month) of the specs, or `zones`."""
+    from taxi_cli.gcp.partitions import each_partition
+
+    check_format(fmt)
+    lake = Lake(cfg, bucket=bucket, prefix=prefix, create_bucket=create_bucket)
+    if taxis.strip().lower() == "zones":
+        return [upload_zones(lake, out)]
+
+    def one(taxi: TaxiType, month: str) -> Uploaded:
+        return upload_month(lake, taxi, month, fmt=fmt, out=out)
+
+    def failed(taxi: TaxiType, month: str, error: TaxiError) -> None:
+        record_failure(
+            cfg, taxi, month, lake.uri(object_name(lake.prefix, taxi, month, fmt)), error
+        )
+
+    return each_partition(taxis, months, one, failed)
+
+
+def report(results: list[Uploaded], out: Output) -> None:
+    if out.json:
+        out.emit_json([asdict(r) for r in results])
+        return
+    for r in results:
+        what = f"{r.taxi} {r.month}" if r.month else r.taxi
+        out.stdout.write(f"{what}\t{r.action}\t{r.uri}\t{r.size} bytes\t{r.rows} rows\n")
+    out.stdout.flush()

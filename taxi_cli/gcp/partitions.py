@@ -1,0 +1,52 @@
+"""Run one step over every (taxi, month) of the command-line specs.
+
+A partition that fails is recorded and the others still run; the command then exits 4
+(or with the partition's own error when it was the only one). Configuration and
+connection errors stop the run at once: every other partition would fail the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+from taxi_cli.catalog import TaxiType, parse_months, parse_taxis
+from taxi_cli.errors import ExitCode, PartialFailure, TaxiError, UsageError
+
+T = TypeVar("T")
+log = logging.getLogger("taxi_cli.gcp")
+
+FATAL = (ExitCode.USAGE, ExitCode.CONNECTION)
+
+
+def partitions(taxis: str, months: str | None) -> list[tuple[TaxiType, str]]:
+    if not months:
+        raise UsageError("give the months to load, e.g. 2020-04 or 2020-01..2020-06")
+    return [(t, m) for t in parse_taxis(taxis) for m in parse_months(months)]
+
+
+def each_partition(
+    taxis: str,
+    months: str | None,
+    step: Callable[[TaxiType, str], T],
+    failed: Callable[[TaxiType, str, TaxiError], None],
+) -> list[T]:
+    todo = partitions(taxis, months)
+    done: list[T] = []
+    errors: list[tuple[TaxiType, str, TaxiError]] = []
+    for taxi, month in todo:
+        try:
+            done.append(step(taxi, month))
+        except TaxiError as exc:
+            failed(taxi, month, exc)
+            if exc.exit_code in FATAL or len(todo) == 1:
+                raise
+            log.error("%s %s failed: %s", taxi.name, month, exc)
+            errors.append((taxi, month, exc))
+    if errors:
+        names = ", ".join(f"{t.name} {m}" for t, m, _ in errors)
+        raise PartialFailure(
+            f"{len(errors)} of {len(todo)} partitions failed ({names}); first error: {errors[0][2]}"
+        )
+    return done

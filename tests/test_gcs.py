@@ -1,0 +1,232 @@
+"""`load-gcs` against a real GCS protocol emulator (gcp-storage-emulator), real data."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from taxi_cli.catalog import GREEN
+from taxi_cli.cli import app
+from taxi_cli.config import load_settings
+from taxi_cli.errors import DataError
+from taxi_cli.ledger import StateLedger
+from tests.conftest import SHARED_DATA
+from tests.fixtures_gcp import Gcp, free_port
+
+pytestmark = pytest.mark.integration
+
+REAL_GREEN = SHARED_DATA / "real" / "green_tripdata_2020-04.csv.gz"
+GREEN_ROWS = 35_612
+PARQUET_NAME = "green/green_tripdata_2020-04.parquet"
+CSV_NAME = "green/green_tripdata_2020-04.csv.gz"
+
+
+def md5_b64(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
+def invoke(*args: str) -> object:
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.fixture
+def real_green(mirror: object) -> Path:
+    return mirror.add_file(REAL_GREEN)  # type: ignore[attr-defined, no-any-return]
+
+
+def cached_file(name: str) -> Path:
+    return next(Path(os.environ["TAXI_DATA_DIR"]).rglob(name))
+
+
+def test_uploads_typed_parquet_with_matching_md5_and_records_it(gcp: Gcp, real_green: Path) -> None:
+    result = invoke("load-gcs", "green", "2020-04", "--json")
+    assert result.exit_code == 0, result.stderr
+    [item] = json.loads(result.stdout)
+    assert item["action"] == "uploaded"
+    assert item["uri"] == f"gs://{gcp.bucket}/{PARQUET_NAME}"
+    assert item["rows"] == GREEN_ROWS
+
+    blob = gcp.storage().bucket(gcp.bucket).get_blob(PARQUET_NAME)
+    local = cached_file("green_tripdata_2020-04.parquet")
+    assert blob.md5_hash == md5_b64(local.read_bytes()) == item["md5"]
+    assert blob.metadata["taxi-cli-rows"] == str(GREEN_ROWS)
+    assert blob.metadata["taxi-cli-source"] == "green_tripdata_2020-04.csv"
+    # The stored object is the typed Parquet, whole.
+    stored = gcp.gcs.path_of(gcp.bucket, PARQUET_NAME)
+    frame = pl.read_parquet(stored)
+    assert frame.height == GREEN_ROWS
+    assert frame.schema["VendorID"] == pl.Int64
+    assert frame.schema["fare_amount"] == pl.Float64
+
+    [row] = StateLedger(load_settings()).rows("gcs")
+    assert (row.taxi, row.month, row.status, row.rows) == ("green", "2020-04", "done", GREEN_ROWS)
+    assert row.sha256 == hashlib.sha256(REAL_GREEN.read_bytes()).hexdigest()
+
+
+def test_csv_gz_object_is_the_release_bytes_and_a_rerun_skips_it(
+    gcp: Gcp, real_green: Path
+) -> None:
+    first = invoke("load-gcs", "green", "2020-04", "--format", "csv.gz", "--json")
+    assert first.exit_code == 0, first.stderr
+    stored = gcp.gcs.path_of(gcp.bucket, CSV_NAME).read_bytes()
+    assert stored == REAL_GREEN.read_bytes()
+    blob = gcp.storage().bucket(gcp.bucket).get_blob(CSV_NAME)
+    assert blob.md5_hash == md5_b64(REAL_GREEN.read_bytes())
+
+    second = invoke("load-gcs", "green", "2020-04", "--format", "csv.gz", "--json")
+    assert second.exit_code == 0, second.stderr
+    [item] = json.loads(second.stdout)
+    assert item["action"] == "unchanged"
+    assert item["generation"] == blob.generation  # not rewritten
+
+
+def test_a_different_object_is_replaced(gcp: Gcp, real_green: Path) -> None:
+    bucket = gcp.storage().bucket(gcp.bucket)
+    bucket.blob(CSV_NAME).upload_from_string(b"stale,content\r\n")
+    result = invoke("load-gcs", "green", "2020-04", "--format", "csv.gz", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)[0]["action"] == "replaced"
+    assert bucket.get_blob(CSV_NAME).md5_hash == md5_b64(REAL_GREEN.read_bytes())
+
+
+def test_prefix_and_text_report(gcp: Gcp, real_green: Path) -> None:
+    result = invoke("load-gcs", "green", "2020-04", "--prefix", "raw/tlc", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert f"gs://{gcp.bucket}/raw/tlc/{PARQUET_NAME}" in result.stdout
+    assert "uploaded" in result.stdout
+    assert gcp.storage().bucket(gcp.bucket).get_blob(f"raw/tlc/{PARQUET_NAME}") is not None
+
+
+def test_zones_upload(gcp: Gcp, mirror: object) -> None:
+    mirror.add_zones()  # type: ignore[attr-defined]
+    result = invoke("load-gcs", "zones", "--json")
+    assert result.exit_code == 0, result.stderr
+    stored = gcp.gcs.path_of(gcp.bucket, "misc/taxi_zone_lookup.csv").read_bytes()
+    assert stored == (SHARED_DATA / "taxi_zone_lookup.csv").read_bytes()
+
+
+@pytest.mark.parametrize("fmt", ["csv.gz", "parquet"])
+def test_cached_file_changed_after_verification_is_refused(
+    gcp: Gcp, real_green: Path, fmt: str
+) -> None:
+    # Verify and cache (and convert) first, then damage the cached file in place while
+    # keeping its size and mtime, so extract's cache trusts it without reading it.
+    ok = invoke("extract", "green", "2020-04", "--format", "parquet" if fmt == "parquet" else "csv")
+    assert ok.exit_code == 0, ok.stderr
+    cached = cached_file("green_tripdata_2020-04.csv.gz")
+    stat = cached.stat()
+    data = bytearray(cached.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    cached.write_bytes(bytes(data))
+    os.utime(cached, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    result = invoke("load-gcs", "green", "2020-04", "--format", fmt)
+    assert result.exit_code == 1
+    [line] = result.stderr.strip().splitlines()
+    assert "changed after it was verified" in line and str(cached) in line
+    assert list(gcp.storage().bucket(gcp.bucket).list_blobs()) == []
+    [row] = StateLedger(load_settings()).rows("gcs")
+    assert row.status == "failed"
+
+
+def test_upload_refuses_a_parquet_that_lost_rows(gcp: Gcp, real_green: Path) -> None:
+    from taxi_cli import extract
+    from taxi_cli.gcp.gcs import Lake
+
+    cfg = load_settings()
+    source = extract.ensure_file(cfg, GREEN, "2020-04", parquet=True)
+    assert source.parquet_path is not None
+    pl.read_parquet(source.parquet_path).head(10).write_parquet(source.parquet_path)
+    lake = Lake(cfg)
+    with pytest.raises(DataError, match="holds 10 rows but its source has 35,612"):
+        lake.upload(source.parquet_path, PARQUET_NAME, fmt="parquet", source=source)
+    assert lake.get(PARQUET_NAME) is None
+
+
+def test_missing_bucket_exits_2_naming_it(gcp: Gcp, real_green: Path) -> None:
+    result = invoke("load-gcs", "green", "2020-04", "--bucket", "no-such-bucket-here")
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "gs://no-such-bucket-here does not exist" in line and "--create-bucket" in line
+
+
+def test_create_bucket(gcp: Gcp, real_green: Path) -> None:
+    name = gcp.bucket + "-new"
+    result = invoke("load-gcs", "green", "2020-04", "--bucket", name, "--create-bucket")
+    assert result.exit_code == 0, result.stderr
+    assert gcp.storage().bucket(name).get_blob(PARQUET_NAME) is not None
+
+
+def test_no_bucket_configured_exits_2(gcp: Gcp, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TAXI_GCS_BUCKET")
+    result = invoke("load-gcs", "green", "2020-04")
+    assert result.exit_code == 2
+    assert "no bucket" in result.stderr and "TAXI_GCS_BUCKET" in result.stderr
+
+
+def test_emulator_down_exits_3_naming_it(gcp: Gcp, monkeypatch: pytest.MonkeyPatch) -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", down)
+    result = invoke("load-gcs", "green", "2020-04")
+    assert result.exit_code == 3
+    [line] = result.stderr.strip().splitlines()
+    assert f"cannot reach {down}" in line
+
+
+class _Denying(BaseHTTPRequestHandler):
+    """A storage endpoint that refuses every caller, as GCS does without IAM rights."""
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+    def do_GET(self) -> None:
+        body = json.dumps(
+            {
+                "error": {
+                    "code": 403,
+                    "message": "caller does not have storage.buckets.get access",
+                    "errors": [{"reason": "forbidden", "message": "no storage.buckets.get"}],
+                }
+            }
+        ).encode()
+        self.send_response(403)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def denying_endpoint() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Denying)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_access_denied_exits_3(
+    gcp: Gcp, denying_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", denying_endpoint)
+    result = invoke("load-gcs", "green", "2020-04")
+    assert result.exit_code == 3
+    [line] = result.stderr.strip().splitlines()
+    assert "access denied (403" in line and "forbidden" in line
+
+
+def test_bad_format_is_a_usage_error(gcp: Gcp) -> None:
+    result = invoke("load-gcs", "green", "2020-04", "--format", "avro")
+    assert result.exit_code == 2
+    assert "--format must be one of parquet, csv.gz" in result.stderr
