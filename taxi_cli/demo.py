@@ -77,11 +77,11 @@ def show_mart(cfg: Settings, taxi: str, limit: int = TOP_ROWS) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from taxi_cli.postgres.target import connect
+    from taxi_cli import postgres
 
     schema = sql.Identifier(cfg.pg_schema)
     trips = sql.Identifier(f"{catalog.TAXIS[taxi].name}_tripdata")
-    with connect(cfg) as conn:
+    with postgres.connect(cfg) as conn:
         per_file = conn.execute(
             sql.SQL("SELECT filename, count(*) FROM {}.{} GROUP BY 1 ORDER BY 1").format(
                 schema, trips
