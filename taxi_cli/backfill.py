@@ -305,9 +305,7 @@ def run(cfg: Settings, opts: Options, out: Output) -> Summary:
     elif not opts.catch_up:
         raise UsageError("MONTHS is required (e.g. 2020-01..2020-06), unless --catch-up")
     targets = make_targets(cfg, split_targets(opts.target), mode=opts.mode)
-    if opts.dry_run:
-        for target in targets:
-            target.check()
+    if opts.dry_run:  # reads the ledgers only (pg's is in the database)
         plan = plan_run(cfg, opts, targets, taxis)
         if out.json:
             out.emit_json({"plan": [item.as_json() for item in plan]})

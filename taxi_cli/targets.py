@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -107,52 +108,86 @@ class PgTarget:
 # ---- gcs and bq ---------------------------------------------------------------------------
 
 
+class _PerThread(threading.local):
+    lake: Any = None
+    warehouse: Any = None
+
+
 class GcsTarget:
+    """Upload the month as typed Parquet to gs://{bucket}/{prefix}; the uploader records
+    the partition in the SQLite ledger once the object is verified in the bucket."""
+
     name = "gcs"
+    fmt = "parquet"
 
     def __init__(self, cfg: Settings) -> None:
         self.cfg = cfg
         self.state = StateLedger(cfg)
+        self._local = _PerThread()  # clients are per worker: nothing shared but the ledger
 
     def identity(self) -> str:
         return f"gs://{self.cfg.gcs_bucket}/{self.cfg.gcs_prefix}"
 
+    def lake(self) -> Any:
+        if self._local.lake is None:
+            from taxi_cli.gcp import gcs
+
+            self._local.lake = gcs.Lake(self.cfg)
+        return self._local.lake
+
     def check(self) -> None:
         if not self.cfg.gcs_bucket:
             raise ConfigError("no bucket: set TAXI_GCS_BUCKET or gcs_bucket in the config file")
+        self.lake()
 
     def ledger(self) -> Sequence[LedgerEntry]:
         return self.state.rows(self.name)
 
     def load(self, taxi: TaxiType, month: str, extracted: Extracted, action: Action) -> Loaded:
-        raise ConfigError("the gcs target is not available in this build")
+        from taxi_cli.gcp import gcs
+
+        up = gcs.upload_month(self.lake(), taxi, month, fmt=self.fmt, source=extracted)
+        return Loaded(up.rows, {"uri": up.uri, "action": up.action})
 
     def record_failure(self, taxi: TaxiType, month: str, file: str, error: str) -> None:
-        self.state.record_failed(self.name, taxi.name, month, file, error)
+        from taxi_cli.gcp import gcs
+
+        prefix = self.cfg.gcs_prefix
+        prefix += "/" if prefix and not prefix.endswith("/") else ""
+        uri = f"gs://{self.cfg.gcs_bucket}/{gcs.object_name(prefix, taxi, month, self.fmt)}"
+        self.state.record_failed(self.name, taxi.name, month, uri, error)
 
 
-class BqTarget:
+class BqTarget(GcsTarget):
+    """Load the month from its gs:// object into `{dataset}.{taxi}_tripdata` (uploading the
+    object first when it is not there); the loader records the partition once merged."""
+
     name = "bq"
 
-    def __init__(self, cfg: Settings) -> None:
-        self.cfg = cfg
-        self.state = StateLedger(cfg)
-
     def identity(self) -> str:
-        return f"bq:{self.cfg.gcp_project}.{self.cfg.bq_dataset}"
+        return f"bq:{self.cfg.gcp_project or '(credentials project)'}.{self.cfg.bq_dataset}"
+
+    def warehouse(self) -> Any:
+        if self._local.warehouse is None:
+            from taxi_cli.gcp import bq
+
+            self._local.warehouse = bq.Warehouse(self.cfg)
+        return self._local.warehouse
 
     def check(self) -> None:
-        if not self.cfg.gcs_bucket:
-            raise ConfigError("no bucket: set TAXI_GCS_BUCKET or gcs_bucket in the config file")
-
-    def ledger(self) -> Sequence[LedgerEntry]:
-        return self.state.rows(self.name)
+        super().check()
+        self.warehouse()
 
     def load(self, taxi: TaxiType, month: str, extracted: Extracted, action: Action) -> Loaded:
-        raise ConfigError("the bq target is not available in this build")
+        from taxi_cli.gcp import bq
+
+        done = bq.load_month(
+            self.warehouse(), self.lake(), taxi, month, fmt=self.fmt, extracted=extracted
+        )
+        return Loaded(done.rows, {"table": done.table})
 
     def record_failure(self, taxi: TaxiType, month: str, file: str, error: str) -> None:
-        self.state.record_failed(self.name, taxi.name, month, file, error)
+        self.state.record_failed(self.name, taxi.name, month, taxi.csv_name(month), error)
 
 
 def make_targets(cfg: Settings, names: Sequence[str], *, mode: str = "replace") -> list[Target]:
