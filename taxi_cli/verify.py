@@ -14,13 +14,16 @@ quote character shows up. The zone lookup (quoted, 265 rows) always uses `csv`.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
+import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from queue import Empty, Queue
 
 import numpy as np
 
@@ -125,6 +128,40 @@ def _slices(chunks: Iterator[bytes]) -> Iterator[bytes]:
         raise
     if buf:
         yield b"".join(buf)
+
+
+def _prefetch(items: Iterator[bytes], depth: int = 3) -> Iterator[bytes]:
+    """Run `items` in a thread, `depth` ahead: zlib and numpy both release the GIL, so
+    decompression and scanning overlap on two cores."""
+    queue: Queue[tuple[bytes | None, BaseException | None]] = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                queue.put((item, None))
+            queue.put((None, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            queue.put((None, exc))
+
+    worker = threading.Thread(target=produce, name="taxi-cli-gunzip", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = queue.get()
+            if error is not None:
+                raise error
+            if item is None:
+                return
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            with contextlib.suppress(Empty):
+                queue.get(timeout=0.05)
+        worker.join()
 
 
 class _NeedsExactScan(Exception):
@@ -353,7 +390,7 @@ def verify_trip_file(
     scan = _FastScan(name, taxi)
     try:
         try:
-            for piece in _slices(_gunzip(path, hasher)):
+            for piece in _prefetch(_slices(_gunzip(path, hasher))):
                 scan.feed(piece)
         except _GzipProblem as exc:
             line = scan.line + 1 if scan.header is not None else None
