@@ -73,6 +73,7 @@ class Options:
     fail_fast: bool = False
     catch_up: bool = False
     mode: str = "replace"
+    log_json: bool = False  # stderr carries JSON events only: no plan table there
 
 
 @dataclass
@@ -131,13 +132,15 @@ def probe_month(cfg: Settings, client: httpx.Client, taxi: TaxiType, month: str)
     url = taxi_url(cfg.source_url, taxi, month)
     for failure in range(1, cfg.http_retries + 2):
         try:
-            response = client.head(url)
+            # Not following the redirect: GitHub answers an existing asset with a 302 to a
+            # signed storage URL (which may refuse HEAD), and a missing one with a 404.
+            response = client.head(url, follow_redirects=False)
         except httpx.HTTPError as exc:
             reason = f"{type(exc).__name__}: {exc}"
         else:
             if response.status_code in (404, 410):
                 return False
-            if response.is_success:
+            if response.is_success or response.is_redirect:
                 return True
             if response.status_code not in (429,) and response.status_code < 500:
                 reason = f"HTTP {response.status_code}"
@@ -316,7 +319,14 @@ def run(cfg: Settings, opts: Options, out: Output) -> Summary:
         for target in targets:
             target.check()
         plan = plan_run(cfg, opts, targets, taxis)
-        if not out.quiet and not out.json:
+        runs = sum(item.runs for item in plan)
+        log.info(
+            "plan: %d of %d partitions to run",
+            runs,
+            len(plan),
+            extra={"plan": [item.as_json() for item in plan]} if opts.log_json else {},
+        )
+        if not out.quiet and not out.json and not opts.log_json:
             out.err.print(plan_table(plan, f"backfill plan ({opts.target})"))
         summary = Runner(cfg, opts, targets, taxis, plan, out).run()
     report(summary, out)
@@ -505,7 +515,14 @@ class Runner:
         if outcome.state == "failed":
             log.error("%s failed: %s", outcome.item.partition, outcome.error, extra=extra)
         else:
-            log.info("%s %s", outcome.item.partition, outcome.state, extra=extra)
+            log.info(
+                "%s: %s, %s rows in %.1fs",
+                outcome.item.partition,
+                outcome.state,
+                f"{outcome.rows or 0:,}",
+                outcome.seconds or 0.0,
+                extra=extra,
+            )
         self.events.put(_Event("outcome", unit, outcome=outcome))
 
     def _unit(self, unit: WorkUnit, client: httpx.Client) -> None:

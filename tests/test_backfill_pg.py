@@ -213,3 +213,25 @@ def test_killed_backfill_is_finished_by_a_rerun(
     assert _rows_per_file(pg_url) == _expected(months, dict.fromkeys(months, 20_000))
     ledger = _ledger(pg_url)
     assert ledger == {f"green_tripdata_{m}.csv": ("done", 20_000) for m in months}
+
+
+def test_json_log_events_and_quiet(mirror: Mirror, pg_url: str) -> None:
+    for month in ("2020-01", "2020-02"):
+        mirror.add_month("green", month, rows=90)
+    code, out, err = _backfill(pg_url, "green", "2020-01..2020-02", "--log-format", "json")
+    assert code == 0, err
+    events = [json.loads(line) for line in err.splitlines() if line.strip()]
+    assert events, "no events on stderr"
+    plan = next(e for e in events if e["event"].startswith("plan:"))
+    assert [p["action"] for p in plan["plan"]] == ["load", "load"]
+    done = [e for e in events if e.get("state") == "done"]
+    assert sorted((e["partition"], e["rows"]) for e in done) == [
+        ("green 2020-01 -> pg", 90),
+        ("green 2020-02 -> pg", 90),
+    ]
+    assert "backfill summary" in out  # the result stays on stdout
+
+    code, out, err = _backfill(pg_url, "green", "2020-01..2020-02", "-q")
+    assert code == 0
+    assert err == ""  # -q: only errors, and there are none
+    assert "skipped" in out
