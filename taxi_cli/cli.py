@@ -370,7 +370,17 @@ def backfill_cmd(
     out = output(quiet, json_out, verbose, log_format)
     cfg = settings(data_dir=data_dir, source_url=source_url, pg_url=pg_url, pg_schema=schema)
     opts = backfill.Options(
-        taxis, months, target, dry_run, reprocess, jobs, backwards, fail_fast, catch_up, mode
+        taxis,
+        months,
+        target,
+        dry_run=dry_run,
+        reprocess=reprocess,
+        jobs=jobs,
+        backwards=backwards,
+        fail_fast=fail_fast,
+        catch_up=catch_up,
+        mode=mode,
+        log_json=log_format == "json",
     )
     backfill.run(cfg, opts, out)
 
