@@ -259,7 +259,8 @@ class Context:
     env: tuple[tuple[str, str], ...]  # carried inline: non-secret, absolute
     global_args: tuple[str, ...] = ()  # --config FILE / --profile NAME
     secrets: tuple[str, ...] = ()  # names withheld: they must come from env_file
-    env_file: Path | None = None
+    env_file: Path | None = None  # NAME=value lines (secrets), mode 600
+    env_file_needed: bool = False  # secrets were withheld, or the file exists already
     notes: list[str] = field(default_factory=list)
 
 
@@ -317,7 +318,8 @@ def context(cfg: Settings, *, exe: str | None = None) -> Context:
         env=tuple(sorted(env.items())),
         global_args=tuple(global_args),
         secrets=tuple(secrets),
-        env_file=path if secrets else None,
+        env_file=path,
+        env_file_needed=bool(secrets) or path.is_file(),
         notes=notes,
     )
 
@@ -361,7 +363,7 @@ def render_cron(jobs: Sequence[Job], ctx: Context, timezone: str) -> str:
         lock = ctx.state_dir / "locks" / f"cron-{job.name}.lock"
         log = ctx.state_dir / "logs" / f"schedule-{job.name}.log"
         prefix = [f"{k}={shlex.quote(v)}" for k, v in ctx.env]
-        if ctx.env_file is not None:
+        if ctx.env_file is not None and ctx.env_file_needed:
             prefix = ["set -a;", ".", shlex.quote(str(ctx.env_file)) + ";", "set +a;", *prefix]
         words = [*prefix, "flock", "-n", shlex.quote(str(lock))]
         words += [shlex.quote(word) for word in command(job, ctx)]
@@ -401,7 +403,9 @@ def render_systemd(jobs: Sequence[Job], ctx: Context, timezone: str) -> list[Uni
             *(f"Environment={_systemd_word(f'{k}={v}')}" for k, v in ctx.env),
         ]
         if ctx.env_file is not None:
-            service.append(f"EnvironmentFile={_systemd_word(str(ctx.env_file))}")
+            # "-": optional unless secrets were withheld (then a missing file must fail).
+            optional = "" if ctx.secrets else "-"
+            service.append(f"EnvironmentFile={optional}{_systemd_word(str(ctx.env_file))}")
         service += [
             f"ExecStart={' '.join(_systemd_word(w) for w in command(job, ctx))}",
             "# SIGTERM stops taxi-cli cleanly: running loads roll back, the next run redoes them.",

@@ -40,6 +40,7 @@ FIXED = Context(
     executable="/opt/taxi-cli/bin/taxi-cli",
     state_dir=Path("/var/lib/taxi-cli"),
     env=(("TAXI_DATA_DIR", "/var/cache/taxi-cli"), ("TAXI_STATE_DIR", "/var/lib/taxi-cli")),
+    env_file=Path("/home/ana/.config/taxi-cli/env"),
 )
 WITH_SECRET = Context(
     executable="/opt/taxi cli/bin/taxi-cli",  # a space: quoting must hold
@@ -48,6 +49,7 @@ WITH_SECRET = Context(
     global_args=("--config", "/etc/taxi-cli/prod.toml", "--profile", "prod"),
     secrets=("TAXI_PG_URL",),
     env_file=Path("/home/ana/.config/taxi-cli/env"),
+    env_file_needed=True,
 )
 
 
@@ -253,7 +255,9 @@ def test_default_on_calendar_is_the_documented_form() -> None:
 
 @pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed here")
 def test_systemd_analyze_verify_accepts_the_units(tmp_path: Path) -> None:
-    ctx = Context(executable=str(TAXI_CLI), state_dir=tmp_path, env=FIXED.env)
+    ctx = Context(
+        executable=str(TAXI_CLI), state_dir=tmp_path, env=FIXED.env, env_file=tmp_path / "env"
+    )
     units = render_systemd(plan_jobs("yellow,green", "pg", None), ctx, "America/New_York")
     units += render_systemd(plan_jobs("fhv", "gcs+bq", "*/30 6-8 1,15 * mon-fri"), ctx, "UTC")
     paths = []
@@ -318,6 +322,8 @@ def test_cli_cron_carries_dirs_and_withholds_the_password(
     assert f">> {state}/logs/schedule-green-pg.log 2>&1" in out
     assert "backfill green --catch-up --target pg -q" in out
     assert "TAXI_PG_URL" in result.stderr and "not written into the schedule" in result.stderr
+    env_file = isolated_env / "config" / "taxi-cli" / "env"
+    assert f"set -a; . {env_file}; set +a; " in out  # where the withheld secret comes from
     assert (state / "locks").is_dir() and (state / "logs").is_dir()
 
 
