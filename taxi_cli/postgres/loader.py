@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
@@ -35,7 +35,10 @@ from taxi_cli.config import Settings
 from taxi_cli.console import Output, add_task
 from taxi_cli.errors import DataError, TaxiError, TransientError, UsageError
 from taxi_cli.postgres import ddl, ledger, target
-from taxi_cli.postgres.rows import HINT, Reject, TripStream
+from taxi_cli.postgres.csvfile import HINT
+
+if TYPE_CHECKING:  # Polars and numpy load only when a file is really streamed
+    from taxi_cli.postgres.rows import Reject, TripStream
 
 log = logging.getLogger("taxi_cli.postgres")
 
@@ -307,6 +310,10 @@ def load_file(
     with connection(conn_or_cfg) as conn:
         kind = bootstrap(conn, schema, taxi)
         assert kind is not None
+        # a fast path without the lock (rechecked under it below): unchanged means done
+        hit = None if force else _ledger_hit(conn, schema, taxi, csv_name, sha256, mode)
+        if hit is not None:
+            return _skipped(taxi, month, csv_name, mode, begin, sha256, hit)
         out = out or Output(quiet=True)
         with out.transfer_progress() as progress:
             task = add_task(progress, f"load {csv_name}", float(path.stat().st_size))
@@ -314,6 +321,8 @@ def load_file(
             def advance(done: int) -> None:
                 if progress is not None and task is not None:
                     progress.update(task, completed=done)
+
+            from taxi_cli.postgres.rows import TripStream
 
             stream = TripStream(path, taxi, quarantine=bad_rows == "quarantine", progress=advance)
             try:
@@ -323,21 +332,7 @@ def load_file(
                     )
                     hit = None if force else _ledger_hit(conn, schema, taxi, csv_name, sha256, mode)
                     if hit is not None:
-                        log.info(
-                            "%s is unchanged since its load at %s: skipped", csv_name, hit.finished
-                        )
-                        return LoadResult(
-                            taxi.name,
-                            month,
-                            csv_name,
-                            0,
-                            mode,
-                            True,
-                            time.perf_counter() - begin,
-                            sha256,
-                            0,
-                            hit.rows,
-                        )
+                        return _skipped(taxi, month, csv_name, mode, begin, sha256, hit)
                     if kind == "p" and mode == "replace":
                         rows = _replace_partition(conn, schema, taxi, csv_name, stream)
                     else:
@@ -388,6 +383,20 @@ def load_file(
         len(stream.rejects),
         table_rows,
     )
+
+
+def _skipped(
+    taxi: TaxiType,
+    month: str | None,
+    csv_name: str,
+    mode: str,
+    begin: float,
+    sha256: str,
+    hit: ledger.LedgerRow,
+) -> LoadResult:
+    log.info("%s is unchanged since its load at %s: skipped", csv_name, hit.finished)
+    seconds = time.perf_counter() - begin
+    return LoadResult(taxi.name, month, csv_name, 0, mode, True, seconds, sha256, 0, hit.rows)
 
 
 def _file_rows(

@@ -19,7 +19,6 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -28,13 +27,13 @@ import polars as pl
 from taxi_cli.catalog import Kind, TaxiType
 from taxi_cli.errors import DataError
 from taxi_cli.postgres import md5vec
+from taxi_cli.postgres.csvfile import HINT, check_header, open_text_lines
 from taxi_cli.rowid import pg_float_text, pg_timestamp_text
 
 BLOCK_BYTES = 8 << 20
 _PLAIN_TS = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$"
 _ANY_TS = re.compile(r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d{1,6})?$")
 _TYPE_WORDS = {Kind.COUNT: "integer", Kind.MONEY: "number", Kind.TIMESTAMP: "timestamp"}
-HINT = "fix or re-extract the file (--force), or load with --bad-rows quarantine"
 
 
 @dataclass(frozen=True)
@@ -55,28 +54,6 @@ class _Block:
 
 class BadRow(DataError):
     """A row that does not fit the layout (reject mode)."""
-
-
-def open_text_lines(path: Path) -> IO[bytes]:
-    """The decompressed bytes of a .csv.gz (or a plain .csv)."""
-    raw = path.open("rb")
-    if path.name.endswith(".gz"):
-        return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
-    return raw
-
-
-def check_header(name: str, line: bytes, accepted: tuple[tuple[str, ...], ...], what: str) -> int:
-    """Compare line 1 with the accepted headers (case-insensitive); returns the width."""
-    text = line.decode("utf-8-sig", errors="replace").strip()
-    got = [h.strip().strip('"').lower() for h in next(csv.reader([text]), [])]
-    for header in accepted:
-        if got == [h.lower() for h in header]:
-            return len(header)
-    raise DataError(
-        f"{name}: line 1: the header does not match the {what} layout "
-        f"(expected {','.join(accepted[0])}; got {text[:160]!r}); "
-        "check the taxi type, or re-extract the file with --force"
-    )
 
 
 class TripStream:

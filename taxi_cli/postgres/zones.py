@@ -18,8 +18,8 @@ from taxi_cli.catalog import ZONES_COLUMNS, ZONES_FILE
 from taxi_cli.config import Settings
 from taxi_cli.errors import DataError, TaxiError
 from taxi_cli.postgres import ddl, ledger
+from taxi_cli.postgres.csvfile import check_header, open_text_lines
 from taxi_cli.postgres.loader import LoadResult, bootstrap, connection
-from taxi_cli.postgres.rows import check_header, open_text_lines
 
 _HINT = "re-extract it with `taxi-cli extract zones --force`"
 
