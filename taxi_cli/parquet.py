@@ -6,9 +6,10 @@ Columns take the catalogue's names (`taxi.header`), whatever spelling the file u
 An integer column accepts `2.0` (pandas round-trips write that) but not `2.5`.
 
 Memory stays bounded on a 7,000,000-row month: the gzip is streamed to a temporary
-plain CSV next to the output, and Polars' streaming engine reads it lazily, first to
-find the first bad value (so the error names its line and column), then to sink the
-typed Parquet. Every column is read as a string and cast explicitly, so nothing
+plain CSV next to the output, and Polars' streaming engine sinks it to Parquet in one
+pass with strict casts. Only if a cast fails does a second, lenient pass look for the
+first bad value (so the error names its line and column) or, when every value fits
+(`2.0`), convert it. Every column is read as a string and cast explicitly, so nothing
 depends on type inference.
 """
 
@@ -30,7 +31,8 @@ from taxi_cli.verify import VerifyError, check_header
 if TYPE_CHECKING:
     from taxi_cli.extract import Extracted
 
-TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S%.f"
+RELEASE_TIMESTAMP = "%Y-%m-%d %H:%M:%S"
+TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S%.f"  # the lenient path also takes fractions
 _ROW = "__row"
 
 _WHAT = {
@@ -60,6 +62,22 @@ def _typed(raw: pl.Expr, kind: Kind) -> pl.Expr:
     if kind is Kind.MONEY:
         return raw.str.strip_chars().cast(pl.Float64, strict=False)
     return raw
+
+
+def _strict(raw: pl.Expr, kind: Kind) -> pl.Expr:
+    """The fast cast, for release-format text; raises on anything else."""
+    if kind in (Kind.ID, Kind.COUNT):
+        return raw.cast(pl.Int64)
+    if kind is Kind.TIMESTAMP:
+        return raw.str.to_datetime(RELEASE_TIMESTAMP, time_unit="us")
+    if kind is Kind.MONEY:
+        return raw.cast(pl.Float64)
+    return raw
+
+
+def _sink(frame: pl.LazyFrame, path: Path) -> None:
+    # snappy: fast, and readable by every Parquet consumer (BigQuery, Spark, DuckDB)
+    frame.sink_parquet(path, compression="snappy", row_group_size=256_000)
 
 
 def _gunzip_to(src: Path, dest: Path) -> None:
@@ -102,10 +120,18 @@ def to_parquet(source: Extracted | Path, taxi: TaxiType | str, *, force: bool = 
             quote_char='"',
             encoding="utf8",
         ).rename(dict(zip(file_header, taxi.header, strict=True)))
-        _check_values(lf, taxi, path.name)
-        typed = lf.select(_typed(pl.col(c.name), c.kind).alias(c.name) for c in taxi.columns)
         staging = Path(tmp) / out.name
-        typed.sink_parquet(staging, compression="zstd", row_group_size=256_000)
+        strict = lf.select(_strict(pl.col(c.name), c.kind).alias(c.name) for c in taxi.columns)
+        try:
+            _sink(strict, staging)
+        except pl.exceptions.PolarsError:
+            # Something is not plain: find a bad value (its line and column) or, when
+            # every value fits (`2.0` in an integer column), convert leniently.
+            _check_values(lf, taxi, path.name)
+            _sink(
+                lf.select(_typed(pl.col(c.name), c.kind).alias(c.name) for c in taxi.columns),
+                staging,
+            )
         os.replace(staging, out)
     return out
 
