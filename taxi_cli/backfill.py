@@ -386,6 +386,7 @@ class Runner:
         self.stop = threading.Event()
         self.todo: queue.Queue[WorkUnit] = queue.Queue()
         self.events: queue.Queue[_Event] = queue.Queue()
+        self._reported: set[tuple[str, str, str]] = set()  # items with an outcome (GIL-safe)
 
     def run(self) -> Summary:
         started = time.monotonic()
@@ -474,6 +475,12 @@ class Runner:
                     return
                 try:
                     self._unit(unit, client)
+                except Exception as exc:  # a bug must neither hang the run nor pass as done
+                    log.debug("%s: unexpected error", unit.name, exc_info=True)
+                    for item in unit.items:
+                        if (item.taxi, item.month, item.target) not in self._reported:
+                            error = f"{type(exc).__name__}: {exc}"
+                            self._emit(unit, Outcome(item, "failed", error=error))
                 finally:
                     self.events.put(_Event("unit-finished", unit))
         # Units never started are reported by the main thread as "not run".
@@ -523,6 +530,7 @@ class Runner:
                 outcome.seconds or 0.0,
                 extra=extra,
             )
+        self._reported.add((outcome.item.taxi, outcome.item.month, outcome.item.target))
         self.events.put(_Event("outcome", unit, outcome=outcome))
 
     def _unit(self, unit: WorkUnit, client: httpx.Client) -> None:
@@ -579,7 +587,7 @@ class Runner:
         target = self.targets[item.target]
         try:
             target.record_failure(unit.taxi, unit.month, file, failed.message)
-        except TaxiError as exc:  # the target is gone too: the run summary still says it
+        except Exception as exc:  # the target is gone too: the run summary still says it
             log.error("%s: cannot record the failure: %s", item.partition, exc)
         outcome = Outcome(
             item, "failed", None, time.monotonic() - started, failed.message, failed.attempts
