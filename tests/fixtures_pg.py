@@ -44,3 +44,17 @@ def pg_url(pg_server_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(pg_server_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_conn(pg_url: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to the test's fresh database."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        yield conn
+
+
+def socket_dir(url: str) -> str:
+    """The unix-socket directory of an embedded server's URL (`?host=/path`)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    return parse_qs(urlsplit(url).query)["host"][0]

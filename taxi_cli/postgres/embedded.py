@@ -119,8 +119,11 @@ def ensure_running(data_dir: Path) -> str:
         return current.url
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     log.info("starting the embedded PostgreSQL in %s", data_dir)
+    module = _embedded()
+    # get_server caches a handle per data dir and would not notice a `db stop` since
+    module.PostgresServer._instances.pop(data_dir.resolve(), None)
     try:
-        server = _embedded().get_server(data_dir, cleanup_mode=None)
+        server = module.get_server(data_dir, cleanup_mode=None)
         url = str(server.get_uri())
     except (subprocess.SubprocessError, OSError, RuntimeError, AssertionError) as exc:
         raise ConnectError(

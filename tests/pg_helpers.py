@@ -1,0 +1,49 @@
+"""Helpers shared by the load-pg tests (not fixtures): small gzip files, counts, the CLI."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from tests.conftest import SHARED_DATA
+
+REAL = SHARED_DATA / "real"
+GREEN_04 = REAL / "green_tripdata_2020-04.csv.gz"
+GREEN_10 = REAL / "green_tripdata_2020-10.csv.gz"
+CLI = str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "taxi-cli")
+
+# the course's formula, evaluated by PostgreSQL over the typed columns
+SQL_MD5 = "md5(concat(vendorid, {p}, {d}, pulocationid, dolocationid, fare_amount, trip_distance))"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_gz(path: Path, lines: list[str], *, crlf: bool = True) -> Path:
+    end = "\r\n" if crlf else "\n"
+    path.write_bytes(gzip.compress("".join(line + end for line in lines).encode(), mtime=0))
+    return path
+
+
+def lines_of(path: Path) -> list[str]:
+    return gzip.decompress(path.read_bytes()).decode().splitlines()
+
+
+def count(conn: psycopg.Connection, table: str, where: str = "true") -> int:
+    query = sql.SQL("SELECT count(*) FROM {} WHERE " + where).format(
+        sql.Identifier(*table.split("."))
+    )
+    row = conn.execute(query).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def md5_mismatches(conn: psycopg.Connection, table: str, pickup: str, dropoff: str) -> int:
+    """Rows whose loaded unique_row_id differs from PostgreSQL's own md5 formula."""
+    formula = SQL_MD5.format(p=pickup, d=dropoff)
+    return count(conn, table, f"unique_row_id IS DISTINCT FROM {formula}")

@@ -1,0 +1,157 @@
+"""load-pg against a real PostgreSQL: counts, row ids, filename, idempotence, modes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from taxi_cli.catalog import GREEN
+from taxi_cli.cli import app
+from taxi_cli.config import load_settings
+from taxi_cli.postgres import ledger_rows, load_file, record_failure
+from tests.pg_helpers import (
+    GREEN_04,
+    GREEN_10,
+    count,
+    lines_of,
+    md5_mismatches,
+    sha256,
+    write_gz,
+)
+
+pytestmark = pytest.mark.integration
+G04, G10 = "green_tripdata_2020-04.csv", "green_tripdata_2020-10.csv"
+
+
+def _load(conn: psycopg.Connection, path: Path, name: str, **kw: object) -> object:
+    return load_file(conn, GREEN, path, name, sha256(path), **kw)  # type: ignore[arg-type]
+
+
+def test_real_green_months_load_exactly_with_course_row_ids(pg_conn: psycopg.Connection) -> None:
+    r04 = _load(pg_conn, GREEN_04, G04, month="2020-04")
+    r10 = _load(pg_conn, GREEN_10, G10, month="2020-10")
+    assert (r04.rows, r10.rows) == (35_612, 95_120)  # type: ignore[attr-defined]
+    assert count(pg_conn, "green_tripdata") == 35_612 + 95_120
+    by_file = dict(
+        pg_conn.execute("SELECT filename, count(*) FROM green_tripdata GROUP BY 1").fetchall()
+    )
+    assert by_file == {G04: 35_612, G10: 95_120}
+    # the homework's query shape works on the filename column
+    assert count(pg_conn, "green_tripdata", "filename LIKE 'green_tripdata_2020-%'") == 130_732
+    # every row's id equals the md5 PostgreSQL computes over the typed columns
+    assert (
+        md5_mismatches(pg_conn, "green_tripdata", "lpep_pickup_datetime", "lpep_dropoff_datetime")
+        == 0
+    )
+    # columns are the course's: lowercase, unique_row_id and filename first
+    cols = [
+        r[0]
+        for r in pg_conn.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = 'green_tripdata' ORDER BY ordinal_position"
+        ).fetchall()
+    ]
+    assert cols == ["unique_row_id", "filename", *[c.sql_name for c in GREEN.columns]]
+
+
+def test_reload_is_skipped_by_the_ledger_and_force_reloads(pg_conn: psycopg.Connection) -> None:
+    first = _load(pg_conn, GREEN_04, G04)
+    again = _load(pg_conn, GREEN_04, G04)
+    assert not first.skipped and again.skipped  # type: ignore[attr-defined]
+    assert again.table_rows == 35_612  # type: ignore[attr-defined]
+    forced = _load(pg_conn, GREEN_04, G04, force=True)
+    assert not forced.skipped and forced.rows == 35_612  # type: ignore[attr-defined]
+    assert count(pg_conn, "green_tripdata") == 35_612
+    (row,) = pg_conn.execute(
+        "SELECT file, sha256, rows, status, mode FROM taxi_cli_loads"
+    ).fetchall()
+    assert row == (G04, sha256(GREEN_04), 35_612, "done", "replace")
+
+
+def test_replace_leaves_exactly_the_new_content_of_a_changed_file(
+    pg_conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    _load(pg_conn, GREEN_04, G04)
+    smaller = write_gz(tmp_path / "changed.csv.gz", lines_of(GREEN_04)[:1001])
+    result = _load(pg_conn, smaller, G04)
+    assert result.rows == 1000  # type: ignore[attr-defined]
+    assert count(pg_conn, "green_tripdata") == 1000
+    assert count(pg_conn, "green_tripdata", f"filename = '{G04}'") == 1000
+
+
+def test_merge_mode_has_the_course_semantics(pg_conn: psycopg.Connection, tmp_path: Path) -> None:
+    r04 = _load(pg_conn, GREEN_04, G04, mode="merge")
+    r10 = _load(pg_conn, GREEN_10, G10, mode="merge")
+    assert (r04.rows, r10.rows) == (35_612, 95_120)  # type: ignore[attr-defined]
+    again = _load(pg_conn, GREEN_04, G04, mode="merge", force=True)
+    assert again.rows == 0  # type: ignore[attr-defined]  # every id is present already
+    assert count(pg_conn, "green_tripdata") == 35_612 + 95_120
+    # duplicates inside one file are all inserted, as the course's MERGE does
+    header, row_a, row_b = lines_of(GREEN_10)[:3]
+    dupes = write_gz(tmp_path / "dupes.csv.gz", [header, row_a, row_a, row_b])
+    name = "green_tripdata_2019-01.csv"
+    fresh = load_file(pg_conn, GREEN, dupes, name, "d1", mode="merge", schema="other")
+    assert fresh.rows == 3
+    assert count(pg_conn, "other.green_tripdata") == 3
+
+
+def test_an_existing_course_table_is_loaded_in_place(pg_conn: psycopg.Connection) -> None:
+    columns = ", ".join(f"{c.name} {c.pg_type}" for c in GREEN.columns)  # unquoted, as the course
+    pg_conn.execute(f"CREATE TABLE green_tripdata (unique_row_id text, filename text, {columns})")
+    _load(pg_conn, GREEN_04, G04)
+    _load(pg_conn, GREEN_04, G04, force=True)
+    assert count(pg_conn, "green_tripdata") == 35_612
+    _load(pg_conn, GREEN_04, G04, mode="merge", force=True)
+    assert count(pg_conn, "green_tripdata") == 35_612
+    kind = pg_conn.execute(
+        "SELECT relkind FROM pg_class WHERE relname = 'green_tripdata'"
+    ).fetchone()
+    assert kind == ("r",)
+
+
+def test_ledger_api_reads_rows_and_records_failures(pg_url: str) -> None:
+    cfg = load_settings({"pg_url": pg_url})
+    assert ledger_rows(cfg) == []
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        _load(conn, GREEN_04, G04, month="2020-04")
+    (done,) = ledger_rows(cfg)
+    assert (done.file, done.taxi, done.month, done.status, done.rows) == (
+        G04,
+        "green",
+        "2020-04",
+        "done",
+        35_612,
+    )
+    record_failure(cfg, GREEN, "2020-10", G10, "download failed: 404")
+    rows = {r.file: r for r in ledger_rows(cfg)}
+    assert rows[G10].status == "failed" and rows[G10].error == "download failed: 404"
+    assert rows[G04].status == "done"
+
+
+def test_cli_extracts_and_loads_months_and_zones(mirror, pg_url: str) -> None:  # type: ignore[no-untyped-def]
+    mirror.add_file(GREEN_04)
+    mirror.add_zones()
+    runner = CliRunner()
+    result = runner.invoke(app, ["load-pg", "green", "2020-04", "--pg-url", pg_url, "--json"])
+    assert result.exit_code == 0, result.stderr
+    (loaded,) = json.loads(result.stdout)
+    assert (loaded["file"], loaded["rows"], loaded["skipped"]) == (G04, 35_612, False)
+    again = runner.invoke(app, ["load-pg", "green", "2020-04", "--pg-url", pg_url, "--json"])
+    assert again.exit_code == 0 and json.loads(again.stdout)[0]["skipped"] is True
+
+    zones = runner.invoke(app, ["load-pg", "zones", "--pg-url", pg_url])
+    assert zones.exit_code == 0, zones.stderr
+    assert "265 rows" in zones.stdout
+    with psycopg.connect(pg_url) as conn:
+        assert count(conn, "green_tripdata") == 35_612
+        assert conn.execute(
+            "SELECT locationid, borough, zone, service_zone FROM taxi_zone_lookup "
+            "WHERE locationid IN (1, 265) ORDER BY 1"
+        ).fetchall() == [(1, "EWR", "Newark Airport", "EWR"), (265, "Unknown", "NA", "N/A")]
+        assert count(conn, "taxi_zone_lookup") == 265
+    rezone = runner.invoke(app, ["load-pg", "zones", "--pg-url", pg_url, "--json"])
+    assert json.loads(rezone.stdout)[0]["skipped"] is True
