@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from taxi_cli.catalog import month_range
 from taxi_cli.cli import app
+from tests.conftest import SHARED_DATA
 from tests.fixtures_mirror import Mirror, rel_path
 
 pytestmark = pytest.mark.integration
@@ -195,6 +196,11 @@ def test_killed_backfill_is_finished_by_a_rerun(
     proc = _run_cli(pg_url, *args)
     _wait_for_first_done(pg_url, proc)
     assert proc.poll() is None, "the run ended before it could be killed: make months bigger"
+    # While it runs, a second backfill into the same database and schema is refused.
+    code, _, err = _backfill(pg_url, "green", "2020-09")
+    assert code == 1
+    assert err.startswith("taxi-cli: error: another backfill into ")
+    assert f"is running (pid {proc.pid} on " in err
     os.kill(proc.pid, sig)
     _, err = proc.communicate(timeout=120)
     if sig == signal.SIGTERM:
@@ -235,3 +241,18 @@ def test_json_log_events_and_quiet(mirror: Mirror, pg_url: str) -> None:
     assert code == 0
     assert err == ""  # -q: only errors, and there are none
     assert "skipped" in out
+
+
+def test_real_release_files_and_status_totals(mirror: Mirror, pg_url: str) -> None:
+    """The real green 2020-04 and 2020-10 release files (verified against the shipped
+    manifest): status totals are the release's row counts (reference section 7)."""
+    for name in ("green_tripdata_2020-04.csv.gz", "green_tripdata_2020-10.csv.gz"):
+        mirror.add_file(SHARED_DATA / "real" / name, manifest=False)
+    code, out, err = _backfill(pg_url, "green", "2020-04,2020-10", "--json")
+    assert code == 0, err
+    status = runner.invoke(app, ["status", "--pg-url", pg_url, "--json"])
+    report = json.loads(status.stdout)
+    cells = {p["month"]: p for p in report["partitions"] if p["state"] == "done"}
+    assert {m: c["rows"] for m, c in cells.items()} == {"2020-04": 35_612, "2020-10": 95_120}
+    (total,) = report["totals"]
+    assert (total["rows"], total["done"], total["missing"]) == (35_612 + 95_120, 2, 5)
