@@ -408,14 +408,14 @@ def schedule_cmd(
     kind: Annotated[str, typer.Argument(help="cron or systemd.", show_default=False)],
     taxis: Annotated[
         str | None,
-        typer.Option("--taxis", help="Taxi types [default: yellow,green, each at its hour]."),
+        typer.Option("--taxis", help="Taxi types (default: yellow,green, each at its hour)."),
     ] = None,
     target: Annotated[str, typer.Option("--target", help="pg, gcs, bq or gcs+bq.")] = "pg",
     at: Annotated[
         str | None,
         typer.Option(
             "--at",
-            help='Cron time, e.g. "0 9 1 * *" [default: green 09:00, yellow 10:00 on the 1st].',
+            help='Cron time, e.g. "0 9 1 * *" (default: green 09:00, yellow 10:00 on the 1st).',
         ),
     ] = None,
     timezone: Annotated[
