@@ -143,8 +143,8 @@ class Warehouse:
             return table_id
         except Exception as exc:
             raise clients.api_error(exc, f"reading table {table_id}", self.auth) from exc
-        have = [(f.name.lower(), f.field_type) for f in table.schema]
-        want = [(f.name, f.field_type) for f in schema]
+        have = [(f.name.lower(), bq_schema.std_type(f.field_type)) for f in table.schema]
+        want = [(f.name, bq_schema.std_type(f.field_type)) for f in schema]
         if have != want:
             raise ConfigError(
                 f"table {table_id} exists with other columns than taxi-cli's {taxi.name} "
@@ -248,15 +248,15 @@ class Warehouse:
                     f"file has {expected_rows:,}; {main} was not changed; rerun load-gcs "
                     "to replace the object"
                 )
-            merge = self._query(
-                bq_schema.merge_sql(taxi, fmt, main, staging),
-                {"filename": filename},
+            swap = self._query(
+                bq_schema.replace_sql(taxi, fmt, main, staging, filename),
+                {},
                 f"replacing {filename} in {main}",
-                f"{tag}_merge_",
+                f"{tag}_replace_",
             )
         finally:
             self.drop(staging)
-        inserted, deleted = _dml_counts(merge, rows)
+        inserted, deleted = self._dml_counts(swap, rows)
         log.info("%s: %s rows of %s in place (%s replaced)", main, inserted, filename, deleted)
         return Loaded(
             taxi=taxi.name,
@@ -266,10 +266,28 @@ class Warehouse:
             rows=rows,
             inserted=inserted,
             deleted=deleted,
-            bytes_processed=merge.total_bytes_processed,
-            bytes_billed=merge.total_bytes_billed,
-            jobs={"load": load.job_id, "merge": merge.job_id},
+            bytes_processed=swap.total_bytes_processed,
+            bytes_billed=swap.total_bytes_billed,
+            jobs={"load": load.job_id, "replace": swap.job_id},
         )
+
+    def _dml_counts(self, script: Any, rows: int) -> tuple[int, int | None]:
+        """Rows inserted and deleted by the script's DML (its child jobs on BigQuery;
+        an emulator without child jobs leaves `deleted` unknown)."""
+        inserted, deleted = rows, None
+        try:
+            children = list(self.client.list_jobs(parent_job=script.job_id))
+        except Exception as exc:  # statistics only: never fail a committed load for them
+            log.debug("no child jobs of %s: %s", script.job_id, exc)
+            children = []
+        for child in children:
+            affected = getattr(child, "num_dml_affected_rows", None)
+            kind = getattr(child, "statement_type", None)
+            if affected is not None and kind == "DELETE":
+                deleted = int(affected)
+            elif affected is not None and kind == "INSERT":
+                inserted = int(affected)
+        return inserted, deleted
 
     def load_zones(self, uri: str, expected_rows: int | None) -> Loaded:
         """Replace `taxi_zone_lookup` with the CSV at `uri` (a load job is atomic)."""
@@ -303,16 +321,6 @@ class Warehouse:
             bytes_billed=None,
             jobs={"load": job.job_id},
         )
-
-
-def _dml_counts(job: Any, rows: int) -> tuple[int | None, int | None]:
-    stats = getattr(job, "dml_stats", None)
-    if stats is not None and stats.inserted_row_count is not None:
-        return int(stats.inserted_row_count), int(stats.deleted_row_count or 0)
-    affected = job.num_dml_affected_rows
-    if affected is None:
-        return None, None
-    return rows, max(0, int(affected) - rows)
 
 
 # ---- the command ---------------------------------------------------------------------

@@ -1,0 +1,228 @@
+"""`load-bq` against real protocol emulators (bqemulator + gcp-storage-emulator), real data."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from collections import Counter
+from pathlib import Path
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from taxi_cli import rowid
+from taxi_cli.catalog import GREEN
+from taxi_cli.cli import app
+from taxi_cli.config import load_settings
+from taxi_cli.gcp.bq_schema import std_type
+from taxi_cli.ledger import StateLedger
+from tests.conftest import SHARED_DATA
+from tests.fixtures_gcp import Gcp, free_port
+
+pytestmark = pytest.mark.integration
+
+REAL_GREEN = SHARED_DATA / "real" / "green_tripdata_2020-04.csv.gz"
+GREEN_ROWS = 35_612
+CSV_OBJECT = "green/green_tripdata_2020-04.csv.gz"
+FILENAME = "green_tripdata_2020-04.csv"
+
+
+def invoke(*args: str) -> object:
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.fixture
+def real_green(mirror: object) -> Path:
+    return mirror.add_file(REAL_GREEN)  # type: ignore[attr-defined, no-any-return]
+
+
+def python_row_ids(lines: list[list[str]] | None = None) -> Counter[str]:
+    """unique_row_id of every row of the real file, as `taxi_cli.rowid` computes it."""
+    with gzip.open(REAL_GREEN, "rt", newline="") as fh:
+        reader = csv.reader(fh)
+        plan = rowid.hash_plan(GREEN, next(reader))
+        return Counter(rowid.row_id(row, plan) for row in (lines or reader))
+
+
+def count(gcp: Gcp, where: str = "TRUE") -> int:
+    [(n,)] = gcp.query(f"SELECT COUNT(*) FROM {gcp.table('green_tripdata')} WHERE {where}")
+    return int(n)
+
+
+def test_real_month_loads_once_with_postgres_row_ids(
+    gcp: Gcp, real_green: Path, pg_url: str
+) -> None:
+    first = invoke("load-bq", "green", "2020-04", "--create-dataset", "--json")
+    assert first.exit_code == 0, first.stderr
+    [item] = json.loads(first.stdout)
+    assert item["rows"] == GREEN_ROWS and item["inserted"] == GREEN_ROWS
+    assert set(item["jobs"]) == {"load", "replace"} and all(item["jobs"].values())
+    assert item["table"] == f"{gcp.project}.{gcp.dataset}.green_tripdata"
+    assert count(gcp) == GREEN_ROWS
+    # It went through the lake: the Parquet object was uploaded first and recorded.
+    assert gcp.storage().bucket(gcp.bucket).get_blob("green/green_tripdata_2020-04.parquet")
+    ledger = StateLedger(load_settings())
+    assert [(r.taxi, r.month, r.status) for r in ledger.rows("gcs")] == [
+        ("green", "2020-04", "done")
+    ]
+    [bq_row] = ledger.rows("bq")
+    assert (bq_row.status, bq_row.rows, bq_row.file) == ("done", GREEN_ROWS, FILENAME)
+
+    rerun = invoke("load-bq", "green", "2020-04", "--json")
+    assert rerun.exit_code == 0, rerun.stderr
+    [again] = json.loads(rerun.stdout)
+    assert again["inserted"] == GREEN_ROWS
+    assert again["jobs"]["replace"] != item["jobs"]["replace"]
+    assert count(gcp) == GREEN_ROWS  # the earlier copy was replaced, not added to
+    assert count(gcp, f"filename = '{FILENAME}'") == GREEN_ROWS
+
+    # Every row id equals taxi_cli.rowid's, and PostgreSQL's for the same file.
+    ids = gcp.query(f"SELECT unique_row_id FROM {gcp.table('green_tripdata')}")
+    bq_ids = Counter(r[0] for r in ids)
+    assert bq_ids == python_row_ids()
+
+    from taxi_cli import extract, postgres
+
+    cfg = load_settings({"pg_url": pg_url})
+    postgres.load_month(cfg, GREEN, "2020-04", extract.ensure_file(cfg, GREEN, "2020-04"))
+    with psycopg.connect(pg_url) as conn:
+        pg_ids = Counter(
+            r[0] for r in conn.execute("SELECT unique_row_id FROM public.green_tripdata")
+        )
+        # A known row: the first of the file (2,2020-04-01 00:44:02,...,1.68,8).
+        [(known,)] = conn.execute(
+            "SELECT unique_row_id FROM public.green_tripdata WHERE vendorid = '2' AND "
+            "lpep_pickup_datetime = '2020-04-01 00:44:02' AND pulocationid = '42'"
+        ).fetchall()
+    assert pg_ids == bq_ids
+    [(bq_known,)] = gcp.query(
+        f"SELECT unique_row_id FROM {gcp.table('green_tripdata')} WHERE vendorid = '2' AND "
+        "lpep_pickup_datetime = DATETIME '2020-04-01 00:44:02' AND pulocationid = '42'"
+    )
+    assert bq_known == known
+
+    # No staging table is left behind.
+    tables = [t.table_id for t in gcp.bigquery().list_tables(f"{gcp.project}.{gcp.dataset}")]
+    assert tables == ["green_tripdata"]
+
+
+def test_main_table_schema_partitioning_and_clustering(gcp: Gcp, real_green: Path) -> None:
+    result = invoke("load-bq", "green", "2020-04", "--create-dataset", "--format", "csv.gz")
+    assert result.exit_code == 0, result.stderr
+    table = gcp.bigquery().get_table(f"{gcp.project}.{gcp.dataset}.green_tripdata")
+    fields = {f.name: std_type(f.field_type) for f in table.schema}
+    assert list(fields)[:3] == ["unique_row_id", "filename", "vendorid"]
+    assert fields["vendorid"] == "STRING" and fields["pulocationid"] == "STRING"
+    assert fields["passenger_count"] == "INT64"
+    assert fields["fare_amount"] == "FLOAT64"
+    assert fields["lpep_pickup_datetime"] == "DATETIME"
+    assert table.time_partitioning.field == "lpep_pickup_datetime"
+    assert table.clustering_fields == ["pulocationid"]
+    # The csv.gz path gives the same ids as the Parquet path.
+    ids = gcp.query(f"SELECT unique_row_id FROM {gcp.table('green_tripdata')}")
+    assert Counter(r[0] for r in ids) == python_row_ids()
+    # Text report: rows, table, job ids.
+    assert f"{GREEN_ROWS} rows" in result.stdout and "load=" in result.stdout
+
+
+def _upload_csv(gcp: Gcp, rows: list[list[str]], declared_rows: int) -> None:
+    """Put a hand-made csv.gz month in the lake, as taxi-cli would describe it."""
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\r\n").writerows([list(GREEN.header), *rows])
+    blob = gcp.storage().bucket(gcp.bucket).blob(CSV_OBJECT)
+    blob.metadata = {"taxi-cli-rows": str(declared_rows), "taxi-cli-source": FILENAME}
+    blob.upload_from_string(gzip.compress(text.getvalue().encode()))
+
+
+def _real_rows(n: int) -> list[list[str]]:
+    with gzip.open(REAL_GREEN, "rt", newline="") as fh:
+        reader = csv.reader(fh)
+        next(reader)
+        return [row for _, row in zip(range(n), reader, strict=False)]
+
+
+def test_a_smaller_file_replaces_the_earlier_rows_of_that_file(gcp: Gcp, real_green: Path) -> None:
+    assert (
+        invoke("load-bq", "green", "2020-04", "--create-dataset", "--format", "csv.gz").exit_code
+        == 0
+    )
+    assert count(gcp) == GREEN_ROWS
+    rows = _real_rows(1000)
+    _upload_csv(gcp, rows, 1000)
+    result = invoke("load-bq", "green", "2020-04", "--format", "csv.gz", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert count(gcp) == 1000
+    ids = gcp.query(f"SELECT unique_row_id FROM {gcp.table('green_tripdata')}")
+    assert Counter(r[0] for r in ids) == python_row_ids(rows)
+
+
+def test_row_count_mismatch_leaves_the_table_as_it_was(gcp: Gcp, real_green: Path) -> None:
+    assert (
+        invoke("load-bq", "green", "2020-04", "--create-dataset", "--format", "csv.gz").exit_code
+        == 0
+    )
+    _upload_csv(gcp, _real_rows(50), declared_rows=GREEN_ROWS)  # e.g. a truncated object
+    result = invoke("load-bq", "green", "2020-04", "--format", "csv.gz", "-q")
+    assert result.exit_code == 1
+    [line] = result.stderr.strip().splitlines()
+    assert "read 50 rows" in line and "35,612" in line and "was not changed" in line
+    assert count(gcp) == GREEN_ROWS
+    assert StateLedger(load_settings()).rows("bq")[0].status == "failed"
+
+
+def test_a_failed_load_job_is_one_line_with_its_job_id(gcp: Gcp, real_green: Path) -> None:
+    row = _real_rows(1)[0]
+    row[GREEN.header.index("passenger_count")] = "one"
+    _upload_csv(gcp, [row], 1)
+    result = invoke("load-bq", "green", "2020-04", "--create-dataset", "--format", "csv.gz", "-q")
+    assert result.exit_code == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("taxi-cli: error: loading gs://")
+    assert "BigQuery job taxi_cli_green_2020_04_load_" in line
+    assert "Traceback" not in result.stderr
+
+
+def test_zones(gcp: Gcp, mirror: object) -> None:
+    mirror.add_zones()  # type: ignore[attr-defined]
+    result = invoke("load-bq", "zones", "--create-dataset", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)[0]["rows"] == 265
+    table = gcp.bigquery().get_table(f"{gcp.project}.{gcp.dataset}.taxi_zone_lookup")
+    assert [(f.name, std_type(f.field_type)) for f in table.schema] == [
+        ("locationid", "INT64"),
+        ("borough", "STRING"),
+        ("zone", "STRING"),
+        ("service_zone", "STRING"),
+    ]
+    [(n, zone)] = gcp.query(
+        f"SELECT COUNT(*), MAX(IF(locationid = 1, zone, NULL)) FROM {gcp.table('taxi_zone_lookup')}"
+    )
+    assert (n, zone) == (265, "Newark Airport")
+    again = invoke("load-bq", "zones", "--json")  # a rerun replaces, never appends
+    assert again.exit_code == 0, again.stderr
+    assert gcp.query(f"SELECT COUNT(*) FROM {gcp.table('taxi_zone_lookup')}") == [(265,)]
+
+
+def test_missing_dataset_exits_2_naming_it(gcp: Gcp, real_green: Path) -> None:
+    result = invoke("load-bq", "green", "2020-04")
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert f"{gcp.project}.{gcp.dataset} does not exist" in line and "--create-dataset" in line
+
+
+def test_bigquery_endpoint_down_exits_3(gcp: Gcp, monkeypatch: pytest.MonkeyPatch) -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("TAXI_BQ_ENDPOINT", down)
+    result = invoke("load-bq", "green", "2020-04", "--create-dataset")
+    assert result.exit_code == 3
+    [line] = result.stderr.strip().splitlines()
+    assert f"cannot reach {down}" in line
+
+
+def test_bad_dataset_name_is_a_usage_error(gcp: Gcp) -> None:
+    result = invoke("load-bq", "green", "2020-04", "--dataset", "bad-name")
+    assert result.exit_code == 2
+    assert "bad dataset name" in result.stderr
