@@ -47,6 +47,7 @@ from taxi_cli.lock import RunLock, lock_path
 from taxi_cli.plan import (
     LedgerEntry,
     PlanItem,
+    State,
     WorkUnit,
     check_reprocess,
     make_plan,
@@ -112,6 +113,11 @@ class Summary:
     def failed(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.state == "failed"]
 
+    @property
+    def failed_left(self) -> int:
+        """Partitions failed in an earlier run and skipped by this one (--reprocess none)."""
+        return sum(o.state == "skipped" and o.item.state is State.FAILED for o in self.outcomes)
+
     def as_json(self) -> dict[str, Any]:
         return {
             "partitions": [o.as_json() for o in self.outcomes],
@@ -119,6 +125,7 @@ class Summary:
             "skipped": self.count("skipped"),
             "failed": self.count("failed"),
             "not_run": self.count("not run") + self.count("interrupted"),
+            "failed_before_skipped": self.failed_left,
             "rows": sum(o.rows or 0 for o in self.outcomes if o.state == "done"),
             "seconds": round(self.seconds, 3),
         }
@@ -347,7 +354,13 @@ def report(summary: Summary, out: Output) -> None:
     out.out.print(summary_table(summary))
     parts = [f"{summary.count(s)} {s}" for s in ("done", "skipped", "failed") if summary.count(s)]
     rows = sum(o.rows or 0 for o in summary.outcomes if o.state == "done")
-    out.out.print(f"{', '.join(parts) or 'nothing to do'}; {rows:,} rows in {summary.seconds:.1f}s")
+    line = f"{', '.join(parts) or 'nothing to do'}; {rows:,} rows in {summary.seconds:.1f}s"
+    if summary.failed_left:
+        line += (
+            f"; {summary.failed_left} partition(s) that failed before were left alone "
+            "(--reprocess failed retries them)"
+        )
+    out.out.print(line)
 
 
 # ---- workers ------------------------------------------------------------------------------

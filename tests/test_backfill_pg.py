@@ -118,6 +118,9 @@ def test_corrupt_month_is_recorded_failed_and_exit_4(mirror: Mirror, pg_url: str
     mirror.serve_html(rel_path("green", "2020-02"), times=0)
     code, out, err = _backfill(pg_url, "green", "2020-01..2020-03", "--json")
     assert code == 0 and json.loads(out)["failed"] == 0
+    assert json.loads(out)["failed_before_skipped"] == 1
+    code, out, err = _backfill(pg_url, "green", "2020-01..2020-03")
+    assert "1 partition(s) that failed before were left alone" in " ".join(out.split())
     code, out, err = _backfill(
         pg_url, "green", "2020-01..2020-03", "--reprocess", "failed", "--json"
     )
