@@ -26,10 +26,11 @@ def run(
 ) -> list[LoadResult]:
     """Extract (a verified cached file is reused) and load each month, or the zones."""
     from taxi_cli import extract
-    from taxi_cli.postgres import describe_target, load_month, load_zones
+    from taxi_cli.postgres import connect, describe_target, load_month, load_zones
 
     check_options(mode, bad_rows)
     ddl.check_schema(cfg.pg_schema)
+    connect(cfg).close()  # fail fast (exit 3) before downloading anything
     if taxis.strip().lower() == "zones":
         if months:
             raise UsageError("`load-pg zones` takes no months")
