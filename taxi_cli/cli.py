@@ -151,15 +151,23 @@ def extract_cmd(
         str, typer.Option("--format", help="csv, or parquet (also writes typed Parquet).")
     ] = "csv",
     force: ForceOpt = False,
+    manifest: Annotated[
+        str | None,
+        typer.Option(
+            "--manifest",
+            help="Release manifest CSV to verify against, or `none` [env TAXI_MANIFEST]",
+        ),
+    ] = None,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
+    log_format: LogFormatOpt = "text",
 ) -> None:
     """Download and verify monthly files (or `extract zones`) into the data dir."""
     from taxi_cli import extract
 
-    out = output(quiet, json_out, verbose)
-    cfg = settings(data_dir=data_dir, source_url=source_url)
+    out = output(quiet, json_out, verbose, log_format)
+    cfg = settings(data_dir=data_dir, source_url=source_url, manifest=manifest)
     results = extract.run(cfg, taxis, months, fmt=fmt, force=force, out=out)
     extract.report(results, out)
 

@@ -15,6 +15,7 @@ without reading the file again. A missing or stale sidecar means re-verify.
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import logging
 import os
@@ -169,24 +170,37 @@ class _Bars:
     overall: TaskID | None = None
     done_before: int = 0  # bytes of the files already finished
 
-    def file_callback(self, name: str) -> tuple[download.Progress | None, Callable[[], None]]:
-        progress = self.progress
-        if progress is None:
-            return None, lambda: None
-        task = progress.add_task(name, total=None)
-        seen = {"done": 0}
+    def file_bar(self, name: str) -> _FileBar:
+        return _FileBar(self, name)
 
-        def update(done: int, total: int | None) -> None:
-            seen["done"] = done
-            progress.update(task, completed=done, total=total)
-            if self.overall is not None:
-                progress.update(self.overall, completed=self.done_before + done)
 
-        def finish() -> None:
-            self.done_before += seen["done"]
-            progress.remove_task(task)
+class _FileBar:
+    """The bar of one file: bytes while downloading, then `verifying`, then removed."""
 
-        return update, finish
+    def __init__(self, bars: _Bars, name: str) -> None:
+        self.bars = bars
+        self.name = name
+        self.done = 0
+        self.task = bars.progress.add_task(name, total=None) if bars.progress else None
+
+    def update(self, done: int, total: int | None) -> None:
+        progress = self.bars.progress
+        if progress is None or self.task is None:
+            return
+        self.done = done
+        progress.update(self.task, completed=done, total=total)
+        if self.bars.overall is not None:
+            progress.update(self.bars.overall, completed=self.bars.done_before + done)
+
+    def verifying(self) -> None:
+        if self.bars.progress is not None and self.task is not None:
+            self.bars.progress.update(self.task, description=f"verifying {self.name}")
+
+    def finish(self) -> None:
+        if self.bars.progress is not None and self.task is not None:
+            self.bars.done_before += self.done
+            self.bars.progress.remove_task(self.task)
+            self.task = None
 
 
 @contextmanager
@@ -219,7 +233,30 @@ def _from_sidecar(
     )
 
 
-def _ensure(
+def _ensure(cfg: Settings, *, final: Path, **kwargs: Any) -> Extracted:
+    """`_ensure_locked` under a per-file lock: a second process fetching the same file
+    waits, then finds it cached, instead of writing into the same `.part`."""
+    with _file_lock(cfg, final):
+        return _ensure_locked(cfg, final=final, **kwargs)
+
+
+@contextmanager
+def _file_lock(cfg: Settings, final: Path) -> Iterator[None]:
+    locks = cfg.data_path / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with (locks / f"{final.parent.name}.{final.name}.lock").open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another taxi-cli that is fetching %s", final.name)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _ensure_locked(
     cfg: Settings,
     *,
     taxi: str,
@@ -251,15 +288,14 @@ def _ensure(
     if force:
         download.discard(part)  # --force means a fresh download, not a resumed one
     for attempt in (1, 2):
-        update, finish = bars.file_callback(name)
+        bar = bars.file_bar(name)
         try:
-            download.fetch(client, url, part, cfg, progress=update)
-        except download.NotFound as exc:
-            download.discard(part)
-            raise DownloadError(f"{name}: {exc}; {not_found}") from exc
-        finally:
-            finish()
-        try:
+            try:
+                download.fetch(client, url, part, cfg, progress=bar.update)
+            except download.NotFound as exc:
+                download.discard(part)
+                raise DownloadError(f"{name}: {exc}; {not_found}") from exc
+            bar.verifying()
             verified = check(part)
         except VerifyError as exc:
             download.discard(part)  # a bad .part must not be resumed by the next run
@@ -270,6 +306,8 @@ def _ensure(
                 f"{exc}; downloaded twice and both copies failed verification, "
                 f"so nothing was kept: check the source ({url}) and run again later"
             ) from exc
+        finally:
+            bar.finish()
         sidecar_path(final).unlink(missing_ok=True)
         os.replace(part, final)
         download.discard(part)

@@ -376,3 +376,18 @@ def test_bad_arguments_exit_2_with_the_accepted_forms(
     assert result.exit_code == 2
     assert needle in error_line(result)
     assert mirror.log == []
+
+
+def test_concurrent_extracts_of_one_file_download_it_once(mirror: Mirror) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from taxi_cli.config import load_settings
+    from taxi_cli.extract import ensure_file
+
+    mirror.add_month("green", "2020-04", rows=20_000)
+    cfg = load_settings()
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: ensure_file(cfg, GREEN, "2020-04"), range(3)))
+    assert sorted(r.cached for r in results) == [False, True, True]
+    assert {r.rows for r in results} == {20_000}
+    assert len(mirror.gets(rel_path("green", "2020-04"))) == 1
