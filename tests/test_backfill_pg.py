@@ -259,3 +259,34 @@ def test_real_release_files_and_status_totals(mirror: Mirror, pg_url: str) -> No
     assert {m: c["rows"] for m, c in cells.items()} == {"2020-04": 35_612, "2020-10": 95_120}
     (total,) = report["totals"]
     assert (total["rows"], total["done"], total["missing"]) == (35_612 + 95_120, 2, 5)
+
+
+def test_lost_database_connection_is_retried(mirror: Mirror, pg_url: str) -> None:
+    """The server kills a loader's connection mid-COPY: that month is retried, and the
+    run still ends with every month exactly once."""
+    months = month_range("2020-01", "2020-04")
+    for month in months:
+        mirror.add_month("green", month, rows=20_000)
+    proc = _run_cli(pg_url, "green", "2020-01..2020-04", "--jobs", "1", "--json")
+    killed: list[int] = []
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        for _ in range(1200):
+            if proc.poll() is not None:
+                break
+            found = admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND query ILIKE 'COPY%'"
+            ).fetchall()
+            if found:
+                admin.execute("SELECT pg_terminate_backend(%s)", (found[0][0],))
+                killed.append(found[0][0])
+                break
+            time.sleep(0.02)
+    out, err = proc.communicate(timeout=300)
+    assert killed, "no COPY was seen to kill: the test proves nothing"
+    assert proc.returncode == 0, err
+    assert "retrying" in err
+    summary = json.loads(out)
+    assert summary["done"] == 4
+    assert max(p["attempts"] for p in summary["partitions"]) == 2
+    assert _rows_per_file(pg_url) == _expected(months, dict.fromkeys(months, 20_000))
