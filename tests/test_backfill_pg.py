@@ -290,3 +290,19 @@ def test_lost_database_connection_is_retried(mirror: Mirror, pg_url: str) -> Non
     assert summary["done"] == 4
     assert max(p["attempts"] for p in summary["partitions"]) == 2
     assert _rows_per_file(pg_url) == _expected(months, dict.fromkeys(months, 20_000))
+
+
+def test_merge_mode_with_parallel_workers_and_reprocess_all(mirror: Mirror, pg_url: str) -> None:
+    months = month_range("2020-01", "2020-04")
+    for month in months:
+        mirror.add_month("green", month, rows=500)
+    expected = _expected(months, dict.fromkeys(months, 500))
+    code, out, err = _backfill(pg_url, "green", "2020-01..2020-04", "--mode", "merge", "-j", "3")
+    assert code == 0, err
+    assert _rows_per_file(pg_url) == expected
+    code, out, err = _backfill(
+        pg_url, "green", "2020-01..2020-04", "--mode", "merge", "--reprocess", "all", "--json"
+    )
+    assert code == 0, err
+    assert json.loads(out)["done"] == 4  # reloaded: the MERGE inserts nothing new
+    assert _rows_per_file(pg_url) == expected
