@@ -36,6 +36,7 @@ from typing import Any
 import httpx
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
+from rich.text import Text
 
 from taxi_cli import extract
 from taxi_cli.catalog import TaxiType, month_range, next_month, parse_months, parse_taxis, taxi_url
@@ -274,7 +275,9 @@ def plan_table(plan: Sequence[PlanItem], title: str) -> Table:
     styles = {"load": "cyan", "reload": "yellow", "retry": "yellow", "skip": "dim"}
     for item in plan:
         style = styles[str(item.action)]
-        table.add_row(item.partition, str(item.state), f"[{style}]{item.action}[/]", item.reason)
+        # Text, not markup: a reason can quote an error message with brackets in it.
+        action = Text(str(item.action), style=style)
+        table.add_row(Text(item.partition), str(item.state), action, Text(item.reason))
     return table
 
 
