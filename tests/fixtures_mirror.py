@@ -12,6 +12,7 @@ If-Range, and these faults, each per URL path:
 
     mirror.fail(path, [500, 503])       the next requests get these statuses, then normal
     mirror.drop_after(path, 1000)       send the headers and 1000 body bytes, then hang up
+    mirror.stall(path, 1000, 2.0)       send 1000 body bytes, then go silent for 2 s
     mirror.serve_html(path)             200 with an HTML error page instead of the file
     mirror.ignore_range(path)           answer every Range request with the full 200
     mirror.flaky(rate=0.3, seed=1)      seeded random 5xx/drops, at most `max_faults` a path
@@ -28,6 +29,7 @@ import random
 import re
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -64,6 +66,7 @@ class _Faults:
     drops: list[int] = field(default_factory=list)  # byte counts, one per faulty response
     html: int = 0  # responses left that serve HTML (-1: always)
     ignore_range: bool = False
+    stalls: list[tuple[int, float]] = field(default_factory=list)  # (after bytes, seconds)
 
 
 def _norm(path: str) -> str:
@@ -194,6 +197,12 @@ class Mirror:
         with self._lock:
             self._fault(path).drops.extend([nbytes] * times)
 
+    def stall(self, path: str, after: int, seconds: float, times: int = 1) -> None:
+        """The next `times` responses of `path` go silent for `seconds` after `after` bytes
+        (then hang up), as a stuck connection does: the client's read timeout fires."""
+        with self._lock:
+            self._fault(path).stalls.extend([(after, seconds)] * times)
+
     def serve_html(self, path: str, times: int = -1) -> None:
         """Answer `path` with 200 and an HTML page (`times` responses; -1 = always)."""
         with self._lock:
@@ -244,14 +253,19 @@ class Mirror:
         with self._lock:
             self.log.append(req)
 
-    def _take_fault(self, path: str, method: str) -> tuple[int | None, int | None, bool, bool]:
-        """(status, drop_after, html, ignore_range) for this request, consuming one-shots."""
+    def _take_fault(
+        self, path: str, method: str
+    ) -> tuple[int | None, int | None, bool, bool, tuple[int, float] | None]:
+        """(status, drop_after, html, ignore_range, stall) for this request (one-shots used)."""
         with self._lock:
             f = self._faults.get(path, _Faults())
             status = f.statuses.pop(0) if f.statuses else None
             drop = None
             html = False
+            stall = None
             if status is None and method == "GET":
+                if f.stalls:
+                    stall = f.stalls.pop(0)
                 if f.drops:
                     drop = f.drops.pop(0)
                 if f.html:
@@ -267,7 +281,7 @@ class Mirror:
                             drop = rng.randint(0, 4096)
                         else:
                             status = int(kind)
-            return status, drop, html, f.ignore_range
+            return status, drop, html, f.ignore_range, stall
 
     def start(self) -> None:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -315,7 +329,7 @@ def _handler_for(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
                 self._plain(raw, 404, rng, b"Not Found")
                 return
             path = raw[len(PREFIX) :]
-            status, drop, html, ignore_range = mirror._take_fault(path, self.command)
+            status, drop, html, ignore_range, stall = mirror._take_fault(path, self.command)
             if status is not None:
                 self._plain(path, status, rng, f"injected {status}".encode())
                 return
@@ -360,6 +374,14 @@ def _handler_for(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if head:
                 mirror._record(Request("HEAD", path, rng, code, 0, if_range))
+                return
+            if stall is not None:
+                sent = min(stall[0], len(body))
+                self.wfile.write(body[:sent])
+                self.wfile.flush()
+                mirror._record(Request("GET", path, rng, code, sent, if_range))
+                time.sleep(stall[1])
+                self.close_connection = True
                 return
             if drop is not None:
                 sent = min(drop, len(body))

@@ -391,3 +391,35 @@ def test_concurrent_extracts_of_one_file_download_it_once(mirror: Mirror) -> Non
     assert sorted(r.cached for r in results) == [False, True, True]
     assert {r.rows for r in results} == {20_000}
     assert len(mirror.gets(rel_path("green", "2020-04"))) == 1
+
+
+def test_stalled_connection_times_out_and_resumes(
+    mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TAXI_HTTP_TIMEOUT", "0.3")
+    src = mirror.add_month("green", "2020-04", rows=3000)
+    path = rel_path("green", "2020-04")
+    mirror.stall(path, 4000, seconds=1.5)
+    rows = as_json(extract("green", "2020-04", "--json"))
+    assert rows[0]["rows"] == 3000
+    assert [(g.range, g.sent) for g in mirror.gets(path)] == [
+        (None, 4000),
+        ("bytes=4000-", src.stat().st_size - 4000),
+    ]
+
+
+def test_unreachable_host_is_retried_then_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port that was free a moment ago: connection refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("TAXI_SOURCE_URL", f"http://127.0.0.1:{port}/releases")
+    monkeypatch.setenv("TAXI_HTTP_RETRIES", "2")
+    monkeypatch.setenv("TAXI_HTTP_BACKOFF", "0.01")
+    result = extract("green", "2020-04")
+    assert result.exit_code == 1
+    line = error_line(result)
+    assert "failed after 3 attempts: ConnectError" in line
+    assert "run again (it resumes)" in line
+    assert_nothing_kept("green", "2020-04")
