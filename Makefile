@@ -37,6 +37,7 @@ lint: $(STAMP) ## ruff, mypy --strict, hadolint, GitHub workflow and Compose sch
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 
 fmt: $(STAMP) ## format the code
 	$(BIN)/ruff format taxi_cli tests
