@@ -192,13 +192,14 @@ def _chunk(
             cols[name] = _money(congestion)
         elif key == "ehail_fee":
             cols[name] = pl.Series([None] * n, dtype=pl.String)
-        elif key == "hvfhs_license_num":
-            cols[name] = pl.Series(rng.choice(["HV0002", "HV0003", "HV0004", "HV0005"], size=n))
         elif key in ("dispatching_base_num", "affiliated_base_number"):
             cols[name] = _bases(rng, n)
-        elif key == "sr_flag":
-            flag = np.where(rng.random(n) < 0.1, "1", "")
-            cols[name] = pl.Series(flag).replace("", None)
+        elif key == "sr_flag":  # fhvhv 2021 writes N (shared rides Y); FHV 2019 mostly empty
+            if taxi.name == "fhvhv":
+                cols[name] = pl.Series(np.where(rng.random(n) < 0.05, "Y", "N"))
+            else:
+                flag = np.where(rng.random(n) < 0.1, "1", "")
+                cols[name] = pl.Series(flag).replace("", None)
         else:  # pragma: no cover - the catalogue has no other columns
             raise ValueError(f"no generator for column {name!r}")
         cols[name] = cols[name].alias(name).cast(pl.String)
