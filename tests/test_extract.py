@@ -423,3 +423,25 @@ def test_unreachable_host_is_retried_then_exits_1(monkeypatch: pytest.MonkeyPatc
     assert "failed after 3 attempts: ConnectError" in line
     assert "run again (it resumes)" in line
     assert_nothing_kept("green", "2020-04")
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_progress_bars_on_a_terminal_only_without_quiet(mirror: Mirror, quiet: bool) -> None:
+    import io
+
+    from rich.console import Console
+
+    from taxi_cli.config import load_settings
+    from taxi_cli.console import Output
+    from taxi_cli.extract import run
+
+    mirror.add_months("green", ["2020-01", "2020-02"], rows=2000)
+    err = io.StringIO()
+    out = Output(quiet=quiet, err=Console(file=err, force_terminal=True, width=150))
+    results = run(load_settings(), "green", "2020-01..2020-02", out=out)
+    assert [r.rows for r in results] == [2000, 2000]
+    shown = err.getvalue()
+    if quiet:
+        assert shown == ""
+    else:
+        assert "green_tripdata_2020-01.csv.gz" in shown and "all 2 files" in shown
