@@ -473,6 +473,7 @@ def transform_cmd(
     dataset: Annotated[
         str | None, typer.Option("--dataset", help="BigQuery dataset [env TAXI_BQ_DATASET]")
     ] = None,
+    pg_data: PgDataOpt = None,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -484,7 +485,7 @@ def transform_cmd(
     from taxi_cli import transform
 
     out = output(quiet, json_out, verbose)
-    cfg = settings(pg_url=pg_url, pg_schema=schema, bq_dataset=dataset)
+    cfg = settings(pg_url=pg_url, pg_schema=schema, bq_dataset=dataset, pg_data=pg_data)
     result = transform.run(
         cfg,
         target=target,
@@ -520,34 +521,10 @@ def config_show_cmd(json_out: JsonOpt = False) -> None:
     cfg = settings()
     if warning := config.exposed_file_secret(cfg):
         typer.echo(f"taxi-cli: warning: {warning}", err=True)
-    shown = {name: (value, source) for name, value, source in cfg.shown()}
     if out.json:
-        typed = {s.name: getattr(cfg, s.name) for s in config.SPECS}  # numbers stay numbers
-        out.emit_json(
-            {
-                "config_file": str(cfg.config_file) if cfg.config_file else None,
-                "profile": cfg.profile,
-                "profile_source": cfg.profile_source or None,
-                "settings": {
-                    s.name: {
-                        "value": typed[s.name]
-                        if isinstance(typed[s.name], int | float)
-                        else shown[s.name][0],
-                        "source": shown[s.name][1],
-                        "env": s.env,
-                    }
-                    for s in config.SPECS
-                },
-                "libpq_env": {n: shown[n][0] for n in config.PG_ENV if n in shown},
-            }
-        )
-        return
-    profile = f"{cfg.profile} (from {cfg.profile_source})" if cfg.profile else "none"
-    out.stdout.write(f"config file: {cfg.config_file or 'none'}\nprofile:     {profile}\n\n")
-    name_w = max(len(name) for name in shown)
-    value_w = min(48, max(len(value) for value, _ in shown.values()))
-    for name, (value, source) in shown.items():
-        out.stdout.write(f"{name:<{name_w}}  {value or '-':<{value_w}}  {source}\n")
+        out.emit_json(config.report(cfg))
+    else:
+        out.stdout.write(config.report_text(cfg))
 
 
 @config_app.command("path")

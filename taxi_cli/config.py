@@ -204,6 +204,7 @@ class Settings:
     config_file: Path | None = None
     pg_env: Mapping[str, str] = field(default_factory=dict)
     profile_source: str = ""  # "--profile", "env TAXI_PROFILE", "default table" or ""
+    config_source: str = ""  # "--config", "env TAXI_CONFIG", "current directory", ...
 
     def source_of(self, name: str) -> str:
         return self.sources.get(name, "default")
@@ -394,6 +395,7 @@ def load_settings(
         else:
             values[spec.name], sources[spec.name] = spec.default(), "default"
     pg_env = {name: env[name] for name in PG_ENV if env.get(name)}
+    config_source = next((how for p, how in config_search_path(config_file, env) if p == path), "")
     return Settings(
         **values,
         sources=sources,
@@ -401,7 +403,40 @@ def load_settings(
         config_file=path,
         pg_env=pg_env,
         profile_source=profile_source,
+        config_source=config_source,
     )
+
+
+def report(settings: Settings) -> dict[str, Any]:
+    """What `config show --json` prints: every setting (numbers typed, secrets masked)."""
+    shown = {name: (value, source) for name, value, source in settings.shown()}
+    values: dict[str, Any] = {}
+    for spec in SPECS:
+        raw = getattr(settings, spec.name)
+        value = raw if isinstance(raw, int | float) else shown[spec.name][0]
+        values[spec.name] = {"value": value, "source": shown[spec.name][1], "env": spec.env}
+    return {
+        "config_file": str(settings.config_file) if settings.config_file else None,
+        "config_source": settings.config_source or None,
+        "profile": settings.profile,
+        "profile_source": settings.profile_source or None,
+        "settings": values,
+        "libpq_env": {name: shown[name][0] for name in PG_ENV if name in shown},
+    }
+
+
+def report_text(settings: Settings) -> str:
+    """What `config show` prints: the file, the profile, then one aligned line per setting."""
+    path = settings.config_file
+    file_line = f"{path} (from {settings.config_source})" if path else "none"
+    profile = settings.profile
+    profile_line = f"{profile} (from {settings.profile_source})" if profile else "none"
+    rows = settings.shown()
+    name_w = max(len(name) for name, _, _ in rows)
+    value_w = min(48, max(len(value) for _, value, _ in rows))
+    lines = [f"config file: {file_line}", f"profile:     {profile_line}", ""]
+    lines += [f"{name:<{name_w}}  {value or '-':<{value_w}}  {src}" for name, value, src in rows]
+    return "\n".join(lines) + "\n"
 
 
 def exposed_file_secret(settings: Settings) -> str | None:

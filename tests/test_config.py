@@ -135,11 +135,17 @@ def test_config_file_from_env_then_cwd_then_user_config_dir(
     user_file.parent.mkdir(parents=True)
     write(user_file, 'pg_schema = "from_user_dir"\n')
     assert load_settings(env={}).pg_schema == "from_user_dir"
+    assert load_settings(env={}).config_source == "user config dir"
     write(isolated_env / "taxi-cli.toml", 'pg_schema = "from_cwd"\n')
-    assert load_settings(env={}).pg_schema == "from_cwd"
+    s = load_settings(env={})
+    assert (s.pg_schema, s.config_source) == ("from_cwd", "current directory")
     named = write(tmp_path / "named.toml", 'pg_schema = "from_env_var"\n')
     s = load_settings(env={"TAXI_CONFIG": str(named)})
-    assert (s.pg_schema, s.config_file) == ("from_env_var", named)
+    assert (s.pg_schema, s.config_file, s.config_source) == (
+        "from_env_var",
+        named,
+        "env TAXI_CONFIG",
+    )
     flagged = write(tmp_path / "flag.toml", 'pg_schema = "from_flag"\n')
     s = load_settings(config_file=str(flagged), env={"TAXI_CONFIG": str(named)})
     assert (s.pg_schema, s.config_file) == ("from_flag", flagged)
@@ -344,10 +350,11 @@ def test_config_show_lists_every_setting_with_its_source(tmp_path: Path) -> None
     assert got["pg_schema"] == ("dev_schema", f"config {cfg_file} [profile.dev]")
     assert got["http_retries"] == (7, f"config {cfg_file}")  # typed, from the top level
     assert got["bq_location"] == ("US", "default")
-    assert doc["config_file"] == str(cfg_file)
+    assert (doc["config_file"], doc["config_source"]) == (str(cfg_file), "--config")
     # the text form carries the same facts, one line per setting
     code, out, _ = run("--config", str(cfg_file), "--profile", "dev", "config", "show")
     assert code == 0
+    assert f"config file: {cfg_file} (from --config)" in out
     assert "profile:     dev (from --profile)" in out
     assert re.search(
         rf"^pg_schema\s+dev_schema\s+config {re.escape(str(cfg_file))} \[profile\.dev\]$", out, re.M
