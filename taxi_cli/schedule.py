@@ -461,7 +461,10 @@ def install_units(units: Sequence[Unit]) -> tuple[list[Path], str, bool]:
     timers = [unit.name for unit in units if unit.name.endswith(".timer")]
     enable = "systemctl --user daemon-reload && systemctl --user enable --now " + " ".join(timers)
     ran = False
-    if shutil.which("systemctl"):
+    # Only where the user manager looks by default: units written elsewhere (a custom
+    # XDG_CONFIG_HOME, a test) must not make us reload the user's real systemd.
+    default_dir = Path.home() / ".config" / "systemd" / "user"
+    if shutil.which("systemctl") and target == default_dir:
         reload = subprocess.run(
             ["systemctl", "--user", "daemon-reload"], capture_output=True, check=False
         )
