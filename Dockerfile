@@ -2,7 +2,8 @@
 # taxi-cli as a container: `docker build -t taxi-cli .`, then
 #   docker run --rm -v taxi-data:/data -e TAXI_PG_URL=postgresql://... taxi-cli backfill yellow 2021-01
 # Meant mostly for --pg-url / GCS / BigQuery targets (see README "Deploying"); the embedded
-# PostgreSQL also works, as the non-root user, with its data under /data/pgdata.
+# PostgreSQL also runs, as the non-root user, with its data under /data/pgdata (give it
+# `docker run --shm-size=1g`).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
