@@ -34,6 +34,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,  # rich tracebacks print locals, DSNs included
     add_completion=False,
+    rich_markup_mode=None,  # help texts show [env VAR] literally, not as rich markup
 )
 
 P = ParamSpec("P")
