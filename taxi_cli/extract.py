@@ -23,12 +23,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from rich.progress import Progress, TaskID
 
-from taxi_cli import download
 from taxi_cli.catalog import (
     MONTH_FORMS,
     TAXIS,
@@ -46,6 +44,9 @@ from taxi_cli.config import Settings
 from taxi_cli.console import Output, add_task
 from taxi_cli.errors import ConfigError, DataError, DownloadError, UsageError
 from taxi_cli.verify import Verified, VerifyError, verify_trip_file, verify_zones
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("taxi_cli.extract")
 
@@ -266,7 +267,7 @@ def _ensure_locked(
     check: Callable[[Path], Verified],
     not_found: str,
     force: bool,
-    client: httpx.Client,
+    client: _Http,
     bars: _Bars,
 ) -> Extracted:
     """The cache-or-download-and-verify cycle shared by trip files and the zone lookup."""
@@ -285,13 +286,15 @@ def _ensure_locked(
         else:
             _write_sidecar(final, verified)
             return _extracted(taxi, month, final, verified, url, cached=True)
+    from taxi_cli import download  # httpx is imported only when something is fetched
+
     if force:
         download.discard(part)  # --force means a fresh download, not a resumed one
     for attempt in (1, 2):
         bar = bars.file_bar(name)
         try:
             try:
-                download.fetch(client, url, part, cfg, progress=bar.update)
+                download.fetch(client.get(), url, part, cfg, progress=bar.update)
             except download.NotFound as exc:
                 download.discard(part)
                 raise DownloadError(f"{name}: {exc}; {not_found}") from exc
@@ -335,13 +338,37 @@ def _extracted(
     )
 
 
+class _Http:
+    """The caller's httpx client, or one made on first use and closed by `close`: a run
+    that finds everything cached never imports httpx (a cached hit stays fast)."""
+
+    def __init__(self, cfg: Settings, client: httpx.Client | None = None) -> None:
+        self.cfg = cfg
+        self._client = client
+        self._own: httpx.Client | None = None
+
+    def get(self) -> httpx.Client:
+        if self._client is None:
+            from taxi_cli.download import make_client
+
+            self._own = self._client = make_client(self.cfg)
+        return self._client
+
+    def close(self) -> None:
+        if self._own is not None:
+            self._own.close()
+
+
 @contextmanager
-def _client(cfg: Settings, client: httpx.Client | None) -> Iterator[httpx.Client]:
-    if client is not None:
+def _client(cfg: Settings, client: httpx.Client | _Http | None) -> Iterator[_Http]:
+    if isinstance(client, _Http):
         yield client
         return
-    with download.make_client(cfg) as own:
-        yield own
+    http = _Http(cfg, client)
+    try:
+        yield http
+    finally:
+        http.close()
 
 
 def ensure_file(
@@ -354,6 +381,7 @@ def ensure_file(
     out: Output | None = None,
     client: httpx.Client | None = None,
     _bars: _Bars | None = None,
+    _http: _Http | None = None,
 ) -> Extracted:
     """Return the verified file for (taxi, month), downloading it if needed.
 
@@ -368,7 +396,7 @@ def ensure_file(
     def check(path: Path) -> Verified:
         return verify_trip_file(path, taxi, entry, name=final.name)
 
-    with _client(cfg, client) as http, _bars_or(out, _bars, entry) as bars:
+    with _client(cfg, _http or client) as http, _bars_or(out, _bars, entry) as bars:
         result = _ensure(
             cfg,
             taxi=taxi.name,
@@ -474,7 +502,7 @@ def run(
     sizes = [entries.get(t.file_name(m)) for t, m in pairs]
     total = sum(e.size for e in sizes if e) if all(sizes) else None
     results = []
-    with download.make_client(cfg) as client, _bars_for(out, total, len(pairs)) as bars:
+    with _client(cfg, None) as http, _bars_for(out, total, len(pairs)) as bars:
         for taxi, month in pairs:
             results.append(
                 ensure_file(
@@ -483,8 +511,8 @@ def run(
                     month,
                     force=force,
                     parquet=fmt == "parquet",
-                    client=client,
                     _bars=bars,
+                    _http=http,
                 )
             )
     return results

@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty, Queue
 
-import numpy as np
-
 from taxi_cli.catalog import TAXIS, ZONES_COLUMNS, ZONES_ROWS, ManifestEntry, TaxiType
 from taxi_cli.errors import DataError
 
@@ -236,6 +234,8 @@ class _FastScan:
     def _check(self, block: bytes) -> None:
         if b'"' in block:
             raise _NeedsExactScan
+        import numpy as np  # here, not at the top: a cached `extract` never needs it
+
         arr = np.frombuffer(block, dtype=np.uint8)
         newlines = np.flatnonzero(arr == 10)
         comma_pos = np.flatnonzero(arr == 44)
