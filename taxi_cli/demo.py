@@ -71,8 +71,8 @@ def run_step(args: list[str], env: dict[str, str]) -> int:
     ).returncode
 
 
-def show_mart(cfg: Settings, taxi: str, limit: int = TOP_ROWS) -> None:
-    """The top rows of the revenue mart, and the loaded rows per file, on stdout."""
+def show_mart(cfg: Settings, taxi: str, *, per_file: bool, limit: int = TOP_ROWS) -> None:
+    """The top rows of the revenue mart (and the rows per file: `status` may not exist)."""
     from psycopg import sql
     from rich.console import Console
     from rich.table import Table
@@ -82,7 +82,7 @@ def show_mart(cfg: Settings, taxi: str, limit: int = TOP_ROWS) -> None:
     schema = sql.Identifier(cfg.pg_schema)
     trips = sql.Identifier(f"{catalog.TAXIS[taxi].name}_tripdata")
     with postgres.connect(cfg) as conn:
-        per_file = conn.execute(
+        loaded = conn.execute(
             sql.SQL("SELECT filename, count(*) FROM {}.{} GROUP BY 1 ORDER BY 1").format(
                 schema, trips
             )
@@ -98,15 +98,20 @@ def show_mart(cfg: Settings, taxi: str, limit: int = TOP_ROWS) -> None:
         )
         rows = cursor.fetchall()
     console = Console()
-    files = Table(title=f"rows loaded per file ({taxi}_tripdata)", title_justify="left")
-    files.add_column("filename")
-    files.add_column("rows", justify="right")
-    for name, count in per_file:
-        files.add_row(str(name), f"{count:,}")
-    console.print(files)
+    if not console.is_terminal:  # piped (CI logs): whole zone names rather than 80 columns
+        console = Console(width=120, color_system=None)
+    if per_file:
+        files = Table(title=f"rows loaded per file ({taxi}_tripdata)", title_justify="left")
+        files.add_column("filename")
+        files.add_column("rows", justify="right")
+        for name, count in loaded:
+            files.add_row(str(name), f"{count:,}")
+        console.print(files)
     mart = Table(title=f"top {limit} of dm_monthly_zone_revenue", title_justify="left")
     for title in ("zone", "month", "service", "total amount", "trips", "avg distance"):
-        mart.add_column(title, justify="left" if title in ("zone", "service") else "right")
+        mart.add_column(
+            title, justify="left" if title in ("zone", "service") else "right", no_wrap=True
+        )
     for zone, month, service, total, trips, distance in rows:
         mart.add_row(str(zone), str(month), str(service), f"{total:,}", f"{trips:,}", str(distance))
     console.print(mart)
@@ -153,13 +158,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"NOTE: the release host {cfg.source_url} is unreachable ({reason}); "
                 f"serving the release files found in {folders} at {mirror.url} instead"
             )
-        for step in commands(args.taxi, args.months):
+        steps = commands(args.taxi, args.months)
+        for step in steps:
             code = run_step(step, env)
             if code != 0:
                 _say(f"taxi-cli demo: `taxi-cli {' '.join(step)}` failed (exit {code})")
                 return code
     try:
-        show_mart(cfg, args.taxi)
+        show_mart(cfg, args.taxi, per_file=["status"] not in steps)
     except TaxiError as exc:
         _say(f"taxi-cli demo: error: {exc}")
         return int(exc.exit_code)

@@ -94,7 +94,9 @@ class _Progress:
 
     def __call__(self, event: Any) -> None:
         name = event.info.name
-        if name == "LogStartLine":
+        if name == "JinjaLogInfo" and event.data.msg.startswith("taxi-cli: "):
+            log.info("%s", event.data.msg.removeprefix("taxi-cli: "))  # the project's notes
+        elif name == "LogStartLine":
             self.total = max(self.total, int(event.data.total))
         elif name == "NodeStart":
             info = event.data.node_info
