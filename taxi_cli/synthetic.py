@@ -292,3 +292,24 @@ def write_month(
             )
             gz.write(buf.getbuffer())
     return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m taxi_cli.synthetic yellow 2019-03 7000000 out.csv.gz`: a benchmark file."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m taxi_cli.synthetic", description=main.__doc__)
+    parser.add_argument("taxi", choices=sorted(TAXIS))
+    parser.add_argument("month", help="YYYY-MM")
+    parser.add_argument("rows", type=int)
+    parser.add_argument("path", type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--level", type=int, default=1, help="gzip level (6 ~ the release's)")
+    args = parser.parse_args(argv)
+    write_month(
+        args.path, args.taxi, args.month, args.rows, seed=args.seed, compresslevel=args.level
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -95,3 +95,9 @@ def test_header_override_fakes_another_type(tmp_path: Path) -> None:
     fake = tuple(f"c{i}" for i in range(len(GREEN.header)))
     synthetic.write_month(path, GREEN, "2020-04", 5, header=fake)
     assert gzip.decompress(path.read_bytes()).startswith(b"c0,c1,")
+
+
+def test_command_line_entry_point(tmp_path: Path) -> None:
+    path = tmp_path / "fhv_tripdata_2019-05.csv.gz"
+    synthetic.main(["fhv", "2019-05", "25", str(path), "--seed", "4", "--level", "6"])
+    assert verify_trip_file(path, TAXIS["fhv"]).rows == 25
