@@ -8,6 +8,7 @@ expected number is computed with independent SQL over the raw tables.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import uuid
@@ -244,6 +245,19 @@ def test_revenue_mart_equals_independent_aggregation(warehouse: tuple[str, list[
     actual = query(url, ACTUAL_MART)
     assert len(actual) > 100
     assert actual == expected
+
+
+def test_trip_id_is_the_documented_md5(warehouse: tuple[str, list[Run]]) -> None:
+    """md5 of vendor, pickup time, pickup zone and service as text, '-'-joined (as on BQ)."""
+    url, _ = warehouse
+    rows = query(
+        url,
+        "SELECT trip_id, vendor_id, pickup_datetime::text, pickup_location_id, service_type"
+        " FROM fact_trips ORDER BY trip_id LIMIT 50",
+    )
+    for trip_id, *fields in rows:
+        text = "-".join(str(f) for f in fields)
+        assert trip_id == hashlib.md5(text.encode()).hexdigest()
 
 
 def test_second_run_changes_nothing(warehouse: tuple[str, list[Run]]) -> None:

@@ -44,7 +44,7 @@
 
 {% macro empty_tripdata(taxi) -%}
     {%- set types = {
-        'text': dbt.type_string(), 'timestamp': dbt.type_timestamp(),
+        'text': dbt.type_string(), 'timestamp': wallclock_type(),
         'int': dbt.type_int(), 'float': dbt.type_float(),
     } -%}
     select
