@@ -50,7 +50,7 @@ def expected_mart(gcp: Gcp) -> dict[tuple[str, str], tuple[int, Decimal]]:
         key = (int(row[0]), row[1], int(row[2]))
         kept.setdefault(key, row)
     mart: dict[tuple[str, str], tuple[int, Decimal]] = defaultdict(lambda: (0, Decimal(0)))
-    for vendor, pickup, pu, do, _, _, total in kept.values():
+    for _, pickup, pu, do, _, _, total in kept.values():
         known = [zones.get(int(loc)) for loc in (pu, do)]
         if any(z is None or z[0] == "Unknown" for z in known):
             continue
