@@ -312,13 +312,25 @@ def _ensure_locked(
         finally:
             bar.finish()
         sidecar_path(final).unlink(missing_ok=True)
-        os.replace(part, final)
+        _durable_replace(part, final)
         download.discard(part)
         _write_sidecar(final, verified)
         if verified.note:
             log.warning("%s", verified.note)
         return _extracted(taxi, month, final, verified, url, cached=False)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _durable_replace(src: Path, dest: Path) -> None:
+    """Rename `src` over `dest` so that a power loss leaves one or the other, whole."""
+    with src.open("rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(src, dest)
+    dir_fd = os.open(dest.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def _extracted(

@@ -445,3 +445,18 @@ def test_progress_bars_on_a_terminal_only_without_quiet(mirror: Mirror, quiet: b
         assert shown == ""
     else:
         assert "green_tripdata_2020-01.csv.gz" in shown and "all 2 files" in shown
+
+
+def test_all_skips_months_outside_each_release_window(mirror: Mirror) -> None:
+    for taxi in ("yellow", "green", "fhv"):
+        mirror.add_month(taxi, "2019-05", rows=50)
+    rows = as_json(extract("all", "2019-05", "--json"))
+    assert [(r["taxi"], r["rows"]) for r in rows] == [("yellow", 50), ("green", 50), ("fhv", 50)]
+    assert not any("fhvhv" in r.path for r in mirror.log)  # fhvhv starts in 2021
+
+
+def test_a_named_type_is_tried_outside_its_window(mirror: Mirror) -> None:
+    result = extract("fhv", "2020-01")
+    assert result.exit_code == 1
+    assert "fhv releases available: 2019-01..2019-12" in error_line(result)
+    assert [r.path for r in mirror.gets()] == [rel_path("fhv", "2020-01")]
