@@ -230,3 +230,26 @@ def test_bad_format_is_a_usage_error(gcp: Gcp) -> None:
     result = invoke("load-gcs", "green", "2020-04", "--format", "avro")
     assert result.exit_code == 2
     assert "--format must be one of parquet, csv.gz" in result.stderr
+
+
+def test_one_failed_month_of_several_exits_4_after_loading_the_others(
+    gcp: Gcp, real_green: Path
+) -> None:
+    result = invoke("load-gcs", "green", "2020-04,2020-05", "--json")  # 2020-05: not served
+    assert result.exit_code == 4
+    assert [i["month"] for i in json.loads(result.stdout)] == ["2020-04"]
+    assert "1 of 2 partitions failed (green 2020-05)" in result.stderr
+    ledger = {r.month: r.status for r in StateLedger(load_settings()).rows("gcs")}
+    assert ledger == {"2020-04": "done", "2020-05": "failed"}
+
+
+def test_load_extracted_is_the_backfill_entry_point(gcp: Gcp, real_green: Path) -> None:
+    from taxi_cli import extract
+    from taxi_cli.gcp import gcs
+
+    cfg = load_settings()
+    source = extract.ensure_file(cfg, GREEN, "2020-04")
+    first = gcs.load_extracted(cfg, GREEN, "2020-04", source)
+    again = gcs.load_extracted(cfg, GREEN, "2020-04", source)
+    assert (first.action, again.action) == ("uploaded", "unchanged")
+    assert first.uri == f"gs://{gcp.bucket}/{PARQUET_NAME}"

@@ -426,7 +426,7 @@ def run(
     out: Output,
 ) -> list[Loaded]:
     """The `load-bq` command: every (taxi, month) of the specs, or `zones`."""
-    from taxi_cli.gcp.partitions import each_partition
+    from taxi_cli.gcp.partitions import PartitionsFailed, each_partition
     from taxi_cli.ledger import StateLedger
 
     gcs.check_format(fmt)
@@ -445,7 +445,11 @@ def run(
     def failed(taxi: TaxiType, month: str, error: TaxiError) -> None:
         ledger.record_failed("bq", taxi.name, month, taxi.csv_name(month), str(error))
 
-    return each_partition(taxis, months, one, failed)
+    try:
+        return each_partition(taxis, months, one, failed)
+    except PartitionsFailed as exc:
+        report(exc.done, out)  # what did get loaded, before the exit-4 error
+        raise
 
 
 def report(results: list[Loaded], out: Output) -> None:
@@ -458,3 +462,13 @@ def report(results: list[Loaded], out: Output) -> None:
         processed = "?" if r.bytes_processed is None else f"{r.bytes_processed}"
         out.stdout.write(f"{what}\t{r.rows} rows\t{r.table}\t{processed} bytes processed\t{jobs}\n")
     out.stdout.flush()
+
+
+def load_extracted(
+    cfg: Settings, taxi: TaxiType, month: str, extracted: Extracted, *, fmt: str = "parquet"
+) -> Loaded:
+    """One verified month through the lake into BigQuery, both recorded (for `backfill`)."""
+    wh = Warehouse(cfg)
+    return load_month(
+        wh, gcs.Lake(cfg), taxi, month, fmt=gcs.check_format(fmt), extracted=extracted
+    )

@@ -433,7 +433,7 @@ def run(
     out: Output,
 ) -> list[Uploaded]:
     """The `load-gcs` command: every (taxi, month) of the specs, or `zones`."""
-    from taxi_cli.gcp.partitions import each_partition
+    from taxi_cli.gcp.partitions import PartitionsFailed, each_partition
 
     check_format(fmt)
     lake = Lake(cfg, bucket=bucket, prefix=prefix, create_bucket=create_bucket)
@@ -448,7 +448,11 @@ def run(
             cfg, taxi, month, lake.uri(object_name(lake.prefix, taxi, month, fmt)), error
         )
 
-    return each_partition(taxis, months, one, failed)
+    try:
+        return each_partition(taxis, months, one, failed)
+    except PartitionsFailed as exc:
+        report(exc.done, out)  # what did get uploaded, before the exit-4 error
+        raise
 
 
 def report(results: list[Uploaded], out: Output) -> None:
@@ -459,3 +463,10 @@ def report(results: list[Uploaded], out: Output) -> None:
         what = f"{r.taxi} {r.month}" if r.month else r.taxi
         out.stdout.write(f"{what}\t{r.action}\t{r.uri}\t{r.size} bytes\t{r.rows} rows\n")
     out.stdout.flush()
+
+
+def load_extracted(
+    cfg: Settings, taxi: TaxiType, month: str, extracted: Extracted, *, fmt: str = "parquet"
+) -> Uploaded:
+    """One verified month into the lake, recorded in the ledger (for `backfill`)."""
+    return upload_month(Lake(cfg), taxi, month, fmt=check_format(fmt), source=extracted)

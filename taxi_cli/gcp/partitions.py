@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from taxi_cli.catalog import TaxiType, parse_months, parse_taxis
 from taxi_cli.errors import ExitCode, PartialFailure, TaxiError, UsageError
 
 T = TypeVar("T")
+
+
+class PartitionsFailed(PartialFailure):
+    """Some partitions failed (exit 4); `done` holds the results of the others."""
+
+    def __init__(self, message: str, done: list[Any]) -> None:
+        super().__init__(message)
+        self.done = done
+
+
 log = logging.getLogger("taxi_cli.gcp")
 
 FATAL = (ExitCode.USAGE, ExitCode.CONNECTION)
@@ -46,7 +56,9 @@ def each_partition(
             errors.append((taxi, month, exc))
     if errors:
         names = ", ".join(f"{t.name} {m}" for t, m, _ in errors)
-        raise PartialFailure(
-            f"{len(errors)} of {len(todo)} partitions failed ({names}); first error: {errors[0][2]}"
+        raise PartitionsFailed(
+            f"{len(errors)} of {len(todo)} partitions failed ({names}); first error: "
+            f"{errors[0][2]}",
+            done,
         )
     return done
