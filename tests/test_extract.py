@@ -460,3 +460,43 @@ def test_a_named_type_is_tried_outside_its_window(mirror: Mirror) -> None:
     assert result.exit_code == 1
     assert "fhv releases available: 2019-01..2019-12" in error_line(result)
     assert [r.path for r in mirror.gets()] == [rel_path("fhv", "2020-01")]
+
+
+def test_a_changed_asset_is_not_spliced_onto_an_old_partial(
+    mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TAXI_HTTP_RETRIES", "0")
+    mirror.add_month("green", "2020-04", rows=3000, seed=1)
+    path = rel_path("green", "2020-04")
+    mirror.drop_after(path, 6000)
+    first = extract("green", "2020-04")
+    assert first.exit_code == 1
+    assert "run again (it resumes)" in error_line(first)
+    part = final_path("green", "2020-04").with_name("green_tripdata_2020-04.csv.gz.part")
+    assert part.stat().st_size == 6000  # kept for the next run
+    new = mirror.add_month("green", "2020-04", rows=3100, seed=2)  # re-published meanwhile
+    rows = as_json(extract("green", "2020-04", "--json"))
+    assert rows[0]["rows"] == 3100
+    last = mirror.gets(path)[-1]
+    assert (last.range, last.status) == ("bytes=6000-", 200)  # If-Range said: start over
+    assert final_path("green", "2020-04").read_bytes() == new.read_bytes()
+
+
+def test_mirror_fixture_speaks_http_ranges(mirror: Mirror) -> None:
+    import httpx
+
+    src = mirror.add_month("green", "2020-04", rows=100)
+    url = mirror.url + rel_path("green", "2020-04")
+    size = src.stat().st_size
+    with httpx.Client() as http:
+        head = http.head(url)
+        assert (head.status_code, head.headers["content-length"]) == (200, str(size))
+        etag = head.headers["etag"]
+        part = http.get(url, headers={"Range": "bytes=10-19", "If-Range": etag})
+        assert part.status_code == 206 and part.content == src.read_bytes()[10:20]
+        assert part.headers["content-range"] == f"bytes 10-19/{size}"
+        stale = http.get(url, headers={"Range": "bytes=10-", "If-Range": '"other"'})
+        assert stale.status_code == 200 and len(stale.content) == size
+        assert http.get(url, headers={"Range": f"bytes={size}-"}).status_code == 416
+        assert http.get(url.replace("/releases/download", "")).status_code == 404
+    assert [r.method for r in mirror.requests()] == ["HEAD", "GET", "GET", "GET", "GET"]
