@@ -226,3 +226,23 @@ def test_bad_dataset_name_is_a_usage_error(gcp: Gcp) -> None:
     result = invoke("load-bq", "green", "2020-04", "--dataset", "bad-name")
     assert result.exit_code == 2
     assert "bad dataset name" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("taxi", "month"), [("yellow", "2021-01"), ("fhv", "2019-01"), ("fhvhv", "2021-06")]
+)
+def test_every_taxi_type_loads_with_python_row_ids(
+    gcp: Gcp, mirror: object, taxi: str, month: str
+) -> None:
+    from taxi_cli.catalog import TAXIS
+
+    path = mirror.add_month(taxi, month, rows=300)  # type: ignore[attr-defined]
+    result = invoke("load-bq", taxi, month, "--create-dataset", "--json", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)[0]["rows"] == 300
+    with gzip.open(path, "rt", newline="") as fh:
+        reader = csv.reader(fh)
+        plan = rowid.hash_plan(TAXIS[taxi], next(reader))
+        want = Counter(rowid.row_id(row, plan) for row in reader)
+    got = gcp.query(f"SELECT unique_row_id FROM {gcp.table(f'{taxi}_tripdata')}")
+    assert Counter(r[0] for r in got) == want
