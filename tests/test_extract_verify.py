@@ -248,3 +248,21 @@ def test_parquet_of_the_fhv_sample_renames_to_catalogue_columns(tmp_path: Path) 
     df = pl.read_parquet(to_parquet(path, FHV))
     assert df["DOlocationID"].null_count() == 28  # `94.0` values became 94, blanks null
     assert df["DOlocationID"].drop_nulls().dtype == pl.Int64
+
+
+@pytest.mark.parametrize(
+    ("sample", "taxi", "rows", "no_vendor"),
+    [
+        ("yellow_tripdata_2020-01.csv", YELLOW, 999, 500),  # its tail rows lack VendorID
+        ("rides.csv", YELLOW, 266, 0),
+        ("gaikwad_yellow_head.csv", YELLOW, 99, 0),
+        ("green_head.csv", GREEN, 99, 0),
+    ],
+)
+def test_real_samples_convert_to_parquet(
+    tmp_path: Path, sample: str, taxi: object, rows: int, no_vendor: int
+) -> None:
+    path = gz(tmp_path, (REAL / sample).read_bytes(), "sample.csv.gz")
+    df = pl.read_parquet(to_parquet(path, taxi))  # type: ignore[arg-type]
+    assert (df.height, df["VendorID"].null_count()) == (rows, no_vendor)
+    assert df.schema["congestion_surcharge"] == pl.Float64
