@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty, Queue
+from typing import Any
 
 from taxi_cli.catalog import TAXIS, ZONES_COLUMNS, ZONES_ROWS, ManifestEntry, TaxiType
 from taxi_cli.errors import DataError
@@ -33,6 +34,7 @@ from taxi_cli.errors import DataError
 GZIP_MAGIC = b"\x1f\x8b"
 READ_CHUNK = 4 << 20  # compressed bytes per read
 SCAN_CHUNK = 16 << 20  # decompressed bytes per numpy pass
+MAX_LINE = 1 << 20  # a trip record is ~200 bytes
 # DataTalksClub re-uploaded the release assets on 2022-07-14; copies made before differ
 # from the manifest only in the gzip header's MTIME (bytes 4..7), set in this window.
 MTIME_WINDOW = range(1657790333, 1657790394)
@@ -230,6 +232,12 @@ class _FastScan:
         self.carry = buf[last + 1 :]
         if last >= 0:
             self._check(buf[: last + 1])
+        if len(self.carry) > MAX_LINE:  # binary or not line-based: do not buffer it all
+            raise VerifyError(
+                self.name,
+                f"a line longer than {MAX_LINE:,} bytes: not a CSV trip file",
+                self.line + 1,
+            )
 
     def _check(self, block: bytes) -> None:
         if b'"' in block:
@@ -293,6 +301,13 @@ class _FastScan:
 def _exact_rows(name: str, taxi: TaxiType, text_lines: Iterator[str]) -> int:
     """The slow, exact scan with the csv module (quoted fields, embedded newlines)."""
     reader = csv.reader(text_lines)
+    try:
+        return _exact_records(name, taxi, reader)
+    except csv.Error as exc:  # e.g. an unclosed quote swallowing the rest of the file
+        raise VerifyError(name, f"not valid CSV ({exc})", reader.line_num) from exc
+
+
+def _exact_records(name: str, taxi: TaxiType, reader: Any) -> int:
     header = next(reader, None)
     if header is None:
         raise VerifyError(name, "the file is empty", 1)

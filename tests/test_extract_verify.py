@@ -266,3 +266,16 @@ def test_real_samples_convert_to_parquet(
     df = pl.read_parquet(to_parquet(path, taxi))  # type: ignore[arg-type]
     assert (df.height, df["VendorID"].null_count()) == (rows, no_vendor)
     assert df.schema["congestion_surcharge"] == pl.Float64
+
+
+def test_binary_content_without_newlines_is_rejected_early(tmp_path: Path) -> None:
+    data = b"\r\n".join(green_lines(3)) + b"\r\n" + bytes(range(256)).replace(b"\n", b"") * 20_000
+    with pytest.raises(VerifyError, match="line 5: a line longer than 1,048,576 bytes"):
+        verify_trip_file(gz(tmp_path, data), GREEN)
+
+
+def test_an_unclosed_quote_is_reported_not_crashed_on(tmp_path: Path) -> None:
+    lines = green_lines(5)
+    lines[2] = lines[2].replace(b",N,", b',"N,', 1) + b"x" * 200_000
+    with pytest.raises(VerifyError, match="not valid CSV"):
+        verify_trip_file(gz(tmp_path, b"\r\n".join(lines)), GREEN)
