@@ -11,7 +11,9 @@ the end, and expires anyway if the process dies first.
 from __future__ import annotations
 
 import logging
+import random
 import re
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -87,6 +89,8 @@ class Warehouse:
             )
         self.location = location or cfg.bq_location
         self.auth = clients.bq_auth(cfg, project)
+        if re.search(r"[`\s]", self.auth.project):
+            raise UsageError(f"bad project id {self.auth.project!r}")
         self.client = clients.bq_client(self.auth, self.location)
         self.dataset = f"{self.auth.project}.{self.dataset_id}"
         self._open_dataset(create_dataset)
@@ -97,7 +101,12 @@ class Warehouse:
 
         what = f"dataset {self.dataset}"
         try:
-            self.client.get_dataset(self.dataset, retry=clients.preflight_retry(self.cfg))
+            found = self.client.get_dataset(self.dataset, retry=clients.preflight_retry(self.cfg))
+            if found.location and found.location != self.location:
+                # Jobs must run where the dataset lives, whatever --location said.
+                log.info("dataset %s is in %s", self.dataset, found.location)
+                self.location = found.location
+                self.client = clients.bq_client(self.auth, self.location)
             return
         except gexc.NotFound:
             if not create:
@@ -165,6 +174,36 @@ class Warehouse:
         except Exception as exc:
             raise clients.api_error(exc, f"creating {table_id}", self.auth) from exc
         return table_id
+
+    def _keep_expiring(self, table_id: str) -> None:
+        """Re-assert the staging table's expiration (a truncating load may reset it)."""
+        try:
+            table = self.client.get_table(table_id)
+            table.expires = datetime.now(UTC) + STAGING_TTL
+            self.client.update_table(table, ["expires"])
+        except Exception as exc:  # the explicit drop still removes it
+            log.debug("could not set the expiration of %s: %s", table_id, exc)
+
+    def _swap(self, sql: str, main: str, tag: str) -> Any:
+        """Run the swap transaction, again when a concurrent writer of `main` aborted it.
+
+        BigQuery cancels one of two transactions that mutate the same table at once (as
+        parallel backfill workers do); the staging table is still there, so retrying is
+        safe and the outcome is the same as a serial run.
+        """
+        attempts = max(1, self.cfg.http_retries + 1)
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._query(sql, {}, f"replacing rows in {main}", f"{tag}_replace_")
+            except TaxiError as exc:
+                text = str(exc).lower()
+                if attempt == attempts or not ("concurrent" in text or "aborted" in text):
+                    raise
+                delay = min(self.cfg.http_backoff_max, self.cfg.http_backoff * 2 ** (attempt - 1))
+                delay *= random.uniform(0.5, 1.0)
+                log.warning("%s; retrying in %.1fs (%d/%d)", exc, delay, attempt, attempts - 1)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
 
     def drop(self, table_id: str) -> None:
         try:
@@ -248,12 +287,8 @@ class Warehouse:
                     f"file has {expected_rows:,}; {main} was not changed; rerun load-gcs "
                     "to replace the object"
                 )
-            swap = self._query(
-                bq_schema.replace_sql(taxi, fmt, main, staging, filename),
-                {},
-                f"replacing {filename} in {main}",
-                f"{tag}_replace_",
-            )
+            self._keep_expiring(staging)
+            swap = self._swap(bq_schema.replace_sql(taxi, fmt, main, staging, filename), main, tag)
         finally:
             self.drop(staging)
         inserted, deleted = self._dml_counts(swap, rows)
