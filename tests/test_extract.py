@@ -500,3 +500,30 @@ def test_mirror_fixture_speaks_http_ranges(mirror: Mirror) -> None:
         assert http.get(url, headers={"Range": f"bytes={size}-"}).status_code == 416
         assert http.get(url.replace("/releases/download", "")).status_code == 404
     assert [r.method for r in mirror.requests()] == ["HEAD", "GET", "GET", "GET", "GET"]
+
+
+def test_sigterm_mid_download_keeps_the_part_and_the_rerun_resumes(mirror: Mirror) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = mirror.add_month("green", "2020-04", rows=3000)
+    path = rel_path("green", "2020-04")
+    mirror.stall(path, 5000, seconds=30)
+    part = final_path("green", "2020-04").with_name("green_tripdata_2020-04.csv.gz.part")
+    cli = Path(sys.executable).with_name("taxi-cli")
+    proc = subprocess.Popen([str(cli), "extract", "green", "2020-04"], stderr=subprocess.PIPE)
+    for _ in range(600):  # until the first 5,000 bytes are on disk
+        if part.exists() and part.stat().st_size == 5000:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.decode().strip().splitlines()[-1] == "taxi-cli: interrupted"
+    assert part.stat().st_size == 5000 and not final_path("green", "2020-04").exists()
+    rows = as_json(extract("green", "2020-04", "--json"))
+    assert rows[0]["rows"] == 3000
+    assert mirror.gets(path)[-1].range == "bytes=5000-"
+    assert final_path("green", "2020-04").read_bytes() == src.read_bytes()
