@@ -88,7 +88,7 @@ def create_file_table(
 
 
 def copy_in(target: sql.Composable, columns: list[str], *, freeze: bool) -> sql.Composed:
-    opts = "FORMAT csv, FREEZE true" if freeze else "FORMAT csv"
+    opts = "FORMAT binary, FREEZE true" if freeze else "FORMAT binary"
     return sql.SQL("COPY {} ({}) FROM STDIN ({})").format(
         target, sql.SQL(", ").join(map(sql.Identifier, columns)), sql.SQL(opts)
     )

@@ -181,15 +181,12 @@ def _copy(conn: psycopg.Connection[Any], statement: sql.Composed, stream: TripSt
 
 
 def _copy_error(exc: psycopg.Error, stream: TripStream) -> DataError:
-    """A COPY error as one line naming the file's line, the column and the value."""
+    """A server-side COPY error (values are checked before sending, so rare) as one line."""
     diag = exc.diag
     primary = diag.message_primary or str(exc).splitlines()[0]
     match = _COPY_CONTEXT.search(diag.context or "")
-    if not match:
-        return DataError(f"{stream.name}: {primary}; {HINT}")
-    line = stream.file_line(int(match.group(1)))
-    column = f", column {match.group(2)}" if match.group(2) else ""
-    return DataError(f"{stream.name}: line {line}{column}: {primary}; {HINT}")
+    column = f", column {match.group(2)}" if match and match.group(2) else ""
+    return DataError(f"{stream.name}{column}: {primary}; {HINT}")
 
 
 def _write_rejects(

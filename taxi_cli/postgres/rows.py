@@ -1,24 +1,24 @@
 """A release CSV as COPY input: checked, row ids computed, in bounded batches.
 
-Each batch of ~8 MB of CSV is parsed by Polars (all columns as text, so the server sees
-the file's own spelling of every value), gets `unique_row_id` (rendered as PostgreSQL
-renders the typed columns, see `taxi_cli.rowid`, hashed by `md5vec`) and is written
-back as CSV for `COPY ... (FORMAT csv)`. Memory stays at a few batches whatever the
-file size. The stream remembers which file line each sent row came from, so a COPY
-error (`line N` of the stream) can name the line of the file.
+Each batch of ~8 MB of CSV is parsed by Polars (all columns as text), gets
+`unique_row_id` (the raw text rendered as PostgreSQL renders the typed columns, see
+`taxi_cli.rowid`, hashed by `md5vec`), has its numbers and timestamps parsed and checked
+(a bad value is reported with its file line, column and value, or quarantined) and is
+encoded in binary COPY format (`pgbinary`). Memory stays at a few batches whatever the
+file size.
 """
 
 from __future__ import annotations
 
-import bisect
 import csv
 import gzip
-import io
 import re
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -26,14 +26,50 @@ import polars as pl
 
 from taxi_cli.catalog import Kind, TaxiType
 from taxi_cli.errors import DataError
-from taxi_cli.postgres import md5vec
+from taxi_cli.postgres import md5vec, pgbinary
 from taxi_cli.postgres.csvfile import HINT, check_header, open_text_lines
-from taxi_cli.rowid import pg_float_text, pg_timestamp_text
+from taxi_cli.rowid import pg_float_text
 
 BLOCK_BYTES = 8 << 20
 _PLAIN_TS = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$"
 _ANY_TS = re.compile(r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d{1,6})?$")
 _TYPE_WORDS = {Kind.COUNT: "integer", Kind.MONEY: "number", Kind.TIMESTAMP: "timestamp"}
+
+
+_WIRE = {Kind.COUNT: ">i4", Kind.MONEY: ">f8", Kind.TIMESTAMP: ">i8"}
+_UNIX_EPOCH = datetime(1970, 1, 1)
+
+
+def _iso_micros(value: str) -> int | None:
+    """Unix microseconds of `YYYY-MM-DD[ T]HH:MM:SS[.ffffff]`, or None."""
+    text = value.strip()
+    if not _ANY_TS.match(text):
+        return None
+    try:
+        stamp = datetime.fromisoformat(text.replace("T", " "))
+    except ValueError:
+        return None
+    return (stamp - _UNIX_EPOCH) // timedelta(microseconds=1)
+
+
+def _pg_timestamp(pg_micros: int) -> str:
+    """PostgreSQL's text form of a timestamp (microseconds since 2000-01-01)."""
+    stamp = _UNIX_EPOCH + timedelta(microseconds=pg_micros + pgbinary.PG_EPOCH_US)
+    text = f"{stamp:%Y-%m-%d %H:%M:%S}"
+    return text + (f".{stamp.microsecond:06d}".rstrip("0") if stamp.microsecond else "")
+
+
+def _text_field(series: pl.Series) -> pgbinary.Text:
+    """A text column as fixed-width bytes plus byte lengths (-1 for NULL)."""
+    lengths = series.str.len_bytes().fill_null(-1).to_numpy().astype(np.int64)
+    width = max(1, int(lengths.max()) if len(lengths) else 1)
+    joined = series.fill_null("").str.pad_end(width, "\0").str.join("").item().encode()
+    if len(joined) == width * len(series):
+        return pgbinary.Text(np.frombuffer(joined, dtype=f"S{width}"), lengths)
+    # non-ASCII text: characters are not bytes, so pad per value
+    encoded = [(v or "").encode() for v in series.to_list()]
+    width = max(1, max(len(e) for e in encoded))
+    return pgbinary.Text(np.array(encoded, dtype=f"S{width}"), lengths)
 
 
 @dataclass(frozen=True)
@@ -45,19 +81,12 @@ class Reject:
     raw: str
 
 
-@dataclass(frozen=True)
-class _Block:
-    sent_start: int  # index (0-based) of the block's first sent row in the COPY stream
-    first_line: int  # file line number of the block's first line
-    kept: npt.NDArray[np.int64] | None  # line offsets of sent rows, when some were dropped
-
-
 class BadRow(DataError):
     """A row that does not fit the layout (reject mode)."""
 
 
 class TripStream:
-    """Iterate `batches()`; afterwards `rows`, `rejects`, `file_line(n)` are valid."""
+    """Iterate `batches()` (binary COPY data); afterwards `rows` and `rejects` are set."""
 
     def __init__(
         self,
@@ -80,21 +109,11 @@ class TripStream:
         self.hashed = [self.columns[lowered.index(h.lower())] for h in taxi.hash_columns]
         self.rows = 0
         self.rejects: list[Reject] = []
-        self._blocks: list[_Block] = []
+        self._bad_columns: dict[str, npt.NDArray[np.bool_]] = {}
+        self._odd: dict[str, npt.NDArray[np.bool_]] = {}  # timestamps not in PG's spelling
+        self._typed: dict[str, tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]] = {}
 
-    # ---- line bookkeeping ------------------------------------------------------------
-
-    def file_line(self, copy_line: int) -> int:
-        """The file line of COPY input line `copy_line` (1-based, no header sent)."""
-        index = copy_line - 1
-        pos = bisect.bisect_right([b.sent_start for b in self._blocks], index) - 1
-        if pos < 0:
-            return copy_line + 1
-        block = self._blocks[pos]
-        offset = index - block.sent_start
-        if block.kept is not None and offset < len(block.kept):
-            offset = int(block.kept[offset])
-        return block.first_line + offset
+    # ---- errors ---------------------------------------------------------------------------
 
     def _fail(self, line: int, column: str, value: str | None, what: str) -> BadRow:
         shown = "" if value is None else f' "{value[:80]}"'
@@ -110,6 +129,7 @@ class TripStream:
                     self.name, src.readline(), self.taxi.accepted_headers, self.taxi.name
                 )
                 line = 2
+                yield pgbinary.SIGNATURE
                 while True:
                     block = src.read(self.block_bytes)
                     if not block:
@@ -122,6 +142,7 @@ class TripStream:
                     line += lines
                     if out:
                         yield out
+                yield pgbinary.TRAILER
         except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
             raise DataError(
                 f"{self.name}: cannot read the file ({exc}); re-extract it with --force"
@@ -164,14 +185,21 @@ class TripStream:
         df = self._parse(block) if (kept is None or len(kept)) else None
         if df is None or df.height == 0:
             return b"", n_lines
-        if self.quarantine:
-            df, kept = self._validate(df, first_line, kept, n_lines)
-        rid = self._row_ids(df, first_line, kept)
-        self._blocks.append(_Block(self.rows, first_line, kept))
+        typed, bad = self._convert(df)
+        if bad.any():
+            df, typed, kept = self._bad_values(df, typed, bad, first_line, kept, n_lines)
+            if df.height == 0:
+                return b"", n_lines
+        self._typed = typed
+        wire: list[pgbinary.Field] = [self._row_ids(df, first_line, kept)]
+        for name in self.columns:
+            if name in typed:
+                values, nulls = typed[name]
+                wire.append(pgbinary.Fixed(values, nulls, _WIRE[self.kinds[name]]))
+            else:
+                wire.append(_text_field(df[name]))
         self.rows += df.height
-        out = io.BytesIO()
-        pl.DataFrame([rid, *df.get_columns()]).write_csv(out, include_header=False)
-        return out.getvalue(), n_lines
+        return pgbinary.encode(wire, df.height), n_lines
 
     @staticmethod
     def _quoted_field_counts(block: bytes, n_lines: int) -> list[int]:
@@ -197,51 +225,82 @@ class TripStream:
     def _line_of(self, row: int, first_line: int, kept: npt.NDArray[np.int64] | None) -> int:
         return first_line + (int(kept[row]) if kept is not None else row)
 
-    # ---- validation (quarantine mode) ------------------------------------------------------
+    # ---- typed values, bad values -------------------------------------------------------
 
-    def _validate(
-        self,
-        df: pl.DataFrame,
-        first_line: int,
-        kept: npt.NDArray[np.int64] | None,
-        n_lines: int,
-    ) -> tuple[pl.DataFrame, npt.NDArray[np.int64] | None]:
-        checks: list[tuple[str, pl.Expr]] = []
+    def _convert(
+        self, df: pl.DataFrame
+    ) -> tuple[dict[str, tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]], npt.NDArray[np.bool_]]:
+        """Numeric columns as numpy (values, NULL mask), and which rows hold a bad value."""
+        exprs = []
         for name, kind in self.kinds.items():
             col = pl.col(name)
             if kind is Kind.COUNT:
-                parsed = col.str.strip_chars().cast(pl.Int32, strict=False)
+                exprs.append(col.cast(pl.Int32, strict=False).alias(name))
             elif kind is Kind.MONEY:
-                parsed = col.str.strip_chars().cast(pl.Float64, strict=False)
+                exprs.append(col.cast(pl.Float64, strict=False).alias(name))
             elif kind is Kind.TIMESTAMP:
-                ok = col.str.contains(_ANY_TS.pattern)
-                parsed = (
-                    pl.when(ok)
-                    .then(col.str.replace("T", " ").str.slice(0, 19))
-                    .otherwise(None)
-                    .str.strptime(pl.Datetime, "%Y-%m-%d %H:%M:%S", strict=False)
-                )
-            else:
-                continue
-            checks.append((name, col.is_not_null() & parsed.is_null()))
-        if not checks:
-            return df, kept
-        flags = df.select([expr.alias(name) for name, expr in checks])
-        any_bad = flags.select(pl.any_horizontal(pl.all())).to_series()
-        if not any_bad.any():
-            return df, kept
-        bad_rows = np.flatnonzero(any_bad.to_numpy())
-        for row in bad_rows:
-            row_flags = flags.row(int(row), named=True)
-            column = next(name for name, flag in row_flags.items() if flag)
-            value = df[column][int(row)]
+                parsed = col.str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M:%S", strict=False)
+                exprs.append(parsed.dt.epoch("us").alias(name))
+        converted = df.select(exprs)
+        typed = {}
+        bad = np.zeros(df.height, dtype=np.bool_)
+        self._bad_columns = {}
+        self._odd = {}
+        for name in converted.columns:
+            raw = df[name]
+            kind = self.kinds[name]
+            nulls = raw.is_null().to_numpy()
+            failed = converted[name].is_null().to_numpy() & ~nulls
+            values = converted[name].fill_null(0).to_numpy()
+            if kind is Kind.TIMESTAMP:
+                values = values - pgbinary.PG_EPOCH_US
+                # PostgreSQL's own spelling, `YYYY-MM-DD HH:MM:SS`, hashes as it is
+                odd = failed | ((raw.str.len_bytes().fill_null(19).to_numpy() != 19) & ~failed)
+                for i in np.flatnonzero(failed):  # 'T' separator, fractional seconds
+                    micros = _iso_micros(str(raw[int(i)]))
+                    if micros is not None:
+                        values[i], failed[i] = micros - pgbinary.PG_EPOCH_US, False
+                self._odd[name] = odd
+            elif failed.any():  # surrounding spaces are fine for PostgreSQL too
+                dtype = pl.Int32 if kind is Kind.COUNT else pl.Float64
+                retry = raw.filter(pl.Series(failed)).str.strip_chars().cast(dtype, strict=False)
+                where = np.flatnonzero(failed)
+                ok = retry.is_not_null().to_numpy()
+                values[where[ok]] = retry.drop_nulls().to_numpy()
+                failed[where[ok]] = False
+            typed[name] = (values, nulls)
+            self._bad_columns[name] = failed
+            bad |= failed
+        return typed, bad
+
+    def _bad_values(
+        self,
+        df: pl.DataFrame,
+        typed: dict[str, tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]],
+        bad: npt.NDArray[np.bool_],
+        first_line: int,
+        kept: npt.NDArray[np.int64] | None,
+        n_lines: int,
+    ) -> tuple[
+        pl.DataFrame,
+        dict[str, tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]],
+        npt.NDArray[np.int64],
+    ]:
+        """Reject mode: fail on the first bad value. Quarantine: record and drop the rows."""
+        for row in np.flatnonzero(bad):
+            column = next(c for c in self.columns if c in typed and self._bad_columns[c][row])
+            value = str(df[column][int(row)])
             line = self._line_of(int(row), first_line, kept)
-            reason = f'column {column}: invalid {_TYPE_WORDS[self.kinds[column]]} "{value}"'
+            what = f"invalid {_TYPE_WORDS[self.kinds[column]]}"
+            if not self.quarantine:
+                raise self._fail(line, column, value, what)
             raw = ",".join("" if v is None else str(v) for v in df.row(int(row)))
-            self.rejects.append(Reject(line, reason, raw))
-        keep_rows = np.flatnonzero(~any_bad.to_numpy())
+            self.rejects.append(Reject(line, f'column {column}: {what} "{value}"', raw))
+        keep = ~bad
         base = kept if kept is not None else np.arange(n_lines, dtype=np.int64)
-        return df[keep_rows], base[keep_rows]
+        kept_typed = {k: (v[keep], nulls[keep]) for k, (v, nulls) in typed.items()}
+        self._odd = {k: mask[keep] for k, mask in self._odd.items()}
+        return df.filter(pl.Series(keep)), kept_typed, base[keep]
 
     # ---- unique_row_id ----------------------------------------------------------------------
 
@@ -264,29 +323,18 @@ class TripStream:
                     ) from None
             return col.replace_strict(mapping, default="", return_dtype=pl.String)
         if kind is Kind.TIMESTAMP:
-            plain = col.str.contains(_PLAIN_TS)
-            odd = df.filter(col.is_not_null() & ~plain.fill_null(True))[name].unique().to_list()
-            if not odd:
+            odd = np.flatnonzero(self._odd[name])
+            if not len(odd):
                 return col.fill_null("")
-            mapping = {}
-            for value in odd:
-                if not _ANY_TS.match(value.strip()):
-                    row = int(np.flatnonzero((df[name] == value).fill_null(False).to_numpy())[0])
-                    raise self._fail(
-                        self._line_of(row, first_line, kept), name, value, "not a timestamp"
-                    )
-                mapping[value] = pg_timestamp_text(value)
-            return (
-                pl.when(plain)
-                .then(col)
-                .otherwise(col.replace_strict(mapping, default="", return_dtype=pl.String))
-                .fill_null("")
-            )
+            micros = self._typed[name][0]
+            rendered = [_pg_timestamp(int(micros[i])) for i in odd]
+            fixed = df[name].scatter(odd, rendered)
+            return pl.lit(fixed).fill_null("")
         return col.fill_null("")
 
     def _row_ids(
         self, df: pl.DataFrame, first_line: int, kept: npt.NDArray[np.int64] | None
-    ) -> pl.Series:
+    ) -> pgbinary.Text:
         parts = [self._rendered(df, name, first_line, kept) for name in self.hashed]
         message = df.select(pl.concat_str(parts).alias("m")).to_series()
         lens = message.str.len_bytes().to_numpy().astype(np.int64)
@@ -305,4 +353,4 @@ class TripStream:
         for i in np.flatnonzero(lens > 119):
             digests[i] = md5vec.md5_one(str(message[int(i)]).encode())
         hexed = md5vec.hex_digests(digests)
-        return pl.Series("unique_row_id", hexed.view("S32").ravel()).cast(pl.String)
+        return pgbinary.Text(hexed.view("S32").ravel(), np.full(len(lens), 32, dtype=np.int64))
