@@ -7,6 +7,7 @@ command added later is covered without editing this file.
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,100 @@ def _walk(group: Any, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...
 
 COMMANDS = _walk(ROOT)
 IDS = [" ".join(path) for path, _ in COMMANDS]
+
+
+GLOBAL_WITH_VALUE = {"--config", "--profile"}
+
+
+def check_call(argv: list[str]) -> str | None:
+    """Why `taxi-cli ARGV` would be refused for an unknown command or option, else None."""
+    words = list(argv)
+    while words and words[0].startswith("-"):  # global options come first
+        opt = words.pop(0).split("=", 1)[0]
+        if opt not in {*GLOBAL_WITH_VALUE, "--version", "--help"}:
+            return f"unknown global option {opt}"
+        if opt in GLOBAL_WITH_VALUE and "=" not in opt and words:
+            words.pop(0)
+    command: Any = ROOT
+    path = []
+    while hasattr(command, "commands") and words and not words[0].startswith("-"):
+        name = words.pop(0)
+        if name not in command.commands:
+            return f"no command {' '.join([*path, name])!r}"
+        command = command.commands[name]
+        path.append(name)
+    if not path:
+        return "no command"
+    opts = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+    for word in words:
+        if word == "--":  # the rest goes to another program (dbt build)
+            break
+        if word.startswith("-") and word != "-" and not word.startswith("-$"):
+            opt = word.split("=", 1)[0]
+            if opt not in opts and opt != "--help":
+                return f"`taxi-cli {' '.join(path)}` has no option {opt}"
+    return None
+
+
+def _first_word(argv: list[str]) -> str:
+    """The command name: the first word after the global options and their values."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in GLOBAL_WITH_VALUE:
+            skip = True
+        elif not word.startswith("-"):
+            return word
+    return ""
+
+
+def _readme_calls() -> list[list[str]]:
+    """Every `taxi-cli ...` invocation in the README's code blocks, as argv lists."""
+    calls = []
+    for block in re.findall(r"```[a-z]*\n(.*?)```", README, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r'"?\$\(([^)]*)\)"?', r" ( \1 ) ", line)
+            lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+            lexer.whitespace_split = True
+            lexer.commenters = "#"
+            tokens = list(lexer)
+            for i, token in enumerate(tokens):
+                if token != "taxi-cli":
+                    continue
+                argv = []
+                for word in tokens[i + 1 :]:
+                    if word and set(word) <= set("|&;()<>"):
+                        break
+                    argv.append(word)
+                first = _first_word(argv)
+                if argv and re.fullmatch(
+                    r"[a-z][a-z-]*", first
+                ):  # not `docker build -t taxi-cli .`
+                    calls.append(argv)
+    return calls
+
+
+README_CALLS = _readme_calls()
+
+
+@pytest.mark.parametrize("argv", README_CALLS, ids=[" ".join(a)[:60] for a in README_CALLS])
+def test_readme_examples_use_real_commands_and_options(argv: list[str]) -> None:
+    problem = check_call(argv)
+    assert problem is None, f"README: `taxi-cli {' '.join(argv)}`: {problem}"
+
+
+def test_readme_examples_are_found() -> None:
+    assert len(README_CALLS) >= 10
+    assert ["config", "path"] in README_CALLS
+    assert ["--config", "prod.toml", "--profile", "prod", "config", "show"] in README_CALLS
+
+
+def test_check_call_refuses_what_the_cli_refuses() -> None:
+    for argv in (["config", "shw"], ["config", "show", "--profile", "x"], ["--nope", "status"]):
+        assert check_call(argv) is not None
+        assert CliRunner().invoke(app, argv).exit_code == 2
+    assert check_call(["--profile", "prod", "config", "show", "--json"]) is None
 
 
 def test_the_cli_registers_commands() -> None:

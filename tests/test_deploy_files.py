@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer
 import yaml
 
-from taxi_cli.cli import app
+from tests.test_cli_docs import check_call
 
 REPO = Path(__file__).resolve().parent.parent
 GREEN_CRON, YELLOW_CRON = "0 9 1 * *", "0 10 1 * *"
@@ -48,13 +47,6 @@ def _stages() -> list[list[tuple[str, str]]]:
         if stages:
             stages[-1].append(ins)
     return stages
-
-
-def _click_options(*path: str) -> set[str]:
-    command: Any = typer.main.get_command(app)
-    for name in path:
-        command = command.commands[name]
-    return {opt for param in command.params for opt in param.opts}
 
 
 # ---- Dockerfile ----------------------------------------------------------------------------
@@ -215,16 +207,16 @@ def test_load_workflow_calls_commands_and_options_the_cli_has() -> None:
     assert all(c[c.index("--target") + 1] == "$TARGET" for c in backfills)
     assert ["transform", "--target", "bq"] in calls
     for call in calls:
-        path = [w for w in call if not w.startswith(("-", "$"))][:2]
-        command: Any = typer.main.get_command(app)
-        used = []
-        for word in path:
-            if isinstance(command, typer.core.TyperGroup) and word in command.commands:
-                command = command.commands[word]
-                used.append(word)
-        assert used, f"`taxi-cli {' '.join(call)}`: no such command"
-        opts = {w for w in call if w.startswith("--")}
-        assert opts <= _click_options(*used), f"`taxi-cli {' '.join(call)}`: unknown option"
+        assert check_call(call) is None, f"`taxi-cli {' '.join(call)}`: {check_call(call)}"
+
+
+def test_cloud_run_args_in_the_readme_keep_yellow_green_one_argument() -> None:
+    readme = (REPO / "README.md").read_text()
+    (args,) = re.findall(r"--args='\^;\^([^']+)'", readme)
+    argv = args.split(";")
+    assert argv[:2] == ["backfill", "yellow,green"] and "--catch-up" in argv
+    assert argv[argv.index("--target") + 1] == "gcs+bq"
+    assert check_call(argv) is None, check_call(argv)
 
 
 # ---- docker compose --------------------------------------------------------------------------
@@ -256,4 +248,5 @@ def test_compose_taxi_cli_service_is_optional_and_waits_for_a_healthy_postgres()
     )
     assert env["TAXI_PG_URL"] == expected
     assert cli["command"][0] == "backfill" and "--target" in cli["command"]
+    assert check_call(cli["command"]) is None, check_call(cli["command"])
     assert "profiles" not in db, "the database runs without the etl profile"
