@@ -246,3 +246,30 @@ def test_every_taxi_type_loads_with_python_row_ids(
         want = Counter(rowid.row_id(row, plan) for row in reader)
     got = gcp.query(f"SELECT unique_row_id FROM {gcp.table(f'{taxi}_tripdata')}")
     assert Counter(r[0] for r in got) == want
+
+
+def test_parallel_months_into_one_table_all_land_once(gcp: Gcp, mirror: object) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from taxi_cli import extract
+    from taxi_cli.gcp import bq, gcs
+
+    months = ["2020-01", "2020-02", "2020-03"]
+    for i, month in enumerate(months):
+        mirror.add_month("green", month, rows=100 + i)  # type: ignore[attr-defined]
+    cfg = load_settings()
+    bq.Warehouse(cfg, create_dataset=True)
+
+    def load(month: str) -> int:
+        # One client per thread, as backfill workers have.
+        extracted = extract.ensure_file(cfg, GREEN, month)
+        return bq.load_month(
+            bq.Warehouse(cfg), gcs.Lake(cfg), GREEN, month, extracted=extracted
+        ).rows
+
+    with ThreadPoolExecutor(3) as pool:
+        assert list(pool.map(load, months + months)) == [100, 101, 102] * 2
+    got = gcp.query(
+        f"SELECT filename, COUNT(*) FROM {gcp.table('green_tripdata')} GROUP BY 1 ORDER BY 1"
+    )
+    assert got == [(f"green_tripdata_{m}.csv", 100 + i) for i, m in enumerate(months)]

@@ -25,6 +25,7 @@ text (see `taxi_cli.rowid`), NULL as '':
 from __future__ import annotations
 
 import re
+import uuid
 from typing import TYPE_CHECKING
 
 from taxi_cli.catalog import ZONES_COLUMNS, Column, Kind, TaxiType
@@ -64,7 +65,9 @@ def main_table_id(taxi: TaxiType) -> str:
 
 
 def staging_table_id(taxi: TaxiType, month: str) -> str:
-    return f"{taxi.name}_tripdata_{month.replace('-', '_')}_staging"
+    """The month's staging table for one run: two runs of the same month (two shells, two
+    backfill workers) each get their own, so neither reads the other's half-loaded rows."""
+    return f"{taxi.name}_tripdata_{month.replace('-', '_')}_staging_{uuid.uuid4().hex[:8]}"
 
 
 def _field(name: str, type_: str) -> bigquery.SchemaField:
