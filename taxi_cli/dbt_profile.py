@@ -80,20 +80,45 @@ def postgres_target(cfg: Settings) -> DbtTarget:
     )
 
 
-def bigquery_target(cfg: Settings) -> DbtTarget:
-    """The BigQuery output for load-bq's project and dataset."""
+def _bigquery_dataset(cfg: Settings) -> tuple[str, str]:
+    """(project, location) of load-bq's dataset, checked to exist the way load-bq does:
+    an unreachable endpoint or refused credentials fail here (exit 3), not in dbt."""
+    from google.api_core import exceptions as gexc
+
+    from taxi_cli.gcp import clients
+
+    auth = clients.bq_auth(cfg)
+    dataset = f"{auth.project}.{cfg.bq_dataset}"
+    try:
+        client = clients.bq_client(auth, cfg.bq_location)
+        found = client.get_dataset(dataset, retry=clients.preflight_retry(cfg))
+    except gexc.NotFound:
+        raise ConfigError(
+            f"BigQuery dataset {dataset} does not exist: check --dataset / TAXI_BQ_DATASET, "
+            "or load months first (taxi-cli load-bq green 2020-04 --create-dataset)"
+        ) from None
+    except Exception as exc:
+        raise clients.api_error(exc, f"dataset {dataset}", auth) from exc
+    return auth.project, found.location or cfg.bq_location
+
+
+def bigquery_target(cfg: Settings, *, preflight: bool = True) -> DbtTarget:
+    """The BigQuery output for load-bq's project and dataset (`preflight`: check it)."""
+    project, location = cfg.gcp_project, cfg.bq_location
+    if preflight:
+        project, location = _bigquery_dataset(cfg)
     output: dict[str, Any] = {
         "type": "bigquery",
         "dataset": cfg.bq_dataset,
-        "location": cfg.bq_location,
+        "location": location,
         "threads": max(1, cfg.dbt_threads),
         "priority": "interactive",
         "job_retries": 1,
     }
-    if cfg.gcp_project:
-        output["project"] = cfg.gcp_project
+    if project:
+        output["project"] = project
     if cfg.bq_endpoint:
-        if not cfg.gcp_project:
+        if not project:
             raise ConfigError("TAXI_BQ_ENDPOINT needs a project: set TAXI_GCP_PROJECT")
         # An emulator takes any bearer token; a dummy one keeps google-auth offline.
         output.update(method="oauth-secrets", token="emulator", api_endpoint=cfg.bq_endpoint)
@@ -106,14 +131,14 @@ def bigquery_target(cfg: Settings) -> DbtTarget:
         output.update(method="service-account", keyfile=str(keyfile))
     else:
         output["method"] = "oauth"  # Application Default Credentials
-    project = cfg.gcp_project or "(project of the credentials)"
     via = f" via {cfg.bq_endpoint}" if cfg.bq_endpoint else ""
+    shown = project or "(project of the credentials)"
     return DbtTarget(
         name="bq",
         output=output,
-        source_database=cfg.gcp_project or None,
+        source_database=project or None,
         source_schema=cfg.bq_dataset,
-        description=f"bigquery {project}.{cfg.bq_dataset} ({cfg.bq_location}){via}",
+        description=f"bigquery {shown}.{cfg.bq_dataset} ({location}){via}",
     )
 
 

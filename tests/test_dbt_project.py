@@ -31,7 +31,7 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from dbt.cli.main import dbtRunner
 
     work = tmp_path_factory.mktemp("dbt-parse")
-    target = dbt_profile.bigquery_target(load_settings(env=BQ_ENV))
+    target = dbt_profile.bigquery_target(load_settings(env=BQ_ENV), preflight=False)
     with dbt_profile.profiles_dir(target) as profiles:
         args = transform.dbt_args(
             target,
@@ -129,7 +129,7 @@ def test_test_names_are_short(manifest: Any) -> None:
 
 
 def test_profiles_dir_is_private_and_removed() -> None:
-    target = dbt_profile.bigquery_target(load_settings(env=BQ_ENV))
+    target = dbt_profile.bigquery_target(load_settings(env=BQ_ENV), preflight=False)
     with dbt_profile.profiles_dir(target) as path:
         assert stat.S_IMODE(path.stat().st_mode) == 0o700
         profile = path / "profiles.yml"
@@ -139,7 +139,7 @@ def test_profiles_dir_is_private_and_removed() -> None:
 
 
 def test_bigquery_profile_follows_load_bq_settings(tmp_path: Path) -> None:
-    emulator = dbt_profile.bigquery_target(load_settings(env=BQ_ENV))
+    emulator = dbt_profile.bigquery_target(load_settings(env=BQ_ENV), preflight=False)
     assert emulator.output["method"] == "oauth-secrets"
     assert emulator.output["api_endpoint"] == "http://127.0.0.1:9"
     assert emulator.output["project"] == "taxi-test"
@@ -148,18 +148,19 @@ def test_bigquery_profile_follows_load_bq_settings(tmp_path: Path) -> None:
     key = tmp_path / "sa.json"
     key.write_text("{}")
     real = dbt_profile.bigquery_target(
-        load_settings(env={"GOOGLE_APPLICATION_CREDENTIALS": str(key), "TAXI_BQ_LOCATION": "EU"})
+        load_settings(env={"GOOGLE_APPLICATION_CREDENTIALS": str(key), "TAXI_BQ_LOCATION": "EU"}),
+        preflight=False,
     )
     assert real.output["method"] == "service-account"
     assert real.output["keyfile"] == str(key)
     assert real.output["location"] == "EU"
     assert "project" not in real.output  # the key file's project
-    adc = dbt_profile.bigquery_target(load_settings(env={}))
+    adc = dbt_profile.bigquery_target(load_settings(env={}), preflight=False)
     assert adc.output["method"] == "oauth"
 
 
 def test_dbt_args_pass_vars_selection_and_extra_args(tmp_path: Path) -> None:
-    target = dbt_profile.bigquery_target(load_settings(env=BQ_ENV))
+    target = dbt_profile.bigquery_target(load_settings(env=BQ_ENV), preflight=False)
     args = transform.dbt_args(
         target,
         profiles=tmp_path,

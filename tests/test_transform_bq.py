@@ -94,3 +94,26 @@ def test_transform_on_bigquery_emulator(gcp: Gcp, mirror: Mirror) -> None:
     )[0]
     text = f"{sample[1]}-{sample[2]}-{sample[3]}-Green"
     assert sample[0] == hashlib.md5(text.encode()).hexdigest()
+
+
+def test_missing_dataset_exits_2_before_dbt(gcp: Gcp) -> None:
+    code, out, err = cli("transform", "--target", "bq")
+    assert code == 2
+    assert err.strip() == (
+        f"taxi-cli: error: BigQuery dataset {gcp.project}.{gcp.dataset} does not exist: check "
+        "--dataset / TAXI_BQ_DATASET, or load months first (taxi-cli load-bq green 2020-04 "
+        "--create-dataset)"
+    )
+    assert out == ""
+
+
+def test_unreachable_endpoint_exits_3(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAXI_BQ_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("TAXI_GCP_PROJECT", "taxi-test")
+    monkeypatch.setenv("TAXI_HTTP_TIMEOUT", "1")
+    code, _, err = cli("transform", "--target", "bq")
+    assert code == 3
+    assert err.startswith(
+        "taxi-cli: error: dataset taxi-test.taxi: cannot reach http://127.0.0.1:9"
+    )
+    assert len(err.strip().splitlines()) == 1
