@@ -164,7 +164,11 @@ def extract_cmd(
     verbose: VerboseOpt = False,
     log_format: LogFormatOpt = "text",
 ) -> None:
-    """Download and verify monthly files (or `extract zones`) into the data dir."""
+    """Download and verify monthly files (or `extract zones`) into the data dir.
+
+    A verified file is kept and not downloaded again (unless --force); an interrupted
+    download resumes; a file that fails verification twice exits 1, keeping nothing.
+    """
     from taxi_cli import extract
 
     out = output(quiet, json_out, verbose, log_format)
