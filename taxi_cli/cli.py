@@ -268,6 +268,7 @@ def load_gcs_cmd(
         bool, typer.Option("--create-bucket", help="Create the bucket if it does not exist.")
     ] = False,
     data_dir: DataDirOpt = None,
+    source_url: SourceUrlOpt = None,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -276,7 +277,7 @@ def load_gcs_cmd(
     from taxi_cli.gcp import gcs
 
     out = output(quiet, json_out, verbose)
-    cfg = settings(data_dir=data_dir)
+    cfg = settings(data_dir=data_dir, source_url=source_url)
     results = gcs.run(
         cfg,
         taxis,
@@ -310,6 +311,7 @@ def load_bq_cmd(
         bool, typer.Option("--create-dataset", help="Create the dataset if it does not exist.")
     ] = False,
     data_dir: DataDirOpt = None,
+    source_url: SourceUrlOpt = None,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -318,7 +320,7 @@ def load_bq_cmd(
     from taxi_cli.gcp import bq
 
     out = output(quiet, json_out, verbose)
-    cfg = settings(data_dir=data_dir)
+    cfg = settings(data_dir=data_dir, source_url=source_url)
     results = bq.run(
         cfg,
         taxis,
