@@ -253,3 +253,27 @@ def test_load_extracted_is_the_backfill_entry_point(gcp: Gcp, real_green: Path) 
     again = gcs.load_extracted(cfg, GREEN, "2020-04", source)
     assert (first.action, again.action) == ("uploaded", "unchanged")
     assert first.uri == f"gs://{gcp.bucket}/{PARQUET_NAME}"
+
+
+def test_a_missing_credentials_file_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TAXI_GCS_BUCKET", "some-bucket")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "nope.json"))
+    result = invoke("load-gcs", "green", "2020-04")
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "nope.json" in line and "does not exist" in line
+
+
+def test_an_unusable_credentials_file_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = tmp_path / "key.json"
+    key.write_text('{"type": "not_a_credential_type"}')
+    monkeypatch.setenv("TAXI_GCS_BUCKET", "some-bucket")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
+    result = invoke("load-bq", "green", "2020-04")
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "no usable Google credentials" in line and "gcloud auth" in line
