@@ -22,6 +22,7 @@ from taxi_cli import dbt_profile
 from taxi_cli.config import Settings
 from taxi_cli.console import Output
 from taxi_cli.errors import ExitCode, TaxiError, UsageError
+from taxi_cli.lock import RunLock, lock_path
 from taxi_cli.redact import mask_dsn
 
 log = logging.getLogger("taxi_cli.transform")
@@ -206,7 +207,9 @@ def run(
     log_path.mkdir(parents=True, exist_ok=True)
     log.info("dbt build on %s", resolved.description)
     started = time.monotonic()
-    with dbt_profile.profiles_dir(resolved) as profiles:
+    # one dbt per target dir: two builds would overwrite each other's compiled SQL
+    lock = RunLock(lock_path(cfg, f"dbt-{resolved.name}"), what=f"transform --target {target}")
+    with lock, dbt_profile.profiles_dir(resolved) as profiles:
         args = dbt_args(
             resolved,
             profiles=profiles,

@@ -338,3 +338,19 @@ def test_unknown_target_exits_2() -> None:
     code, _, err = transform("--target", "snowflake")
     assert code == 2
     assert "--target must be one of pg, bq" in err
+
+
+def test_a_second_transform_on_the_same_target_is_refused(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from taxi_cli.lock import RunLock, lock_path
+
+    monkeypatch.setenv("TAXI_PG_URL", pg_url)
+    with RunLock(lock_path(load_settings(), "dbt-pg"), what="transform --target pg"):
+        code, _, err = transform()
+    assert code == 1
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith("taxi-cli: error: another transform --target pg is running (pid ")
+    )
