@@ -277,6 +277,7 @@ def small(pg_url: str, mirror: Mirror, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("TAXI_PG_URL", pg_url)
     mirror.add_zones()
     mirror.add_month(GREEN, "2020-04", rows=800, seed=3)
+    mirror.add_month(GREEN, "2020-05", rows=300, seed=4)
     cfg = load_settings()
     load(cfg, "zones", None)
     load(cfg, "green", "2020-04")
@@ -288,6 +289,13 @@ def test_test_run_limits_staging_and_a_failing_test_exits_1(small: str) -> None:
     assert code == 0, err
     assert query(small, "SELECT count(*) FROM stg_green_tripdata") == [(100,)]
     assert "stg_green__payment_type__accepted_values" in out
+
+    # dbt's views on the raw table do not block the loaders: reload a month, add one
+    cfg = load_settings()
+    month = extract.ensure_file(cfg, GREEN, "2020-04")
+    postgres.load_month(cfg, GREEN, "2020-04", month, force=True)
+    load(cfg, "green", "2020-05")
+    assert query(small, "SELECT count(*) FROM stg_green_tripdata") == [(100,)]
 
     # a payment type outside the TLC dictionary breaks accepted_values
     with psycopg.connect(small, autocommit=True) as conn:
