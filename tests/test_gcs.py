@@ -277,3 +277,26 @@ def test_an_unusable_credentials_file_exits_2(
     assert result.exit_code == 2
     [line] = result.stderr.strip().splitlines()
     assert "no usable Google credentials" in line and "gcloud auth" in line
+
+
+def test_a_service_account_key_without_a_valid_key_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = tmp_path / "sa.json"
+    key.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "p",
+                "private_key": "not a key",
+                "client_email": "loader@p.iam.gserviceaccount.com",
+                "token_uri": "https://oauth2.googleapis.com/token",
+            }
+        )
+    )
+    monkeypatch.setenv("TAXI_GCS_BUCKET", "some-bucket")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
+    result = invoke("load-gcs", "green", "2020-04")
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert f"credentials file {key} is not usable" in line

@@ -46,23 +46,52 @@ def _credentials(cfg: Settings) -> tuple[Any, str | None]:
 
     try:
         if cfg.gcp_credentials:
-            path = Path(cfg.gcp_credentials).expanduser()
-            if not path.is_file():
-                raise ConfigError(
-                    f"credentials file {path} (GOOGLE_APPLICATION_CREDENTIALS) does not exist"
-                )
-            creds, project = google.auth.load_credentials_from_file(  # type: ignore[no-untyped-call]
-                str(path), scopes=SCOPES
-            )
-        else:
-            creds, project = google.auth.default(scopes=SCOPES)
+            return _credentials_file(Path(cfg.gcp_credentials).expanduser())
+        creds, project = google.auth.default(scopes=SCOPES)
     except DefaultCredentialsError as exc:
         raise ConfigError(
-            f"no usable Google credentials ({str(exc).splitlines()[0]}); set "
+            f"no usable Google credentials ({_first_line(str(exc))}); set "
             "GOOGLE_APPLICATION_CREDENTIALS to a key file or run "
             "`gcloud auth application-default login`"
         ) from exc
     return creds, project
+
+
+def _credentials_file(path: Path) -> tuple[Any, str | None]:
+    """Credentials from the key file the user configured, by its declared type."""
+    import json
+
+    if not path.is_file():
+        raise ConfigError(
+            f"credentials file {path} (GOOGLE_APPLICATION_CREDENTIALS) does not exist"
+        )
+    try:
+        info = json.loads(path.read_text())
+        kind = info.get("type") if isinstance(info, dict) else None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"credentials file {path} is not a JSON key file: {exc}") from exc
+    try:
+        if kind == "service_account":
+            from google.oauth2 import service_account
+
+            creds = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+                info, scopes=SCOPES
+            )
+            return creds, info.get("project_id")
+        if kind == "authorized_user":
+            from google.oauth2 import credentials as user_credentials
+
+            user = user_credentials.Credentials.from_authorized_user_info(  # type: ignore[no-untyped-call]
+                info, scopes=SCOPES
+            )
+            return user, info.get("quota_project_id")
+    except ValueError as exc:
+        raise ConfigError(f"credentials file {path} is not usable: {exc}") from exc
+    raise ConfigError(
+        f"no usable Google credentials: {path} has type {kind!r}; taxi-cli reads "
+        "service_account and authorized_user key files (else leave "
+        "GOOGLE_APPLICATION_CREDENTIALS unset and run `gcloud auth application-default login`)"
+    )
 
 
 def _auth(cfg: Settings, endpoint: str, default_endpoint: str, project: str | None) -> Auth:
