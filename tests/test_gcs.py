@@ -300,3 +300,28 @@ def test_a_service_account_key_without_a_valid_key_exits_2(
     assert result.exit_code == 2
     [line] = result.stderr.strip().splitlines()
     assert f"credentials file {key} is not usable" in line
+
+
+def test_upload_is_a_resumable_session_with_progress_on_stderr(
+    gcp: Gcp, real_green: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import io
+    import logging
+
+    from rich.console import Console
+
+    from taxi_cli import extract
+    from taxi_cli.console import Output
+    from taxi_cli.gcp.gcs import Lake
+
+    cfg = load_settings()
+    source = extract.ensure_file(cfg, GREEN, "2020-04")
+    err = io.StringIO()
+    out = Output(err=Console(file=err, force_terminal=True, width=100))
+    with caplog.at_level(logging.DEBUG, logger="urllib3.connectionpool"):
+        done = Lake(cfg).upload(source.path, CSV_NAME, fmt="csv.gz", source=source, out=out)
+    assert done.action == "uploaded"
+    requests_made = [r.getMessage() for r in caplog.records]
+    assert any("uploadType=resumable" in m and '"POST' in m for m in requests_made)
+    assert any('"PUT /upload/storage/v1/b/' in m for m in requests_made)  # the chunk
+    assert f"upload {CSV_NAME}" in err.getvalue()
