@@ -13,12 +13,15 @@ from __future__ import annotations
 import csv
 import gzip
 import re
+import shutil
+import subprocess
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -52,6 +55,22 @@ def _iso_micros(value: str) -> int | None:
     return (stamp - _UNIX_EPOCH) // timedelta(microseconds=1)
 
 
+_POLARS_TYPES: dict[Kind, type[pl.DataType]] = {Kind.COUNT: pl.Int32, Kind.MONEY: pl.Float64}
+
+
+def _pg_doubles(series: pl.Series) -> pl.Series:
+    """PostgreSQL's text of each double ('' for NULL), rendered once per distinct value.
+    Distinct by bit pattern, so -0 and 0 stay apart as PostgreSQL prints them."""
+    nulls = series.is_null().to_numpy()
+    bits = series.fill_null(0.0).to_numpy().view(np.int64)
+    distinct, inverse = np.unique(bits, return_inverse=True)
+    texts = [pg_float_text(repr(float(v))) for v in distinct.view(np.float64)]
+    rendered = pl.Series(texts, dtype=pl.String).gather(inverse.reshape(-1))
+    if nulls.any():
+        rendered = rendered.scatter(np.flatnonzero(nulls), "")
+    return rendered
+
+
 def _pg_timestamp(pg_micros: int) -> str:
     """PostgreSQL's text form of a timestamp (microseconds since 2000-01-01)."""
     stamp = _UNIX_EPOCH + timedelta(microseconds=pg_micros + pgbinary.PG_EPOCH_US)
@@ -70,6 +89,36 @@ def _text_field(series: pl.Series) -> pgbinary.Text:
     encoded = [(v or "").encode() for v in series.to_list()]
     width = max(1, max(len(e) for e in encoded))
     return pgbinary.Text(np.array(encoded, dtype=f"S{width}"), lengths)
+
+
+@contextmanager
+def _decompressed(path: Path) -> Iterator[tuple[IO[bytes], Callable[[], int]]]:
+    """The CSV bytes, and how far into the file (compressed bytes) we are. gzip runs as
+    its own process when available: decompression then overlaps the parsing here."""
+    gzip_bin = shutil.which("gzip")
+    if not path.name.endswith(".gz") or gzip_bin is None:
+        with open_text_lines(path) as src:
+            raw = getattr(src, "fileobj", src)
+            yield src, raw.tell
+        return
+    with path.open("rb") as raw:
+        proc = subprocess.Popen(
+            [gzip_bin, "-dc"], stdin=raw, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert proc.stdout is not None
+        try:  # gzip reads through our file description: raw.tell() is its offset
+            yield proc.stdout, lambda: min(raw.tell(), path.stat().st_size)
+            proc.stdout.close()
+            err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+            if proc.wait() != 0:
+                raise DataError(
+                    f"{path.name}: cannot decompress the file ({err or 'gzip failed'}); "
+                    "re-extract it with --force"
+                )
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 @dataclass(frozen=True)
@@ -123,8 +172,7 @@ class TripStream:
 
     def batches(self) -> Iterator[bytes]:
         try:
-            with open_text_lines(self.path) as src:
-                raw = getattr(src, "fileobj", src)
+            with _decompressed(self.path) as (src, position):
                 width = check_header(
                     self.name, src.readline(), self.taxi.accepted_headers, self.taxi.name
                 )
@@ -137,7 +185,7 @@ class TripStream:
                     if not block.endswith(b"\n"):
                         block += src.readline()
                     if self.progress is not None:
-                        self.progress(raw.tell())
+                        self.progress(position())
                     out, lines = self._block(block, line, width)
                     line += lines
                     if out:
@@ -212,6 +260,13 @@ class TripStream:
         return block[start:end].decode("utf-8", "replace").rstrip("\r")[:1000]
 
     def _parse(self, block: bytes) -> pl.DataFrame:
+        """Numbers parsed by the CSV reader itself (no text copies of them); when any
+        value does not parse, the block is read again as text to find and name it."""
+        typed = {c: _POLARS_TYPES.get(k, pl.String) for c, k in self.kinds.items()}
+        try:
+            return pl.read_csv(block, has_header=False, schema=typed, quote_char='"')
+        except pl.exceptions.PolarsError:
+            pass
         try:
             return pl.read_csv(
                 block,
@@ -234,7 +289,9 @@ class TripStream:
         exprs = []
         for name, kind in self.kinds.items():
             col = pl.col(name)
-            if kind is Kind.COUNT:
+            if df.schema[name] != pl.String:  # parsed by the CSV reader already
+                exprs.append(col)
+            elif kind is Kind.COUNT:
                 exprs.append(col.cast(pl.Int32, strict=False).alias(name))
             elif kind is Kind.MONEY:
                 exprs.append(col.cast(pl.Float64, strict=False).alias(name))
@@ -309,6 +366,8 @@ class TripStream:
     ) -> pl.Expr:
         kind = self.kinds[name]
         col = pl.col(name)
+        if kind is Kind.MONEY and df.schema[name] == pl.Float64:
+            return pl.lit(_pg_doubles(df[name]))
         if kind is Kind.MONEY:
             mapping = {}
             for value in df[name].drop_nulls().unique().to_list():
