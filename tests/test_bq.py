@@ -70,6 +70,9 @@ def test_real_month_loads_once_with_postgres_row_ids(
     ]
     [bq_row] = ledger.rows("bq")
     assert (bq_row.status, bq_row.rows, bq_row.file) == ("done", GREEN_ROWS, FILENAME)
+    status = invoke("status", "--target", "bq", "--json")
+    assert status.exit_code == 0, status.stderr
+    assert str(GREEN_ROWS) in status.stdout and "2020-04" in status.stdout
 
     rerun = invoke("load-bq", "green", "2020-04", "--json")
     assert rerun.exit_code == 0, rerun.stderr
