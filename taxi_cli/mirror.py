@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 # the file names of the release (trip months and the zone lookup); nothing else is served
-_RELEASE_NAME = re.compile(r"^(?:[a-z]+_tripdata_\d{4}-\d{2}\.csv(?:\.gz)?|taxi_zone_lookup\.csv)$")
+_RELEASE_NAME = re.compile(r"^(?:[a-z]+_tripdata_\d{4}-\d{2}\.csv\.gz|taxi_zone_lookup\.csv)$")
 
 
 def index(roots: Sequence[Path]) -> dict[str, Path]:

@@ -43,6 +43,7 @@ def test_local_mirror_serves_release_names_from_flat_folders() -> None:
             month = client.get(f"{base}/green/{GREEN.file_name('2020-04')}")
             zones = client.head(f"{base}/misc/taxi_zone_lookup.csv")
             other = client.get(f"{base}/green/green_head.csv")
+            head = client.get(f"{base}/yellow/yellow_tripdata_2020-01.csv")  # a partial copy
             missing = client.get(f"{base}/green/{GREEN.file_name('2020-05')}")
     assert month.status_code == 200
     assert month.content == (REAL / GREEN.file_name("2020-04")).read_bytes()
@@ -51,7 +52,7 @@ def test_local_mirror_serves_release_names_from_flat_folders() -> None:
         int(zones.headers["content-length"])
         == (SHARED_DATA / "taxi_zone_lookup.csv").stat().st_size
     )
-    assert other.status_code == 404  # only release file names are served
+    assert other.status_code == head.status_code == 404  # only release assets are served
     assert missing.status_code == 404
 
 
