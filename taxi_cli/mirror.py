@@ -35,10 +35,11 @@ def index(roots: Sequence[Path]) -> dict[str, Path]:
     return found
 
 
-def _handler(files: dict[str, Path]) -> type[BaseHTTPRequestHandler]:
+def _handler(files: dict[str, Path], *, log: bool) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            sys.stderr.write("mirror: " + (format % args) + "\n")
+            if log:
+                sys.stderr.write("mirror: " + (format % args) + "\n")
 
         def do_HEAD(self) -> None:
             self._serve(body=False)
@@ -68,9 +69,11 @@ def _handler(files: dict[str, Path]) -> type[BaseHTTPRequestHandler]:
 class Mirror:
     """A running mirror (in a background thread); `url` is its TAXI_SOURCE_URL."""
 
-    def __init__(self, roots: Sequence[Path], host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, roots: Sequence[Path], host: str = "127.0.0.1", port: int = 0, *, log: bool = False
+    ) -> None:
         self.files = index(roots)
-        self._server = ThreadingHTTPServer((host, port), _handler(self.files))
+        self._server = ThreadingHTTPServer((host, port), _handler(self.files, log=log))
         self._server.daemon_threads = True
         self.url = f"http://{host}:{self._server.server_address[1]}/releases/download"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -96,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     missing = [str(d) for d in args.dirs if not d.exists()]
     if missing:
         parser.error(f"no such directory: {', '.join(missing)}")
-    mirror = Mirror(args.dirs, args.host, args.port)
+    mirror = Mirror(args.dirs, args.host, args.port, log=True)
     if not mirror.files:
         parser.error("no release files (e.g. green_tripdata_2020-04.csv.gz) in those folders")
     print(f"serving {len(mirror.files)} files; export TAXI_SOURCE_URL={mirror.url}", flush=True)
