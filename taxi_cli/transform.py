@@ -239,6 +239,7 @@ def run(
     if executed is None:
         raise TransformFailed(f"dbt returned no results (log: {result.log_path})")
     result.nodes = [_node_result(item) for item in executed]
+    log.info("dbt's compiled SQL and run_results.json: %s; its log: %s", target_path, log_path)
     if not result.nodes and select:
         raise UsageError(f"--select {select!r} matched no model or test of the project")
     return result
