@@ -185,9 +185,18 @@ def test_load_workflow_authenticates_by_wif_or_by_key() -> None:
     steps = _steps(_workflow("load.yml"), "load")
     auth = [s for s in steps if s.get("uses", "").startswith("google-github-actions/auth@")]
     withs = [set(s["with"]) for s in auth]
-    assert {"workload_identity_provider", "service_account"} in withs
+    assert any({"workload_identity_provider", "service_account"} <= w for w in withs)
     assert {"credentials_json"} in withs
     assert all("secrets." in s["with"].get("credentials_json", "secrets.") for s in auth)
+    # taxi-cli refuses an external_account file in GOOGLE_APPLICATION_CREDENTIALS: the WIF
+    # credential configuration must reach it through the ADC well-known file instead
+    (wif,) = [s for s in auth if "workload_identity_provider" in s["with"]]
+    assert wif["with"]["export_environment_variables"] is False
+    handoff = [s for s in steps if f"steps.{wif['id']}.outcome" in str(s.get("if", ""))]
+    assert "application_default_credentials.json" in handoff[0]["run"]
+    assert steps.index(handoff[0]) < min(
+        i for i, s in enumerate(steps) if "taxi-cli " in s.get("run", "")
+    )
 
 
 def _cli_lines(steps: list[dict[str, Any]]) -> list[list[str]]:
