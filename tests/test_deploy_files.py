@@ -181,6 +181,27 @@ def test_load_workflow_has_the_course_crons_and_dispatch_inputs() -> None:
     assert load["concurrency"]["cancel-in-progress"] is False
 
 
+# contexts GitHub allows in jobs.<id>.env (the schema does not check expressions)
+JOB_ENV_CONTEXTS = {"github", "needs", "strategy", "matrix", "vars", "secrets", "inputs"}
+
+
+@pytest.mark.parametrize("name", ["ci.yml", "load.yml"])
+def test_job_env_uses_only_contexts_available_there(name: str) -> None:
+    for job in _workflow(name)["jobs"].values():
+        for key, value in job.get("env", {}).items():
+            for expr in re.findall(r"\$\{\{(.*?)\}\}", str(value)):
+                used = set(re.findall(r"(?<![\w.])([a-z_]+)\.", re.sub(r"'[^']*'", "", expr)))
+                assert used <= JOB_ENV_CONTEXTS, f"{name}: env {key} uses {used}"
+
+
+def test_load_workflow_sets_data_and_state_dirs_before_any_taxi_cli_call() -> None:
+    steps = _steps(_workflow("load.yml"), "load")
+    runs = [s.get("run", "") for s in steps]
+    first_cli = min(i for i, run in enumerate(runs) if "taxi-cli " in run)
+    exported = "".join(runs[:first_cli])
+    assert "TAXI_DATA_DIR=$RUNNER_TEMP/" in exported and "TAXI_STATE_DIR=$RUNNER_TEMP/" in exported
+
+
 def test_load_workflow_authenticates_by_wif_or_by_key() -> None:
     steps = _steps(_workflow("load.yml"), "load")
     auth = [s for s in steps if s.get("uses", "").startswith("google-github-actions/auth@")]
