@@ -20,7 +20,6 @@ import argparse
 import hashlib
 import os
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -206,7 +205,7 @@ def _count(url: str, table: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="0 skips the timings")
     parser.add_argument("--rss-rows", type=int, default=7_000_000, help="0 skips the RSS run")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
@@ -228,6 +227,14 @@ def main() -> None:
     print(f"file: {path.name}, {args.rows:,} rows, {path.stat().st_size / 2**20:.1f} MiB gz")
     run_t(url, env)  # warm-up: verifies the file once (extract's sidecar), caches pages
 
+    if args.rounds > 0:
+        _timings(args, url, path, env)
+    _rss(args, url)
+    load = os.getloadavg()
+    print(f"(load average at the end: {load[0]:.1f}; {os.cpu_count()} CPUs)")
+
+
+def _timings(args: argparse.Namespace, url: str, path: Path, env: dict[str, str]) -> None:
     cpu_meter = ServerCpu(WORK / "pgdata")
     times: dict[str, list[float]] = {"L0": [], "K": [], "T": []}
     cpus: dict[str, list[float]] = {"L0": [], "K": [], "T": []}
@@ -271,6 +278,8 @@ def main() -> None:
     )
     print(f"unchanged reload: {reload_s:.2f}s (required < 1 s)  {'ok' if reload_s < 1 else 'FAIL'}")
 
+
+def _rss(args: argparse.Namespace, url: str) -> None:
     if args.rss_rows:
         big_dir = WORK / "data-rss"
         big = _data_file(big_dir, args.rss_rows, args.seed)
@@ -286,9 +295,6 @@ def main() -> None:
         )
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("DROP SCHEMA IF EXISTS bench_rss CASCADE")
-    if shutil.which("nproc"):
-        load = os.getloadavg()
-        print(f"(load average during the run: {load[0]:.1f}; {os.cpu_count()} CPUs)")
 
 
 if __name__ == "__main__":
