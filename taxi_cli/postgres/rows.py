@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
+import queue
 import re
 import shutil
 import subprocess
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -88,6 +91,67 @@ def _text_field(series: pl.Series) -> pgbinary.Text:
     return pgbinary.Text(np.array(encoded, dtype=f"S{width}"), lengths)
 
 
+class _ReadAhead(io.RawIOBase):
+    """Drains a pipe in a thread, a few MB ahead, so the writer (gzip) never waits for
+    the reader's next block: without it a 64 KB pipe makes the two take turns."""
+
+    def __init__(self, src: IO[bytes], chunk: int = 1 << 20, ahead: int = 8) -> None:
+        super().__init__()
+        self._chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=ahead)
+        self._buf = bytearray()
+        self._eof = False
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(src, chunk), name="taxi-cli-gunzip", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, src: IO[bytes], chunk: int) -> None:
+        while not self._stopped.is_set():
+            try:
+                data: bytes | BaseException = src.read(chunk)
+            except BaseException as exc:  # handed to the reading thread
+                data = exc
+            while not self._stopped.is_set():
+                try:
+                    self._chunks.put(data, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+            if not data or isinstance(data, BaseException):
+                return
+
+    def _fill(self, until: Callable[[], bool]) -> None:
+        while not self._eof and not until():
+            data = self._chunks.get()
+            if isinstance(data, BaseException):
+                raise data
+            if not data:
+                self._eof = True
+            self._buf += data
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            self._fill(lambda: False)
+            size = len(self._buf)
+        self._fill(lambda: len(self._buf) >= size)
+        out = bytes(self._buf[:size])
+        del self._buf[:size]
+        return out
+
+    def readline(self, size: int | None = -1) -> bytes:
+        self._fill(lambda: b"\n" in self._buf)
+        end = self._buf.find(b"\n")
+        end = len(self._buf) if end < 0 else end + 1
+        return self.read(end)
+
+    def readable(self) -> bool:
+        return True
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
 @contextmanager
 def _decompressed(path: Path) -> Iterator[tuple[IO[bytes], Callable[[], int]]]:
     """The CSV bytes, and how far into the file (compressed bytes) we are. gzip runs as
@@ -103,8 +167,10 @@ def _decompressed(path: Path) -> Iterator[tuple[IO[bytes], Callable[[], int]]]:
             [gzip_bin, "-dc"], stdin=raw, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         assert proc.stdout is not None
+        ahead = _ReadAhead(proc.stdout)
         try:  # gzip reads through our file description: raw.tell() is its offset
-            yield proc.stdout, lambda: min(raw.tell(), path.stat().st_size)
+            yield cast(IO[bytes], ahead), lambda: min(raw.tell(), path.stat().st_size)
+            ahead.stop()
             proc.stdout.close()
             err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
             if proc.wait() != 0:
@@ -113,6 +179,7 @@ def _decompressed(path: Path) -> Iterator[tuple[IO[bytes], Callable[[], int]]]:
                     "re-extract it with --force"
                 )
         finally:
+            ahead.stop()
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
