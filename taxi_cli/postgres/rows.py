@@ -1,6 +1,6 @@
 """A release CSV as COPY input: checked, row ids computed, in bounded batches.
 
-Each batch of ~8 MB of CSV (decompressed by a gzip process) is parsed by Polars (numbers
+Each batch of ~4 MB of CSV (decompressed by a gzip process) is parsed by Polars (numbers
 by the CSV reader, ids and timestamps as text); its numbers and timestamps are checked
 (a bad value is reported with its file line, column and value, or quarantined); it gets
 `unique_row_id` (the values rendered as PostgreSQL renders the typed columns, see
