@@ -155,3 +155,21 @@ def test_cli_extracts_and_loads_months_and_zones(mirror, pg_url: str) -> None:  
         assert count(conn, "taxi_zone_lookup") == 265
     rezone = runner.invoke(app, ["load-pg", "zones", "--pg-url", pg_url, "--json"])
     assert json.loads(rezone.stdout)[0]["skipped"] is True
+
+
+def test_libpq_pg_variables_are_the_target_when_pghost_is_set(  # type: ignore[no-untyped-def]
+    mirror, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from urllib.parse import urlsplit
+
+    from tests.fixtures_pg import socket_dir
+
+    monkeypatch.setenv("PGHOST", socket_dir(pg_url))
+    monkeypatch.setenv("PGUSER", "postgres")
+    monkeypatch.setenv("PGDATABASE", urlsplit(pg_url).path.lstrip("/"))
+    mirror.add_file(GREEN_04)
+    result = CliRunner().invoke(app, ["load-pg", "green", "2020-04", "--schema", "viaenv"])
+    assert result.exit_code == 0, result.stderr
+    assert "from PG* variables" in " ".join(result.stderr.split())
+    with psycopg.connect(pg_url) as conn:
+        assert count(conn, "viaenv.green_tripdata") == 35_612
