@@ -173,3 +173,11 @@ def test_libpq_pg_variables_are_the_target_when_pghost_is_set(  # type: ignore[n
     assert "from PG* variables" in " ".join(result.stderr.split())
     with psycopg.connect(pg_url) as conn:
         assert count(conn, "viaenv.green_tripdata") == 35_612
+
+
+def test_a_dropped_partition_is_reloaded_despite_the_ledger(pg_conn: psycopg.Connection) -> None:
+    _load(pg_conn, GREEN_04, G04)
+    pg_conn.execute("DROP TABLE green_tripdata_2020_04")  # someone removed the month
+    again = _load(pg_conn, GREEN_04, G04)
+    assert not again.skipped and again.rows == 35_612  # type: ignore[attr-defined]
+    assert count(pg_conn, "green_tripdata") == 35_612

@@ -278,7 +278,10 @@ def _ledger_hit(
     row = rows[0]
     if row.status != "done" or row.sha256 != sha256 or row.mode != mode:
         return None
-    if table_kind(conn, schema, ddl.table(taxi)) is None:  # dropped since: load again
+    kind = table_kind(conn, schema, ddl.table(taxi))
+    if kind is None:  # dropped since: load again
+        return None
+    if kind == "p" and table_kind(conn, schema, ddl.partition_name(taxi, file)) is None:
         return None
     return row
 
