@@ -95,6 +95,10 @@ class Mirror:
         self._flaky: tuple[random.Random, float, int, tuple[str, ...]] | None = None
         self._flaky_count: dict[str, int] = {}
         self._lock = threading.Lock()
+        # A handler logs a request after its last byte is sent, which can be after the
+        # client has already acted on the response: readers of the log wait for them.
+        self._idle = threading.Condition(self._lock)
+        self._in_flight = 0
         self._server: ThreadingHTTPServer | None = None
         self.url = ""
         self.write_manifest()
@@ -232,7 +236,8 @@ class Mirror:
     # ---- log ----------------------------------------------------------------------------
 
     def requests(self, path: str | None = None, method: str | None = None) -> list[Request]:
-        with self._lock:
+        with self._idle:
+            self._idle.wait_for(lambda: self._in_flight == 0, timeout=10)
             return [
                 r
                 for r in self.log
@@ -252,6 +257,15 @@ class Mirror:
     def _record(self, req: Request) -> None:
         with self._lock:
             self.log.append(req)
+
+    def _begin(self) -> None:
+        with self._idle:
+            self._in_flight += 1
+
+    def _end(self) -> None:
+        with self._idle:
+            self._in_flight -= 1
+            self._idle.notify_all()
 
     def _take_fault(
         self, path: str, method: str
@@ -307,10 +321,18 @@ def _handler_for(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
             pass  # the mirror keeps its own log
 
         def do_HEAD(self) -> None:
-            self._serve(head=True)
+            mirror._begin()
+            try:
+                self._serve(head=True)
+            finally:
+                mirror._end()
 
         def do_GET(self) -> None:
-            self._serve(head=False)
+            mirror._begin()
+            try:
+                self._serve(head=False)
+            finally:
+                mirror._end()
 
         def _plain(self, path: str, status: int, rng: str | None, body: bytes = b"") -> None:
             self.send_response(status)
