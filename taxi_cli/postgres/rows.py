@@ -10,6 +10,7 @@ by the CSV reader, ids and timestamps as text); its numbers and timestamps are c
 
 from __future__ import annotations
 
+import copy
 import csv
 import gzip
 import io
@@ -19,7 +20,9 @@ import shutil
 import subprocess
 import threading
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,7 +39,8 @@ from taxi_cli.postgres import md5vec, pgbinary
 from taxi_cli.postgres.csvfile import HINT, check_header, open_text_lines
 from taxi_cli.rowid import pg_float_text
 
-BLOCK_BYTES = 4 << 20  # ~25 MB of working memory per MB of block: 4 MB keeps RSS < 300 MB
+BLOCK_BYTES = 3 << 20  # ~25 MB of working memory per MB of block, per worker: RSS < 300 MB
+WORKERS = 2  # blocks made at once (and kept in memory at once)
 _ANY_TS = re.compile(r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d{1,6})?$")
 _TYPE_WORDS = {Kind.COUNT: "integer", Kind.MONEY: "number", Kind.TIMESTAMP: "timestamp"}
 _WIRE = {Kind.COUNT: ">i4", Kind.MONEY: ">f8", Kind.TIMESTAMP: ">i8"}
@@ -58,13 +62,30 @@ def _iso_micros(value: str) -> int | None:
 _POLARS_TYPES: dict[Kind, type[pl.DataType]] = {Kind.COUNT: pl.Int32, Kind.MONEY: pl.Float64}
 
 
+_DOUBLE_TEXT: dict[int, bytes] = {}  # bit pattern -> PostgreSQL's text; shared by blocks
+
+
+def _double_texts(bits: npt.NDArray[np.int64]) -> list[bytes]:
+    """PostgreSQL's text of each double (given by bit pattern), cached across blocks."""
+    if len(_DOUBLE_TEXT) > 1 << 20:
+        _DOUBLE_TEXT.clear()
+    out = []
+    for b in bits.tolist():
+        text = _DOUBLE_TEXT.get(b)
+        if text is None:
+            value = float(np.int64(b).view(np.float64))
+            text = _DOUBLE_TEXT[b] = pg_float_text(repr(value)).encode()
+        out.append(text)
+    return out
+
+
 def _pg_doubles(series: pl.Series) -> pl.Series:
     """PostgreSQL's text of each double ('' for NULL), rendered once per distinct value.
     Distinct by bit pattern, so -0 and 0 stay apart as PostgreSQL prints them."""
     nulls = series.is_null().to_numpy()
     bits = series.fill_null(0.0).to_numpy().view(np.int64)
     distinct, inverse = np.unique(bits, return_inverse=True)
-    texts = [pg_float_text(repr(float(v))) for v in distinct.view(np.float64)]
+    texts = [t.decode() for t in _double_texts(distinct)]
     rendered = pl.Series(texts, dtype=pl.String).gather(inverse.reshape(-1))
     if nulls.any():
         rendered = rendered.scatter(np.flatnonzero(nulls), "")
@@ -209,6 +230,7 @@ class TripStream:
         quarantine: bool = False,
         progress: Callable[[int], None] | None = None,
         block_bytes: int = BLOCK_BYTES,
+        workers: int = WORKERS,
     ) -> None:
         self.path = path
         self.name = path.name
@@ -216,6 +238,7 @@ class TripStream:
         self.quarantine = quarantine
         self.progress = progress
         self.block_bytes = block_bytes
+        self.workers = max(1, workers)
         self.columns = [c.sql_name for c in taxi.columns]
         self.kinds = {c.sql_name: c.kind for c in taxi.columns}
         lowered = [c.lower() for c in taxi.header]
@@ -235,30 +258,63 @@ class TripStream:
     # ---- the stream ----------------------------------------------------------------------
 
     def batches(self) -> Iterator[bytes]:
+        """Blocks are split on line boundaries here and made in `workers` threads (Polars
+        and numpy release the GIL); results are taken in file order, so the first bad
+        row reported is the first in the file and rejects keep file order."""
         try:
-            with _decompressed(self.path) as (src, position):
+            with (
+                _decompressed(self.path) as (src, position),
+                ThreadPoolExecutor(self.workers, thread_name_prefix="taxi-cli-block") as pool,
+            ):
                 width = check_header(
                     self.name, src.readline(), self.taxi.accepted_headers, self.taxi.name
                 )
-                line = 2
                 yield pgbinary.SIGNATURE
-                while True:
-                    block = src.read(self.block_bytes)
-                    if not block:
-                        break
-                    if not block.endswith(b"\n"):
-                        block += src.readline()
-                    if self.progress is not None:
-                        self.progress(position())
-                    out, lines = self._block(block, line, width)
-                    line += lines
-                    if out:
-                        yield out
+                pending: deque[Future[tuple[bytes, int, list[Reject]]]] = deque()
+                try:
+                    line = 2
+                    while True:
+                        block = src.read(self.block_bytes)
+                        if not block:
+                            break
+                        if not block.endswith(b"\n"):
+                            block += src.readline()
+                        if self.progress is not None:
+                            self.progress(position())
+                        pending.append(pool.submit(self._own_block, block, line, width))
+                        line += block.count(b"\n") + (not block.endswith(b"\n"))
+                        while len(pending) >= self.workers:
+                            out = self._finish(pending.popleft())
+                            if out:
+                                yield out
+                    while pending:
+                        out = self._finish(pending.popleft())
+                        if out:
+                            yield out
+                finally:
+                    for future in pending:
+                        future.cancel()
                 yield pgbinary.TRAILER
         except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
             raise DataError(
                 f"{self.name}: cannot read the file ({exc}); re-extract it with --force"
             ) from exc
+
+    def _own_block(
+        self, block: bytes, first_line: int, width: int
+    ) -> tuple[bytes, int, list[Reject]]:
+        """`_block` on a copy of this stream: per-block state stays in the worker."""
+        worker = copy.copy(self)
+        worker.rows = 0
+        worker.rejects = []
+        out, _ = worker._block(block, first_line, width)
+        return out, worker.rows, sorted(worker.rejects, key=lambda r: r.line)
+
+    def _finish(self, future: Future[tuple[bytes, int, list[Reject]]]) -> bytes:
+        out, rows, rejects = future.result()
+        self.rows += rows
+        self.rejects.extend(rejects)
+        return out
 
     def _block(self, block: bytes, first_line: int, width: int) -> tuple[bytes, int]:
         buf = np.frombuffer(block, dtype=np.uint8)
@@ -287,6 +343,8 @@ class TripStream:
             text = self._line_text(block, int(starts[i]), int(ends[i]))
             reason = f"expected {width} fields, found {int(fields[i])}"
             if not self.quarantine:
+                if i > 0:  # a bad value on an earlier line is the first error
+                    self._block(block[: int(starts[i])], first_line, width)
                 raise BadRow(f"{self.name}: line {first_line + int(i)}: {reason}; {HINT}")
             self.rejects.append(Reject(first_line + int(i), reason, text))
             drop[i] = True
@@ -350,38 +408,50 @@ class TripStream:
         self, df: pl.DataFrame
     ) -> tuple[dict[str, tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]], npt.NDArray[np.bool_]]:
         """Numeric columns as numpy (values, NULL mask), and which rows hold a bad value."""
-        exprs = []
+        # one select for every column: values, NULLs, failures, odd timestamp spellings
+        exprs: list[pl.Expr] = []
+        names = []
         for name, kind in self.kinds.items():
+            if kind not in _WIRE:
+                continue
             col = pl.col(name)
             if df.schema[name] != pl.String:  # parsed by the CSV reader already
-                exprs.append(col)
+                conv = col
             elif kind is Kind.COUNT:
-                exprs.append(col.cast(pl.Int32, strict=False).alias(name))
+                conv = col.cast(pl.Int32, strict=False)
             elif kind is Kind.MONEY:
-                exprs.append(col.cast(pl.Float64, strict=False).alias(name))
-            elif kind is Kind.TIMESTAMP:
+                conv = col.cast(pl.Float64, strict=False)
+            else:
                 parsed = col.str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M:%S", strict=False)
-                exprs.append(parsed.dt.epoch("us").alias(name))
+                conv = parsed.dt.epoch("us") - pgbinary.PG_EPOCH_US
+            names.append(name)
+            exprs += [
+                conv.fill_null(0).alias(name),
+                col.is_null().alias(f"{name}\0null"),
+                (conv.is_null() & col.is_not_null()).alias(f"{name}\0failed"),
+            ]
+            if kind is Kind.TIMESTAMP:  # PostgreSQL's own spelling hashes as it is
+                exprs.append((col.str.len_bytes().fill_null(19) != 19).alias(f"{name}\0odd"))
         converted = df.select(exprs)
         typed = {}
         bad = np.zeros(df.height, dtype=np.bool_)
         self._bad_columns = {}
         self._odd = {}
-        for name in converted.columns:
-            raw = df[name]
+        for name in names:
             kind = self.kinds[name]
-            nulls = raw.is_null().to_numpy()
-            failed = converted[name].is_null().to_numpy() & ~nulls
-            values = converted[name].fill_null(0).to_numpy()
+            nulls = converted[f"{name}\0null"].to_numpy()
+            failed = converted[f"{name}\0failed"].to_numpy().copy()
+            values = converted[name].to_numpy()
             if kind is Kind.TIMESTAMP:
-                values = values - pgbinary.PG_EPOCH_US
-                # PostgreSQL's own spelling, `YYYY-MM-DD HH:MM:SS`, hashes as it is
-                odd = failed | ((raw.str.len_bytes().fill_null(19).to_numpy() != 19) & ~failed)
+                self._odd[name] = converted[f"{name}\0odd"].to_numpy() | failed
+            if failed.any():
+                values = values.copy()
+                raw = df[name]
+            if kind is Kind.TIMESTAMP:
                 for i in np.flatnonzero(failed):  # 'T' separator, fractional seconds
                     micros = _iso_micros(str(raw[int(i)]))
                     if micros is not None:
                         values[i], failed[i] = micros - pgbinary.PG_EPOCH_US, False
-                self._odd[name] = odd
             elif failed.any():  # surrounding spaces are fine for PostgreSQL too
                 dtype = pl.Int32 if kind is Kind.COUNT else pl.Float64
                 retry = raw.filter(pl.Series(failed)).str.strip_chars().cast(dtype, strict=False)
