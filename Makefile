@@ -32,16 +32,16 @@ test-fast: $(STAMP) ## unit tests only, no servers
 	$(BIN)/pytest -q -m "not integration and not slow"
 
 lint: $(STAMP) ## ruff, mypy --strict, hadolint, GitHub workflow and Compose schemas
-	$(BIN)/ruff check taxi_cli tests
-	$(BIN)/ruff format --check taxi_cli tests
+	$(BIN)/ruff check taxi_cli tests bench
+	$(BIN)/ruff format --check taxi_cli tests bench
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 
 fmt: $(STAMP) ## format the code
-	$(BIN)/ruff format taxi_cli tests
-	$(BIN)/ruff check --fix taxi_cli tests
+	$(BIN)/ruff format taxi_cli tests bench
+	$(BIN)/ruff check --fix taxi_cli tests bench
 
 bench: $(STAMP) ## load-pg against COPY and the course's SQL; prints the ratios
 	$(BIN)/python -m bench.load_pg

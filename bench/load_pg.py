@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -239,11 +240,12 @@ def _timings(args: argparse.Namespace, url: str, path: Path, env: dict[str, str]
     times: dict[str, list[float]] = {"L0": [], "K": [], "T": []}
     cpus: dict[str, list[float]] = {"L0": [], "K": [], "T": []}
     for i in range(args.rounds):
-        for name, fn in (
+        steps: list[tuple[str, Callable[[], float]]] = [
             ("L0", lambda: run_l0(url, path)),
             ("K", lambda: run_k(url, path)),
             ("T", lambda: run_t(url, env)[0]),
-        ):
+        ]
+        for name, fn in steps:
             server0, client0 = cpu_meter.seconds(), _children_cpu()
             times[name].append(fn())
             cpus[name].append(cpu_meter.seconds() - server0 + _children_cpu() - client0)
