@@ -6,7 +6,9 @@ timestamps are checked (a bad value is reported with its file line, column and v
 or quarantined); it gets `unique_row_id` (the values rendered as PostgreSQL renders the
 typed columns, see `taxi_cli.rowid`, hashed by `md5vec`); and it is encoded in binary
 COPY format (`pgbinary`). Blocks are made in two threads and taken in file order.
-Memory stays at a few blocks whatever the file size.
+Memory stays at a few blocks whatever the file size. A block of canonical lines (the
+common case) is done by the C extension `_fastcopy` instead, in one pass without the GIL;
+any block it declines takes the path above, whole.
 """
 
 from __future__ import annotations
@@ -38,12 +40,18 @@ from taxi_cli.postgres import md5vec, pgbinary
 from taxi_cli.postgres.csvfile import HINT, check_header, open_text_lines
 from taxi_cli.rowid import pg_float_text
 
+try:  # the C fast path for canonical blocks; optional (built only where a compiler is)
+    from taxi_cli.postgres import _fastcopy
+except ImportError:  # pragma: no cover - depends on the build
+    _fastcopy = None  # type: ignore[assignment]
+
 BLOCK_BYTES = 3 << 20  # ~25 MB of working memory per MB of block, per worker: RSS < 300 MB
 WORKERS = 2  # blocks made at once (and kept in memory at once)
 _ANY_TS = re.compile(r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d{1,6})?$")
 _TYPE_WORDS = {Kind.COUNT: "integer", Kind.MONEY: "number", Kind.TIMESTAMP: "timestamp"}
 _WIRE = {Kind.COUNT: ">i4", Kind.MONEY: ">f8", Kind.TIMESTAMP: ">i8"}
 _UNIX_EPOCH = datetime(1970, 1, 1)
+_FAST_KINDS = {Kind.COUNT: b"C", Kind.MONEY: b"M", Kind.TIMESTAMP: b"S"}  # else b"T" (text)
 
 
 def _iso_micros(value: str) -> int | None:
@@ -229,6 +237,8 @@ class TripStream:
         self._bad_columns: dict[str, npt.NDArray[np.bool_]] = {}
         self._odd: dict[str, npt.NDArray[np.bool_]] = {}  # timestamps not in PG's spelling
         self._typed: dict[str, tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]] = {}
+        self._fast_kinds = b"".join(_FAST_KINDS.get(self.kinds[c], b"T") for c in self.columns)
+        self._fast_hashed = tuple(self.columns.index(c) for c in self.hashed)
 
     # ---- errors ---------------------------------------------------------------------------
 
@@ -298,6 +308,13 @@ class TripStream:
         return out
 
     def _block(self, block: bytes, first_line: int, width: int) -> tuple[bytes, int]:
+        if _fastcopy is not None and width == len(self.columns) and b'"' not in block:
+            # C, GIL released: canonical lines only; anything else (a bad or odd value,
+            # a blank line, a wrong width) gives None and the whole block goes below
+            fast = _fastcopy.encode(block, self._fast_kinds, self._fast_hashed, width)
+            if fast is not None:
+                self.rows += fast[1]
+                return fast[0], fast[1]
         buf = np.frombuffer(block, dtype=np.uint8)
         ends = np.flatnonzero(buf == 10)
         if len(block) and block[-1:] != b"\n":

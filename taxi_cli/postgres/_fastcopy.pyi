@@ -1,0 +1,3 @@
+def encode(
+    block: bytes, kinds: bytes, hashed: tuple[int, ...], width: int
+) -> tuple[bytes, int] | None: ...

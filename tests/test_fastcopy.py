@@ -1,0 +1,235 @@
+"""The C fast path of load-pg (`_fastcopy`) == the Python path, row for row; it declines
+(None) whatever is not trivially canonical; and its row ids equal PostgreSQL's md5."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from collections import Counter
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from taxi_cli.catalog import FHV, FHVHV, GREEN, YELLOW, TaxiType
+from taxi_cli.postgres import load_file, rows
+from taxi_cli.synthetic import write_month
+from tests.pg_helpers import GREEN_04, GREEN_10, md5_mismatches, sha256, write_gz
+
+fastcopy = pytest.importorskip("taxi_cli.postgres._fastcopy")
+
+Row = tuple[bytes | None, ...]
+
+
+def _decode(data: bytes) -> list[Row]:
+    """Binary COPY tuples (no signature or trailer) as tuples of raw field bytes."""
+    out: list[Row] = []
+    pos = 0
+    while pos < len(data):
+        (n,) = struct.unpack_from(">h", data, pos)
+        pos += 2
+        fields: list[bytes | None] = []
+        for _ in range(n):
+            (size,) = struct.unpack_from(">i", data, pos)
+            pos += 4
+            if size < 0:
+                fields.append(None)
+            else:
+                fields.append(data[pos : pos + size])
+                pos += size
+        out.append(tuple(fields))
+    return out
+
+
+def _stream(taxi: TaxiType) -> rows.TripStream:
+    return rows.TripStream(Path("x.csv.gz"), taxi)
+
+
+def _python_rows(taxi: TaxiType, block: bytes, monkeypatch: pytest.MonkeyPatch) -> list[Row]:
+    stream = _stream(taxi)
+    with monkeypatch.context() as m:
+        m.setattr(rows, "_fastcopy", None)
+        data, _ = stream._block(block, 2, len(taxi.columns))
+    return _decode(data)
+
+
+def _fast(taxi: TaxiType, block: bytes) -> tuple[bytes, int] | None:
+    stream = _stream(taxi)
+    result: tuple[bytes, int] | None = fastcopy.encode(
+        block, stream._fast_kinds, stream._fast_hashed, len(taxi.columns)
+    )
+    return result
+
+
+def _blocks(body: bytes, size: int = 1 << 20) -> list[bytes]:
+    out = []
+    while body:
+        cut = body.find(b"\n", size)
+        cut = len(body) if cut < 0 else cut + 1
+        out.append(body[:cut])
+        body = body[cut:]
+    return out
+
+
+def _assert_same(taxi: TaxiType, block: bytes, monkeypatch: pytest.MonkeyPatch) -> int:
+    fast = _fast(taxi, block)
+    assert fast is not None, "the fast path declined a canonical block"
+    data, n = fast
+    got = _decode(data)
+    assert n == len(got)
+    expected = _python_rows(taxi, block, monkeypatch)
+    assert Counter(got) == Counter(expected)  # the Python path orders rows by shape
+    return n
+
+
+def _body(path: Path) -> bytes:
+    raw = path.read_bytes()
+    data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    return data.split(b"\n", 1)[1]
+
+
+@pytest.mark.parametrize("path", [GREEN_04, GREEN_10], ids=["green-2020-04", "green-2020-10"])
+def test_real_green_months_equal_the_python_path(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    total = sum(_assert_same(GREEN, b, monkeypatch) for b in _blocks(_body(path)))
+    assert total == {GREEN_04: 35_612, GREEN_10: 95_120}[path]
+
+
+@pytest.mark.parametrize(
+    ("taxi", "month", "crlf"),
+    [(YELLOW, "2020-01", True), (FHV, "2019-05", False), (FHVHV, "2021-03", True)],
+    ids=["yellow", "fhv", "fhvhv"],
+)
+def test_synthetic_months_equal_the_python_path(
+    taxi: TaxiType, month: str, crlf: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / f"{taxi.name}.csv"
+    write_month(path, taxi, month, 20_000, gzip_it=False, crlf=crlf, seed=5)
+    total = sum(_assert_same(taxi, b, monkeypatch) for b in _blocks(_body(path), 300_000))
+    assert total == 20_000
+
+
+def _yellow(dist: str = "1.5", fare: str = "8", pickup: str = "2020-07-01 00:25:32") -> str:
+    return f"1,{pickup},2020-07-01 00:33:39,1,{dist},1,N,238,75,2,{fare},0.5,0.5,0,0,0.3,9.3,0"
+
+
+EDGE = [
+    _yellow(),
+    _yellow(".00", "-0"),
+    _yellow("1.50", "-0.00"),
+    _yellow("123456789012.34", "0.00"),
+    _yellow("0.0001", "999999999999999"),
+    _yellow("00012.500", "-.86"),
+    _yellow("5.", "-12"),
+    _yellow("100000000000000", "0.000123456789012345"),
+    _yellow(pickup="2020-02-29 23:59:59"),
+    _yellow(pickup="2000-01-01 00:00:00"),
+    _yellow(pickup="1999-12-31 23:59:59"),
+    ",,,,,,,,,,,,,,,,,",
+    "2,2020-07-01 00:00:00,,,,,,,,,,,,,,,,",
+    ",,2020-07-01 00:00:00,-2147483648,,2147483647,x,,,007,,,,,,,,",
+]
+
+
+def test_edge_values_equal_the_python_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    lf = "\n".join(EDGE).encode()  # no final newline
+    crlf = "\r\n".join(EDGE).encode() + b"\r\n"
+    mixed = b"".join(line.encode() + (b"\r\n" if i % 2 else b"\n") for i, line in enumerate(EDGE))
+    for block in (lf, crlf, mixed):
+        assert _assert_same(YELLOW, block, monkeypatch) == len(EDGE)
+
+
+def test_edge_numbers_hash_as_rowid_renders_them() -> None:
+    from taxi_cli.rowid import hash_plan, row_id
+
+    plan = hash_plan(YELLOW, YELLOW.header)
+    fast = _fast(YELLOW, "\n".join(EDGE).encode())
+    assert fast is not None
+    ids = [r[0] for r in _decode(fast[0])]
+    assert ids == [row_id(line.split(","), plan).encode() for line in EDGE]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        _yellow('"1.5"'),  # a quote
+        _yellow("1e-05"),  # exponent forms
+        _yellow("1e3"),
+        _yellow("0.00001"),  # < 1e-4
+        _yellow("1000000000000000"),  # >= 1e15
+        _yellow("0.1234567890123456"),  # 16 significant digits
+        _yellow("1234567890.1234567"),
+        _yellow(" 1.5"),  # spaces
+        _yellow("+1.5"),
+        _yellow("1.5.0"),
+        _yellow("."),
+        _yellow("-"),
+        _yellow("NaN"),
+        _yellow("Infinity"),
+        _yellow("1_000"),
+        _yellow(pickup="2020-07-01T00:25:32"),
+        _yellow(pickup="2020-07-01 00:25:32.500"),
+        _yellow(pickup="2020-7-01 00:25:32"),
+        _yellow(pickup="2020-13-01 00:25:32"),
+        _yellow(pickup="2020-00-01 00:25:32"),
+        _yellow(pickup="2021-02-29 00:25:32"),
+        _yellow(pickup="2020-04-31 00:25:32"),
+        _yellow(pickup="2020-07-01 24:00:00"),
+        _yellow(pickup="2020-07-01 00:60:00"),
+        _yellow(pickup="2020-07-01 00:00:60"),
+        _yellow(pickup="not a time"),
+        _yellow().replace(":39,1,", ":39,1.0,"),  # integers (passenger_count)
+        _yellow().replace(":39,1,", ":39,2147483648,"),
+        _yellow().replace(":39,1,", ":39,-2147483649,"),
+        _yellow().replace(":39,1,", ":39,-,"),
+        _yellow().replace(":39,1,", ":39, 1,"),
+        _yellow().replace(":39,1,", ":39,+1,"),
+        _yellow() + ",",  # field counts
+        _yellow().rsplit(",", 1)[0],
+        _yellow().replace("N", "Zürich"),  # non-ASCII
+        _yellow().replace("N", "a\tb"),  # control bytes
+        _yellow().replace("N", "a\rb"),
+    ],
+)
+def test_non_canonical_blocks_fall_back(line: str) -> None:
+    good = _yellow()
+    assert _fast(YELLOW, f"{good}\r\n{good}\r\n".encode()) is not None
+    assert _fast(YELLOW, f"{good}\r\n{line}\r\n{good}\r\n".encode()) is None
+
+
+def test_blank_lines_fall_back() -> None:
+    good = _yellow()
+    assert _fast(YELLOW, f"{good}\n\n{good}\n".encode()) is None
+    assert _fast(YELLOW, f"{good}\r\n\r\n".encode()) is None
+    assert _fast(YELLOW, f"{good}\n\n".encode()) is None
+
+
+@pytest.mark.integration
+def test_fast_path_load_row_ids_equal_postgresql_md5(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = Counter[str]()
+    real = fastcopy.encode
+
+    def counted(*args: object) -> tuple[bytes, int] | None:
+        result: tuple[bytes, int] | None = real(*args)
+        calls["fast" if result is not None else "fallback"] += 1
+        return result
+
+    monkeypatch.setattr(rows._fastcopy, "encode", counted)
+    path = write_gz(tmp_path / "edge.csv.gz", [",".join(YELLOW.header), *EDGE * 50])
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        result = load_file(conn, YELLOW, path, "yellow_tripdata_2020-07.csv", sha256(path))
+        assert result.rows == len(EDGE) * 50
+        result = load_file(conn, GREEN, GREEN_10, "green_tripdata_2020-10.csv", sha256(GREEN_10))
+        assert result.rows == 95_120
+        assert calls["fast"] >= 2 and calls["fallback"] == 0
+        assert (
+            md5_mismatches(conn, "yellow_tripdata", "tpep_pickup_datetime", "tpep_dropoff_datetime")
+            == 0
+        )
+        assert (
+            md5_mismatches(conn, "green_tripdata", "lpep_pickup_datetime", "lpep_dropoff_datetime")
+            == 0
+        )
