@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gzip
+import random
 import struct
 from collections import Counter
 from pathlib import Path
@@ -148,6 +149,39 @@ def test_edge_numbers_hash_as_rowid_renders_them() -> None:
     assert fast is not None
     ids = [r[0] for r in _decode(fast[0])]
     assert ids == [row_id(line.split(","), plan).encode() for line in EDGE]
+
+
+def _random_number(rng: random.Random) -> str:
+    digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 15)))
+    point = rng.randint(0, len(digits))
+    text = digits[:point] + ("." if point < len(digits) or rng.random() < 0.2 else "")
+    text += digits[point:] + "0" * rng.choice((0, 0, 1, 3))
+    return ("-" if rng.random() < 0.3 else "") + ("0" * rng.choice((0, 0, 2)) + text)
+
+
+def test_random_numbers_equal_python_float_and_rowid() -> None:
+    """Every canonical number: the float8 is Python's float(text), bit for bit, and the
+    row id renders it as `rowid` does; the others decline."""
+    from taxi_cli.rowid import hash_plan, row_id
+
+    rng = random.Random(7)
+    plan = hash_plan(YELLOW, YELLOW.header)
+    numbers = [_random_number(rng) for _ in range(20_000)]
+    taken = declined = 0
+    for number in numbers:
+        line = _yellow(fare=number)
+        fast = _fast(YELLOW, line.encode())
+        value = abs(float(number))
+        if value >= 1e15 or 0 < value < 1e-4:
+            assert fast is None, number
+            declined += 1
+            continue
+        assert fast is not None, number
+        (row,) = _decode(fast[0])
+        assert row[11] == struct.pack(">d", float(number)), number  # fare_amount
+        assert row[0] == row_id(line.split(","), plan).encode(), number
+        taken += 1
+    assert taken > 15_000 and declined > 20
 
 
 @pytest.mark.parametrize(

@@ -35,34 +35,41 @@ static const int S[64] = {7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17
                           4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23,
                           6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21};
 
+#define ROTL(x, c) (((x) << (c)) | ((x) >> (32 - (c))))
+#define STEP(f, a, b, c, d, m, k, r) (a) = (b) + ROTL((a) + (f) + (k) + (m), r)
+#define F1(b, c, d) ((d) ^ ((b) & ((c) ^ (d))))
+#define F2(b, c, d) ((c) ^ ((d) & ((b) ^ (c))))
+#define F3(b, c, d) ((b) ^ (c) ^ (d))
+#define F4(b, c, d) ((c) ^ ((b) | ~(d)))
+#define R4(F, i, g0, g1, g2, g3)                                                            \
+    STEP(F(b, c, d), a, b, c, d, m[g0], K[i], S[i]);                                       \
+    STEP(F(a, b, c), d, a, b, c, m[g1], K[i + 1], S[i + 1]);                               \
+    STEP(F(d, a, b), c, d, a, b, m[g2], K[i + 2], S[i + 2]);                               \
+    STEP(F(c, d, a), b, c, d, a, m[g3], K[i + 3], S[i + 3])
+
 static void md5_block(uint32_t st[4], const unsigned char *p) {
     uint32_t m[16];
-    for (int i = 0; i < 16; i++)
-        m[i] = (uint32_t)p[4 * i] | ((uint32_t)p[4 * i + 1] << 8) |
-               ((uint32_t)p[4 * i + 2] << 16) | ((uint32_t)p[4 * i + 3] << 24);
+    memcpy(m, p, 64); /* little-endian host (x86-64, aarch64) */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    for (int i = 0; i < 16; i++) m[i] = __builtin_bswap32(m[i]);
+#endif
     uint32_t a = st[0], b = st[1], c = st[2], d = st[3];
-    for (int i = 0; i < 64; i++) {
-        uint32_t f;
-        int g;
-        if (i < 16) {
-            f = (b & c) | (~b & d);
-            g = i;
-        } else if (i < 32) {
-            f = (d & b) | (~d & c);
-            g = (5 * i + 1) & 15;
-        } else if (i < 48) {
-            f = b ^ c ^ d;
-            g = (3 * i + 5) & 15;
-        } else {
-            f = c ^ (b | ~d);
-            g = (7 * i) & 15;
-        }
-        f += a + K[i] + m[g];
-        a = d;
-        d = c;
-        c = b;
-        b += (f << S[i]) | (f >> (32 - S[i]));
-    }
+    R4(F1, 0, 0, 1, 2, 3);
+    R4(F1, 4, 4, 5, 6, 7);
+    R4(F1, 8, 8, 9, 10, 11);
+    R4(F1, 12, 12, 13, 14, 15);
+    R4(F2, 16, 1, 6, 11, 0);
+    R4(F2, 20, 5, 10, 15, 4);
+    R4(F2, 24, 9, 14, 3, 8);
+    R4(F2, 28, 13, 2, 7, 12);
+    R4(F3, 32, 5, 8, 11, 14);
+    R4(F3, 36, 1, 4, 7, 10);
+    R4(F3, 40, 13, 0, 3, 6);
+    R4(F3, 44, 9, 12, 15, 2);
+    R4(F4, 48, 0, 7, 14, 5);
+    R4(F4, 52, 12, 3, 10, 1);
+    R4(F4, 56, 8, 15, 6, 13);
+    R4(F4, 60, 4, 11, 2, 9);
     st[0] += a;
     st[1] += b;
     st[2] += c;
@@ -122,6 +129,10 @@ static int parse_int(const unsigned char *s, size_t n, int32_t *out, char *txt, 
     return 1;
 }
 
+static const double POW10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                 1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
 /* `-?[0-9]*\.?[0-9]*`, >= 1 digit, <= 15 significant digits, 0 or 1e-4 <= |x| < 1e15.
  * txt gets the normalised decimal (PostgreSQL's shortest round-trip text). */
 static int parse_num(const unsigned char *s, size_t n, double *out, char *txt, size_t *tlen) {
@@ -162,12 +173,24 @@ static int parse_num(const unsigned char *s, size_t n, double *out, char *txt, s
         while (f < frac_hi && s[f] == '0') f++;
         sig = frac_hi - f;
     }
-    if (sig > 15) return 0;
-    memcpy(buf, s, n);
-    buf[n] = 0;
-    char *end;
-    double v = strtod(buf, &end);
-    if (end != buf + n) return 0;
+    if (sig > 15 || int_hi - int_lo > 15) return 0; /* > 15 integer digits: >= 1e15 */
+    double v;
+    size_t k = frac_hi - frac_lo;
+    if (k <= 22) {
+        /* Clinger's fast path: the digits (< 10^15 < 2^53) and 10^k (k <= 22) are exact
+         * doubles, so one IEEE division is the correctly rounded value, as strtod's */
+        uint64_t mant = 0;
+        for (size_t j = int_lo; j < int_hi; j++) mant = mant * 10 + (uint64_t)(s[j] - '0');
+        for (size_t j = frac_lo; j < frac_hi; j++) mant = mant * 10 + (uint64_t)(s[j] - '0');
+        v = (double)mant / POW10[k];
+        if (neg) v = -v;
+    } else {
+        char *end;
+        memcpy(buf, s, n);
+        buf[n] = 0;
+        v = strtod(buf, &end);
+        if (end != buf + n) return 0;
+    }
     double a = v < 0 ? -v : v;
     if (a >= 1e15 || (a != 0 && a < 1e-4)) return 0;
     *out = v;
@@ -227,7 +250,15 @@ static int parse_ts(const unsigned char *s, size_t n, int64_t *out) {
 
 #define MAX_WIDTH 256
 
-/* 0 ok, 1 not canonical, 2 out of memory */
+/* per byte: 0 plain, 1 comma, 2 declined (control, quote, DEL, non-ASCII) */
+static unsigned char CLASS[256];
+
+static void init_class(void) {
+    for (int c = 0; c < 256; c++) CLASS[c] = (c < 0x20 || c >= 0x7f || c == '"') ? 2 : 0;
+    CLASS[','] = 1;
+}
+
+/* 0 ok, 1 not canonical */
 static int encode_block(const unsigned char *blk, size_t n, const char *kinds, const int *hpos,
                         int nh, int width, unsigned char *out, size_t *out_len, Py_ssize_t *rows,
                         unsigned char *msg) {
@@ -241,8 +272,8 @@ static int encode_block(const unsigned char *blk, size_t n, const char *kinds, c
     size_t o = 0, p = 0;
     Py_ssize_t r = 0;
     while (p < n) {
-        size_t e = p;
-        while (e < n && blk[e] != '\n') e++;
+        const unsigned char *nl = memchr(blk + p, '\n', n - p);
+        size_t e = nl ? (size_t)(nl - blk) : n;
         size_t le = e; /* line end, without \r */
         if (le > p && blk[le - 1] == '\r') le--;
         if (le == p) return 1; /* blank line */
@@ -250,16 +281,14 @@ static int encode_block(const unsigned char *blk, size_t n, const char *kinds, c
         int f = 0;
         size_t start = p;
         for (size_t i = p; i < le; i++) {
-            unsigned char c = blk[i];
-            if (c == ',') {
-                if (f >= width - 1) return 1;
-                fs[f] = blk + start;
-                fl[f] = i - start;
-                f++;
-                start = i + 1;
-            } else if (c < 0x20 || c >= 0x7f || c == '"') {
-                return 1;
-            }
+            unsigned char c = CLASS[blk[i]];
+            if (c == 0) continue;
+            if (c == 2) return 1;
+            if (f >= width - 1) return 1;
+            fs[f] = blk + start;
+            fl[f] = i - start;
+            f++;
+            start = i + 1;
         }
         fs[f] = blk + start;
         fl[f] = le - start;
@@ -367,37 +396,41 @@ static PyObject *encode(PyObject *self, PyObject *args) {
         goto done;
     }
     size_t lines = 0, longest = 0, last = 0;
-    for (size_t i = 0; i < n; i++)
-        if (blk[i] == '\n') {
-            lines++;
-            if (i - last > longest) longest = i - last;
-            last = i + 1;
-        }
+    for (const unsigned char *nl; (nl = memchr(blk + last, '\n', n - last)) != NULL;) {
+        size_t i = (size_t)(nl - blk);
+        lines++;
+        if (i - last > longest) longest = i - last;
+        last = i + 1;
+        if (last == n) break;
+    }
     if (n - last > longest) longest = n - last;
     if (last < n) lines++;
     /* per row: nfields 2 + id 36 + per field <= 12 besides the text bytes of the line */
     size_t cap = n + lines * (38 + 12 * (size_t)width) + 16;
-    unsigned char *out = malloc(cap);
+    /* the rows are written straight into the bytes object (not shared until returned) */
+    PyObject *data = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)cap);
     unsigned char *msg = malloc(2 * longest + 160); /* `.5` -> `0.5` grows a number by 1 */
-    if (!out || !msg) {
-        free(out);
+    if (!data || !msg) {
+        Py_XDECREF(data);
         free(msg);
-        PyErr_NoMemory();
+        if (!PyErr_Occurred()) PyErr_NoMemory();
         goto done;
     }
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(data);
     size_t out_len = 0;
     Py_ssize_t rows = 0;
     int rc;
     Py_BEGIN_ALLOW_THREADS rc = encode_block(blk, n, kinds.buf, hpos, (int)nh, width, out,
                                              &out_len, &rows, msg);
     Py_END_ALLOW_THREADS free(msg);
-    if (rc == 0)
-        result = Py_BuildValue("(y#n)", (const char *)out, (Py_ssize_t)out_len, rows);
-    else {
+    if (rc != 0) {
+        Py_DECREF(data);
         Py_INCREF(Py_None);
         result = Py_None;
+        goto done;
     }
-    free(out);
+    if (_PyBytes_Resize(&data, (Py_ssize_t)out_len) < 0) goto done; /* data freed */
+    result = Py_BuildValue("(Nn)", data, rows);
 done:
     PyBuffer_Release(&block);
     PyBuffer_Release(&kinds);
@@ -413,4 +446,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastcopy",
                                     "Canonical CSV blocks as binary COPY rows (C fast path).",
                                     -1, methods};
 
-PyMODINIT_FUNC PyInit__fastcopy(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__fastcopy(void) {
+    init_class();
+    return PyModule_Create(&module);
+}
