@@ -13,6 +13,13 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
+# gcc builds load-pg's C fast path (taxi_cli/postgres/_fastcopy.c); only the built module
+# reaches the runtime stage. Distribution-pinned versions would break with every point
+# release of the base image, hence DL3008 is ignored.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/taxi-cli
 # Dependencies first, from pyproject.toml alone (an empty package stands in for ours), so
 # that a code change does not reinstall dbt, polars and the Google clients.
@@ -26,7 +33,8 @@ COPY taxi_cli ./taxi_cli
 # Then a wheel (exactly what `pip install .` ships: code, dbt project, release manifest).
 RUN /opt/taxi-cli/bin/pip wheel --no-deps --wheel-dir /wheels . \
     && /opt/taxi-cli/bin/pip install --no-deps /wheels/taxi_cli-*.whl \
-    && /opt/taxi-cli/bin/taxi-cli --version
+    && /opt/taxi-cli/bin/taxi-cli --version \
+    && /opt/taxi-cli/bin/python -c "import taxi_cli.postgres._fastcopy"
 
 # ---- runtime: the venv only, a non-root user, data on a volume ----
 FROM ${PYTHON_IMAGE}
