@@ -28,17 +28,39 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import numpy as np
 import numpy.typing as npt
-import polars as pl
 
 from taxi_cli.catalog import Kind, TaxiType
 from taxi_cli.errors import DataError
 from taxi_cli.postgres import md5vec, pgbinary
 from taxi_cli.postgres.csvfile import HINT, check_header, open_text_lines
 from taxi_cli.rowid import pg_float_text
+
+
+class _LazyPolars:
+    """Polars, imported on first use: the C fast path needs none of it, and its import
+    (~0.35 s) is a tenth of a 1M-row load's wall time."""
+
+    _lock = threading.Lock()
+    _module: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if _LazyPolars._module is None:
+            with _LazyPolars._lock:  # two block workers may reach for it at once
+                if _LazyPolars._module is None:
+                    import polars
+
+                    _LazyPolars._module = polars
+        return getattr(_LazyPolars._module, name)
+
+
+if TYPE_CHECKING:
+    import polars as pl
+else:
+    pl = _LazyPolars()
 
 try:  # the C fast path for canonical blocks; optional (built only where a compiler is)
     from taxi_cli.postgres import _fastcopy
@@ -66,7 +88,9 @@ def _iso_micros(value: str) -> int | None:
     return (stamp - _UNIX_EPOCH) // timedelta(microseconds=1)
 
 
-_POLARS_TYPES: dict[Kind, type[pl.DataType]] = {Kind.COUNT: pl.Int32, Kind.MONEY: pl.Float64}
+def _polars_type(kind: Kind) -> type[pl.DataType]:
+    """The Polars type a column is read as: numbers typed by the reader, the rest text."""
+    return {Kind.COUNT: pl.Int32, Kind.MONEY: pl.Float64}.get(kind, pl.String)
 
 
 _DOUBLE_TEXT: dict[int, bytes] = {}  # bit pattern -> PostgreSQL's text; shared by blocks
@@ -382,7 +406,7 @@ class TripStream:
     def _parse(self, block: bytes) -> pl.DataFrame:
         """Numbers parsed by the CSV reader itself (no text copies of them); when any
         value does not parse, the block is read again as text to find and name it."""
-        typed = {c: _POLARS_TYPES.get(k, pl.String) for c, k in self.kinds.items()}
+        typed = {c: _polars_type(k) for c, k in self.kinds.items()}
         try:
             return pl.read_csv(block, has_header=False, schema=typed, quote_char='"')
         except pl.exceptions.PolarsError:
