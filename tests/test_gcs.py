@@ -325,3 +325,11 @@ def test_upload_is_a_resumable_session_with_progress_on_stderr(
     assert any("uploadType=resumable" in m and '"POST' in m for m in requests_made)
     assert any('"PUT /upload/storage/v1/b/' in m for m in requests_made)  # the chunk
     assert f"upload {CSV_NAME}" in err.getvalue()
+
+
+def test_all_skips_months_outside_each_release_window() -> None:
+    """load-gcs/load-bq plan like extract and load-pg: `all 2020-01` is yellow and green."""
+    from taxi_cli.gcp.partitions import each_partition
+
+    seen = each_partition("all", "2020-01", lambda t, m: (t.name, m), lambda t, m, e: None)
+    assert seen == [("yellow", "2020-01"), ("green", "2020-01")]

@@ -11,7 +11,6 @@ the end, and expires anyway if the process dies first.
 from __future__ import annotations
 
 import logging
-import random
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from taxi_cli.catalog import ZONES_FILE, TaxiType
 from taxi_cli.config import Settings
 from taxi_cli.console import Output
+from taxi_cli.download import backoff_delay
 from taxi_cli.errors import ConfigError, DataError, TaxiError, UsageError
 from taxi_cli.gcp import bq_schema, clients, gcs
 
@@ -199,8 +199,7 @@ class Warehouse:
                 text = str(exc).lower()
                 if attempt == attempts or not ("concurrent" in text or "aborted" in text):
                     raise
-                delay = min(self.cfg.http_backoff_max, self.cfg.http_backoff * 2 ** (attempt - 1))
-                delay *= random.uniform(0.5, 1.0)
+                delay = backoff_delay(self.cfg, attempt)
                 log.warning("%s; retrying in %.1fs (%d/%d)", exc, delay, attempt, attempts - 1)
                 time.sleep(delay)
         raise AssertionError("unreachable")

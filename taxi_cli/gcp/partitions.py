@@ -11,8 +11,9 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from taxi_cli.catalog import TaxiType, parse_months, parse_taxis
-from taxi_cli.errors import ExitCode, PartialFailure, TaxiError, UsageError
+from taxi_cli.catalog import TaxiType
+from taxi_cli.errors import ExitCode, PartialFailure, TaxiError
+from taxi_cli.extract import plan
 
 T = TypeVar("T")
 
@@ -30,19 +31,14 @@ log = logging.getLogger("taxi_cli.gcp")
 FATAL = (ExitCode.USAGE, ExitCode.CONNECTION)
 
 
-def partitions(taxis: str, months: str | None) -> list[tuple[TaxiType, str]]:
-    if not months:
-        raise UsageError("give the months to load, e.g. 2020-04 or 2020-01..2020-06")
-    return [(t, m) for t in parse_taxis(taxis) for m in parse_months(months)]
-
-
 def each_partition(
     taxis: str,
     months: str | None,
     step: Callable[[TaxiType, str], T],
     failed: Callable[[TaxiType, str, TaxiError], None],
 ) -> list[T]:
-    todo = partitions(taxis, months)
+    # extract's planner: the same specs, and `all` skips months outside each release window
+    todo = plan(taxis, months)
     done: list[T] = []
     errors: list[tuple[TaxiType, str, TaxiError]] = []
     for taxi, month in todo:
