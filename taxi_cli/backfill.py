@@ -229,7 +229,5 @@ def run(
         )
         if not out.quiet and not out.json and not opts.log_json:
             out.err.print(plan_table(plan, f"backfill plan ({opts.target})"))
-        run_opts = load.RunOptions(
-            jobs=opts.jobs, fail_fast=opts.fail_fast, label=f"backfill {opts.target}"
-        )
+        run_opts = load.RunOptions(jobs=opts.jobs, fail_fast=opts.fail_fast, label="backfill")
         return load.execute(cfg, plan, covered, destinations, out, run_opts)

@@ -186,7 +186,10 @@ BadRowsOpt = Annotated[
     ),
 ]
 JobsOpt = Annotated[
-    int, typer.Option("--jobs", "-j", min=1, max=64, help="Parallel workers (partitions at once).")
+    int,
+    typer.Option(
+        "--jobs", "-j", min=1, max=64, metavar="N", help="Parallel workers (partitions at once)."
+    ),
 ]
 FailFastOpt = Annotated[
     bool, typer.Option("--fail-fast", help="Stop after the first failed partition.")

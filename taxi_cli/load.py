@@ -368,7 +368,6 @@ def summary_table(summary: Summary, title: str) -> Table:
     table.add_column("download", justify="right")
     table.add_column("verify", justify="right")
     table.add_column("load", justify="right")
-    table.add_column("where")
     styles = {"done": "green", "failed": "bold red", "skipped": "dim"}
 
     def sec(value: float | None) -> str:
@@ -377,7 +376,6 @@ def summary_table(summary: Summary, title: str) -> Table:
     for o in summary.outcomes:
         style = styles.get(o.state, "yellow")
         rows = f"{o.rows:,}" if o.rows is not None else ""
-        where = o.loaded.where if o.loaded else ""
         table.add_row(
             o.item.partition,
             f"[{style}]{o.state}[/]",
@@ -385,7 +383,6 @@ def summary_table(summary: Summary, title: str) -> Table:
             sec(o.download_seconds),
             sec(o.verify_seconds),
             sec(o.load_seconds),
-            where,
         )
     return table
 

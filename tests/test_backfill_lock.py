@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from taxi_cli.choices import TargetName
 from taxi_cli.cli import app
 from taxi_cli.config import load_settings
+from taxi_cli.destinations import lock_name, make
 from taxi_cli.errors import LockedError
 from taxi_cli.lock import RunLock, lock_path, read_holder
-from taxi_cli.choices import TargetName
-from taxi_cli.destinations import lock_name, make
 
 runner = CliRunner()
 
