@@ -70,6 +70,7 @@ def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
             typer.echo("taxi-cli: interrupted", err=True)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from exc
 
+    wrapper.error_boundary = True  # type: ignore[attr-defined]  # checked by the tests
     return wrapper
 
 
