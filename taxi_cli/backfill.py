@@ -229,5 +229,10 @@ def run(
         )
         if not out.quiet and not out.json and not opts.log_json:
             out.err.print(plan_table(plan, f"backfill plan ({opts.target})"))
-        run_opts = load.RunOptions(jobs=opts.jobs, fail_fast=opts.fail_fast, label="backfill")
+        run_opts = load.RunOptions(
+            jobs=opts.jobs,
+            fail_fast=opts.fail_fast,
+            label="backfill",
+            retry_hint="rerun with --reprocess failed to retry them",
+        )
         return load.execute(cfg, plan, covered, destinations, out, run_opts)

@@ -65,6 +65,7 @@ class RunOptions:
     jobs: int = 1
     fail_fast: bool = False
     label: str = "load"  # names the run in progress lines and the summary title
+    retry_hint: str = "rerun the same command to retry them"
 
 
 @dataclass
@@ -210,11 +211,11 @@ def execute(
     """Run a plan, print its summary, and raise for what failed."""
     summary = Runner(cfg, opts, destinations, partitions, plan, out).run()
     report(summary, out, f"{opts.label} summary")
-    raise_for(summary)
+    raise_for(summary, opts.retry_hint)
     return summary
 
 
-def raise_for(summary: Summary) -> None:
+def raise_for(summary: Summary, retry_hint: str = RunOptions.retry_hint) -> None:
     """The run's exit: the fatal error, the only partition's own error, or exit 4."""
     if summary.fatal is not None:
         raise summary.fatal
@@ -228,7 +229,7 @@ def raise_for(summary: Summary) -> None:
     raise PartitionsFailed(
         f"{len(failed)} of {len(summary.outcomes)} partitions failed "
         f"(first: {first.item.partition}: {first.error}); they are recorded in the "
-        "ledger: rerun to retry them",
+        f"ledger: {retry_hint}",
         summary,
     )
 
