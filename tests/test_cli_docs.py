@@ -49,7 +49,7 @@ def check_call(argv: list[str]) -> str | None:
         if opt in GLOBAL_WITH_VALUE and "=" not in opt and words:
             words.pop(0)
     command: Any = ROOT
-    path = []
+    path: list[str] = []
     while hasattr(command, "commands") and words and not words[0].startswith("-"):
         name = words.pop(0)
         if name not in command.commands:
