@@ -19,6 +19,7 @@ from taxi_cli.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
+# Any: typer vendors click as the private `typer._click`, so its command types are not public.
 ROOT: Any = typer.main.get_command(app)
 
 
