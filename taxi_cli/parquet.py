@@ -485,7 +485,8 @@ class _Conversion:
             return values.replace_strict(mapping, default="", return_dtype=pl.String).alias(name)
         if kind is Kind.TIMESTAMP:
             text = raw[name]
-            odd = np.flatnonzero((text.str.len_bytes() != 19).fill_null(False).to_numpy())
+            canonical = text.str.contains(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
+            odd = np.flatnonzero((~canonical).fill_null(False).to_numpy())
             if len(odd):
                 stamps = typed[name]
                 text = text.scatter(odd, [_pg_timestamp(stamps[int(i)]) for i in odd])
