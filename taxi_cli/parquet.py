@@ -70,9 +70,9 @@ META_FORMAT = "taxi_cli.format"
 META_ROWS = "taxi_cli.rows"
 LINEAGE = ("unique_row_id", "filename", "file_month")
 
-BLOCK_BYTES = 4 << 20  # ~45k rows; a block's working set is ~10x its size
+BLOCK_BYTES = 2 << 20  # ~22k rows; a block's working set is ~20x its size (Polars, numpy)
 WORKERS = 2  # blocks parsed at once (the machine may have few cores)
-ROW_GROUP_ROWS = 128_000
+ROW_GROUP_ROWS = 64_000  # the sink holds a few row groups: less is less memory
 
 RELEASE_TIMESTAMP = "%Y-%m-%d %H:%M:%S"
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S%.f"  # the lenient path also takes fractions
