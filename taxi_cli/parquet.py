@@ -350,7 +350,7 @@ class _Conversion:
                 yield df
                 if n_rows is not None and n_rows <= 0:
                     return
-        except BaseException as exc:
+        except Exception as exc:  # not GeneratorExit: the engine may close us early
             self.error = exc
             raise
 
