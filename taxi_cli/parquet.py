@@ -10,10 +10,10 @@ Guarantees:
   timestamps (no zone), money and distance float64, flags and text strings; an empty
   field is null. An integer column accepts `2.0` (pandas round-trips write that) but
   not `2.5`; a value that does not fit its column is a DataError naming line and column.
-- Keyed by content: the file's key-value metadata records the source's sha256 and
-  `FORMAT_VERSION`; an existing Parquet is reused only when both match (and its footer
-  reads), else it is rebuilt. It is written to a temporary name and renamed, so the final
-  name only ever holds a whole file.
+- Keyed by content: the file's key-value metadata records the source's sha256,
+  `FORMAT_VERSION`, the rows and taxi-cli's version; an existing Parquet is reused only
+  when sha256 and format version match (and its footer reads), else it is rebuilt. It is
+  written to a temporary name and renamed, so the final name only holds a whole file.
 - Bounded memory, one pass, nothing uncompressed on disk: the gzip is inflated in a
   read-ahead thread into blocks of ~`BLOCK_BYTES` (whole lines); each block is parsed and
   hashed in a worker thread (Polars and numpy release the GIL) and handed, in file order,
@@ -45,6 +45,7 @@ import numpy as np
 import polars as pl
 from polars.io.plugins import register_io_source
 
+from taxi_cli import __version__
 from taxi_cli.catalog import TAXIS, Kind, TaxiType
 from taxi_cli.errors import DataError
 from taxi_cli.postgres import md5vec
@@ -68,6 +69,7 @@ FORMAT_VERSION = "2"
 META_SOURCE = "taxi_cli.source_sha256"
 META_FORMAT = "taxi_cli.format"
 META_ROWS = "taxi_cli.rows"
+META_TOOL = "taxi_cli.version"
 LINEAGE = ("unique_row_id", "filename", "file_month")
 
 BLOCK_BYTES = 2 << 20  # ~22k rows; a block's working set is ~20x its size (Polars, numpy)
@@ -152,8 +154,8 @@ def to_parquet(
     An existing Parquet made from the same source bytes (sha256) by this format version is
     reused unless `force`. `csv_name` is the `filename` value (default: the file's name
     without `.gz`); `month` (YYYY-MM) gives `file_month` (default: the source's month, or
-    the one its name ends in). A value that does not fit its column raises DataError naming the line
-    and column; nothing is left under the final name then.
+    the one its name ends in). A value that does not fit its column raises DataError
+    naming the line and column; nothing is left under the final name then.
     """
     taxi = TAXIS[taxi] if isinstance(taxi, str) else taxi
     path = source if isinstance(source, Path) else source.path
@@ -309,6 +311,7 @@ class _Conversion:
                 META_SOURCE: self.sha256,
                 META_FORMAT: FORMAT_VERSION,
                 META_ROWS: str(self.rows),
+                META_TOOL: __version__,  # informative: reuse keys on the format version
                 "taxi_cli.filename": self.csv_name,
             }
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from taxi_cli import parquet, synthetic
+from taxi_cli import __version__, parquet, synthetic
 from taxi_cli.catalog import GREEN, YELLOW
 from taxi_cli.errors import DataError
 from taxi_cli.extract import Extracted
@@ -23,6 +23,7 @@ from taxi_cli.parquet import (
     META_FORMAT,
     META_ROWS,
     META_SOURCE,
+    META_TOOL,
     is_current,
     parquet_path_for,
     to_parquet,
@@ -145,6 +146,7 @@ def test_metadata_records_source_sha256_format_and_rows(tmp_path: Path) -> None:
     assert meta[META_SOURCE] == _sha256(path)
     assert meta[META_FORMAT] == FORMAT_VERSION
     assert meta[META_ROWS] == "1000"
+    assert meta[META_TOOL] == __version__
 
 
 def test_reused_only_for_the_same_sha256_and_version(
