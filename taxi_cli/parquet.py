@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 from polars.io.plugins import register_io_source
 
@@ -165,7 +166,9 @@ def to_parquet(
         return out
     name = csv_name or path.name.removesuffix(".gz")
     month = month or (None if isinstance(source, Path) else source.month)
-    conversion = _Conversion(path, taxi, name, file_month_of(month or name))
+    conversion = _Conversion(
+        path, taxi, name, file_month_of(month or name), verified=verified is not None
+    )
     staging = out.with_name(f".{out.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         conversion.sink(staging)
@@ -282,8 +285,11 @@ class _Blocks:
 class _Conversion:
     """One csv.gz -> Parquet run: header check, blocks in workers, the streaming sink."""
 
-    def __init__(self, path: Path, taxi: TaxiType, csv_name: str, file_month: date) -> None:
+    def __init__(
+        self, path: Path, taxi: TaxiType, csv_name: str, file_month: date, *, verified: bool
+    ) -> None:
         self.path = path
+        self.verified = verified  # by extract: every line has the header's width
         self.name = path.name
         self.taxi = taxi
         self.csv_name = csv_name
@@ -404,7 +410,15 @@ class _Conversion:
     # ---- blocks ---------------------------------------------------------------------
 
     def _block(self, block: _Block) -> pl.DataFrame:
-        fast = self._fast(block.data)
+        data = block.data
+        # Polars reads a blank line as a row of NULLs and fills a short line with NULLs:
+        # blocks with blank lines, and (for a file not verified by extract, which checks
+        # every line's width) blocks with a wrong comma count, go the lenient way
+        plain = not (b"\n\n" in data or b"\n\r\n" in data or data.startswith((b"\n", b"\r\n")))
+        if plain and not self.verified:
+            lines = data.count(b"\n") + (not data.endswith(b"\n"))
+            plain = data.count(b",") == (len(self.columns) - 1) * lines
+        fast = self._fast(data) if plain else None
         if fast is not None:
             return fast
         return self._lenient(block)
@@ -473,9 +487,10 @@ class _Conversion:
 
     def _lenient(self, block: _Block) -> pl.DataFrame:
         """Every field as text, lenient casts; the first bad value raises DataError."""
+        data, lines = self._lines(block)
         try:
             raw = pl.read_csv(
-                block.data,
+                data,
                 has_header=False,
                 schema=dict.fromkeys(self.fast_read, pl.String()),
                 quote_char='"',
@@ -486,11 +501,44 @@ class _Conversion:
                 f"{self.name}: lines {block.first_line}..: cannot parse the CSV ({exc}); "
                 "the file is not in the release format (re-download it with --force)"
             ) from exc
+        if raw.height != len(lines):  # quoted newlines: number the records from the first
+            lines = block.first_line + np.arange(raw.height)
         typed = raw.select(_typed(pl.col(c.name), c.kind).alias(c.name) for c in self.columns)
-        self._check_values(raw, typed, block.first_line)
+        self._check_values(raw, typed, lines)
         parts = [self._rendered(raw, typed, name) for name in self.hashed]
         message = pl.DataFrame(parts).select(pl.concat_str(pl.all()).alias("m")).to_series()
         return typed.select(*self._lineage(md5_hex(message)), *[c.name for c in self.columns])
+
+    def _lines(self, block: _Block) -> tuple[bytes, npt.NDArray[np.int64]]:
+        """The block without blank lines (skipped, as load-pg does) and the file line number
+        of each line kept; a line with the wrong number of fields raises DataError."""
+        data = block.data
+        buf = np.frombuffer(data, dtype=np.uint8)
+        ends = np.flatnonzero(buf == 10)
+        if data and data[-1:] != b"\n":
+            ends = np.append(ends, len(data))
+        starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
+        lengths = ends - starts
+        has_cr = lengths > 0
+        has_cr[has_cr] = buf[ends[has_cr] - 1] == 13
+        blank = (lengths - has_cr) == 0
+        numbers = block.first_line + np.arange(len(ends), dtype=np.int64)
+        width = len(self.columns)
+        if b'"' not in data:  # (quoted commas: Polars' parse decides)
+            commas = np.flatnonzero(buf == 44)
+            fields = np.diff(np.searchsorted(commas, np.concatenate(([-1], ends)))) + 1
+            wrong = np.flatnonzero((fields != width) & ~blank)
+            if wrong.size:
+                at = int(wrong[0])
+                raise DataError(
+                    f"{self.name}: line {int(numbers[at])}: {int(fields[at])} fields, expected "
+                    f"{width}; the file is not in the release format (re-download it with --force)"
+                )
+        if not blank.any():
+            return data, numbers
+        keep = np.flatnonzero(~blank)
+        kept = b"\n".join(data[int(starts[i]) : int(ends[i])] for i in keep)
+        return kept + b"\n", numbers[keep]
 
     def _rendered(self, raw: pl.DataFrame, typed: pl.DataFrame, name: str) -> pl.Series:
         """The text PostgreSQL would hash for one column of the block ('' for NULL)."""
@@ -509,7 +557,9 @@ class _Conversion:
             return text.fill_null("").alias(name)
         return raw[name].fill_null("")
 
-    def _check_values(self, raw: pl.DataFrame, typed: pl.DataFrame, first_line: int) -> None:
+    def _check_values(
+        self, raw: pl.DataFrame, typed: pl.DataFrame, lines: npt.NDArray[np.int64]
+    ) -> None:
         """Raise DataError at the first value that does not parse as its column's type."""
         checked = [c for c in self.columns if c.kind in _WHAT]
         bad = raw.select(
@@ -521,7 +571,7 @@ class _Conversion:
         row = int(rows[0])
         column = next(c for c in checked if bad[c.name][row])
         raise DataError(
-            f"{self.name}: line {first_line + row}, column {column.name}: "
+            f"{self.name}: line {int(lines[row])}, column {column.name}: "
             f"{raw[column.name][row]!r} is not {_WHAT[column.kind]}; the file is not in the "
             "release format (fix or re-download it with --force)"
         )

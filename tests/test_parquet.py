@@ -227,3 +227,28 @@ def test_many_blocks_match_one_block(tmp_path: Path, monkeypatch: pytest.MonkeyP
     split = pl.read_parquet(to_parquet(path, GREEN, force=True))
     assert split.equals(whole)
     assert Counter(split["unique_row_id"].to_list()) == Counter(_python_ids(path, GREEN.header))
+
+
+# ---- line structure -----------------------------------------------------------------------
+
+
+def test_blank_lines_are_skipped_as_load_pg_does(tmp_path: Path) -> None:
+    lines = synthetic.csv_bytes("yellow", MONTH, 40, crlf=False).splitlines()
+    text = b"\r\n".join([*lines[:10], b"", *lines[10:], b"", b""]) + b"\r\n"
+    path = tmp_path / f"yellow_tripdata_{MONTH}.csv.gz"
+    path.write_bytes(gzip.compress(text))
+    df = pl.read_parquet(to_parquet(path, YELLOW))
+    assert df.height == 40
+    plan = hash_plan(YELLOW, YELLOW.header)
+    expected = [row_id(line.decode().split(","), plan) for line in lines[1:]]
+    assert df["unique_row_id"].to_list() == expected
+
+
+def test_a_short_line_is_named_not_filled_with_nulls(tmp_path: Path) -> None:
+    lines = synthetic.csv_bytes("yellow", MONTH, 40, crlf=False).splitlines()
+    lines[7] = lines[7].rsplit(b",", 2)[0]  # two fields short: a truncated record
+    path = tmp_path / f"yellow_tripdata_{MONTH}.csv.gz"
+    path.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
+    with pytest.raises(DataError, match=r"line 8: 16 fields, expected 18"):
+        to_parquet(path, YELLOW)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
