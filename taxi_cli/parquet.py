@@ -262,6 +262,11 @@ class _Pipeline:
                     break
                 if not data.endswith(b"\n"):
                     data += src.readline()
+                while b'"' in data and data.count(b'"') % 2:  # end outside a quoted field
+                    more = src.readline()
+                    if not more:
+                        break
+                    data += more
                 future = submit(data)
                 if not self._put(future):
                     future.cancel()
@@ -555,7 +560,7 @@ class _Conversion:
                     f": {int(fields[at])} fields, expected {width}; the file is not in the "
                     "release format (re-download it with --force)",
                 )
-        if not blank.any():
+        if not blank.any() or b'"' in data:  # (an empty line may be inside a quoted field)
             return data, numbers, len(ends)
         keep = np.flatnonzero(~blank)
         kept = b"\n".join(data[int(starts[i]) : int(ends[i])] for i in keep)

@@ -252,3 +252,23 @@ def test_a_short_line_is_named_not_filled_with_nulls(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"line 8: 16 fields, expected 18"):
         to_parquet(path, YELLOW)
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_a_quoted_newline_never_splits_a_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(parquet, "BLOCK_BYTES", 200)  # a block boundary inside the quotes
+    lines = synthetic.csv_bytes("yellow", MONTH, 30, crlf=False).splitlines()
+    flag = YELLOW.header.index("store_and_fwd_flag")
+    for i in (3, 12, 20):
+        fields = lines[i].split(b",")
+        fields[flag] = b'"N\nsecond ""line"""'
+        lines[i] = b",".join(fields)
+    path = tmp_path / f"yellow_tripdata_{MONTH}.csv.gz"
+    path.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
+    df = pl.read_parquet(to_parquet(path, YELLOW))
+    assert df.height == 30
+    assert df["store_and_fwd_flag"][11] == 'N\nsecond "line"'
+    plain = [line.replace(b'"N\nsecond ""line"""', b"N") for line in lines[1:]]
+    plan = hash_plan(YELLOW, YELLOW.header)  # the flag is not hashed
+    assert df["unique_row_id"].to_list() == [row_id(p.decode().split(","), plan) for p in plain]
