@@ -73,11 +73,14 @@ class PgTarget:
             raise UsageError(f"--mode must be replace or merge, not {mode!r}")
         self.cfg = cfg
         self.mode = mode
+        self._identity: str | None = None
 
     def identity(self) -> str:
-        from taxi_cli.postgres.target import describe_target
+        from taxi_cli.postgres.target import server_identity
 
-        return f"{describe_target(self.cfg)} schema {self.cfg.pg_schema}"
+        if self._identity is None:  # the server's own name for it, not the URL's
+            self._identity = server_identity(self.cfg)
+        return self._identity
 
     def check(self) -> None:
         from taxi_cli.postgres.target import connect

@@ -14,9 +14,9 @@ import psycopg
 from taxi_cli.catalog import TaxiType
 from taxi_cli.config import Settings
 from taxi_cli.console import Output
-from taxi_cli.errors import TaxiError
 from taxi_cli.extract import Extracted
 from taxi_cli.postgres import ddl
+from taxi_cli.postgres import errors as pg_errors
 from taxi_cli.postgres import ledger as _ledger
 from taxi_cli.postgres.ledger import LedgerRow
 from taxi_cli.postgres.loader import LoadResult, bootstrap, load_file
@@ -77,21 +77,19 @@ def load_zones(cfg: Settings, extracted: Extracted, *, force: bool = False) -> L
 def ledger_rows(cfg: Settings) -> list[LedgerRow]:
     """Every row of `{schema}.taxi_cli_loads`; [] when the table does not exist."""
     schema = ddl.check_schema(cfg.pg_schema)
-    with connect(cfg) as conn:
+    with pg_errors.mapped("reading the load ledger", describe_target(cfg)), connect(cfg) as conn:
         if not _ledger.exists(conn, schema):
             return []
-        return _ledger.read(conn, schema)
+        return _ledger.read_present(conn, schema)
 
 
 def record_failure(cfg: Settings, taxi: TaxiType, month: str, file: str, error: str) -> None:
     """Mark `file` failed with `error`, in its own transaction (the load rolled back)."""
     schema = ddl.check_schema(cfg.pg_schema)
-    with connect(cfg) as conn:
-        try:
-            bootstrap(conn, schema, None)
-            with conn.transaction():
-                _ledger.write_failure(
-                    conn, schema, file=file, taxi=taxi.name, month=month, error=error[:2000]
-                )
-        except psycopg.Error as exc:
-            raise TaxiError(f"cannot record the failure of {file}: {exc}") from exc
+    doing = f"recording the failure of {file}"
+    with pg_errors.mapped(doing, describe_target(cfg)), connect(cfg) as conn:
+        bootstrap(conn, schema, None)
+        with conn.transaction():
+            _ledger.write_failure(
+                conn, schema, file=file, taxi=taxi.name, month=month, error=error[:2000]
+            )

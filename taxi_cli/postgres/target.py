@@ -55,3 +55,28 @@ def connect(cfg: Settings, *, autocommit: bool = False) -> psycopg.Connection:
             f"cannot connect to {describe_target(cfg)}: {_reason(exc)}; "
             "check the URL, that the server runs, and the credentials"
         ) from exc
+
+
+def server_identity(cfg: Settings) -> str:
+    """The target as the server names it, not as the URL spells it: the cluster's
+    system identifier, its port, the database and the schema. `localhost` and
+    `127.0.0.1`, extra URL parameters or another user for the same database give the
+    same identity, so one run lock covers them all."""
+    from taxi_cli.postgres.errors import mapped
+
+    doing = mapped("reading the server's identity", describe_target(cfg))
+    with doing, connect(cfg, autocommit=True) as conn:
+        row = conn.execute("SELECT current_setting('port'), current_database()").fetchone()
+        port, database = (row[0], row[1]) if row else ("?", "?")
+        try:
+            # readable by every role on PostgreSQL >= 10 unless an admin revoked it
+            found = conn.execute("SELECT system_identifier FROM pg_control_system()")
+            ident = found.fetchone()
+            cluster = f"cluster {ident[0]}" if ident else ""
+        except psycopg.errors.InsufficientPrivilege:
+            # the fallback: the server's own address (NULL over a unix socket)
+            where = conn.execute(
+                "SELECT coalesce(host(inet_server_addr()), %s)", (conn.info.host,)
+            ).fetchone()
+            cluster = f"server {where[0] if where else '?'}"
+    return f"PostgreSQL {cluster} port {port}, database {database}, schema {cfg.pg_schema}"
