@@ -10,6 +10,7 @@ same way on every attempt, so they are reported at once and not retried.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -22,7 +23,7 @@ from taxi_cli.redact import mask_dsn
 TRANSIENT = {
     "40001": "a serialization failure (a concurrent transaction won)",
     "40P01": "a deadlock with a concurrent transaction",
-    "57P01": "the server is shutting down (admin shutdown)",
+    "57P01": "the server ended the session (admin shutdown or pg_terminate_backend)",
     "57P02": "the server crashed (crash shutdown)",
     "57P03": "the server is not accepting connections yet",
 }
@@ -104,16 +105,25 @@ def translate(exc: psycopg.Error, doing: str, where: str = "PostgreSQL") -> Taxi
 
 
 def _privilege_hint(primary: str) -> str:
-    if "schema" in primary:
+    owner = re.search(r"must be owner of (?:table|relation|schema) (\S+)", primary)
+    if owner:
         return (
-            "the role needs CREATE (and USAGE) on the schema: GRANT CREATE, USAGE ON SCHEMA "
-            "... TO the role, or choose a --schema it owns"
+            f"changing {owner.group(1)} needs its owner: load as the role that created it, "
+            f"or ALTER TABLE {owner.group(1)} OWNER TO the role"
         )
-    if "database" in primary:
-        return "the role needs CREATE on the database: GRANT CREATE ON DATABASE ... TO the role"
+    found = re.search(r"permission denied for (schema|database|table|relation) (\S+)", primary)
+    kind, name = found.groups() if found else ("", "...")
+    if kind == "schema":
+        return (
+            f"the role needs CREATE and USAGE on it: GRANT CREATE, USAGE ON SCHEMA {name} "
+            "TO the role, or choose a --schema it owns"
+        )
+    if kind == "database":
+        return f"the role needs CREATE on it: GRANT CREATE ON DATABASE {name} TO the role"
     return (
-        "the role needs privileges on the tables: GRANT SELECT, INSERT, UPDATE, DELETE "
-        "(and ownership for DDL) to it, or use the role that created them"
+        f"the role needs privileges on {name}: GRANT SELECT (to read) or SELECT, INSERT, "
+        "UPDATE, DELETE (to load; DDL needs the owner) TO the role, or use the role that "
+        "created the tables"
     )
 
 

@@ -6,6 +6,7 @@ set (an empty conninfo lets libpq read them), else the embedded server.
 
 from __future__ import annotations
 
+import logging
 import re
 
 import psycopg
@@ -16,6 +17,9 @@ from taxi_cli.postgres import embedded
 from taxi_cli.redact import mask_dsn
 
 CONNECT_TIMEOUT = 10
+# psycopg logs the errors it ignores while cleaning up after a failure (a COPY on a lost
+# connection); the error it raises is reported once, by postgres.errors, in one line.
+logging.getLogger("psycopg").setLevel(logging.ERROR)
 
 
 def conninfo(cfg: Settings) -> str:
