@@ -8,6 +8,7 @@ the same server, and a cut connection is a real one), and the CLI runs as a proc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -148,10 +149,8 @@ class TcpFront:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def cut(self) -> None:
         """Reset every open connection (RST, as a dropped NAT entry or a rebooted peer)."""
