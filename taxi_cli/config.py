@@ -406,13 +406,13 @@ def _read_profile(path: Path, profile: str | None) -> tuple[dict[str, Any], str 
     profiles = data.pop("profile", {})
     if not isinstance(profiles, dict):
         raise ConfigError(
-            f"{path}: `profile` must hold [profile.NAME] tables, not a {type(profiles).__name__}"
+            f"{path}: `profile` must hold [profile.NAME] tables, not {_kind(profiles)}"
         )
     for name, table in profiles.items():
         if not isinstance(table, dict):
             raise ConfigError(
                 f"{path}: `profile` must hold [profile.NAME] tables; "
-                f"profile.{name} is a {type(table).__name__}, not a table"
+                f"profile.{name} is {_kind(table)}, not a table"
             )
     # The whole file is checked, not just the chosen profile: a typo in [profile.prod]
     # should fail on the laptop, not at 09:00 on the first of the month.
@@ -434,10 +434,16 @@ def _read_profile(path: Path, profile: str | None) -> tuple[dict[str, Any], str 
     return merged, chosen, from_profile
 
 
+def _kind(value: Any) -> str:
+    """What a TOML value is, in TOML's words."""
+    kinds = ((bool, "a boolean"), (int, "an integer"), (float, "a float"), (str, "a string"))
+    kinds += ((list, "an array"), (dict, "a table"))
+    return next((word for t, word in kinds if isinstance(value, t)), "a date or time")
+
+
 def _convert(spec: Spec, raw: Any, where: str) -> Any:
     if isinstance(raw, dict | list):
-        kind = "table" if isinstance(raw, dict) else "array"
-        raise ConfigError(f"bad value for {spec.name} (from {where}): a {kind}, not a value")
+        raise ConfigError(f"bad value for {spec.name} (from {where}): {_kind(raw)}, not a value")
     if isinstance(raw, bool) and spec.convert is not str:
         raise ConfigError(f"bad value {raw!r} for {spec.name} (from {where}): not a number")
     if isinstance(raw, float) and spec.convert is _positive_int:
