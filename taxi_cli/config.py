@@ -436,8 +436,14 @@ def _read_profile(path: Path, profile: str | None) -> tuple[dict[str, Any], str 
 
 def _kind(value: Any) -> str:
     """What a TOML value is, in TOML's words."""
-    kinds = ((bool, "a boolean"), (int, "an integer"), (float, "a float"), (str, "a string"))
-    kinds += ((list, "an array"), (dict, "a table"))
+    kinds: tuple[tuple[type, str], ...] = (
+        (bool, "a boolean"),
+        (int, "an integer"),
+        (float, "a float"),
+        (str, "a string"),
+        (list, "an array"),
+        (dict, "a table"),
+    )
     return next((word for t, word in kinds if isinstance(value, t)), "a date or time")
 
 
