@@ -1,0 +1,65 @@
+"""The run lock identifies the target itself, not its spelling: `localhost` and
+`127.0.0.1`, extra URL parameters, the unix socket or another user name for the same
+database are one target; another database or schema is another."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+
+from taxi_cli.config import load_settings
+from taxi_cli.lock import RunLock, lock_path
+from taxi_cli.targets import lock_name, make_targets
+from tests.faults.conftest import SECRET, TcpFront, cli, make_role, tcp_url
+from tests.fixtures_mirror import Mirror
+
+pytestmark = [pytest.mark.integration]
+
+
+def _lock_of(url: str, schema: str = "public") -> str:
+    cfg = load_settings({"pg_url": url, "pg_schema": schema})
+    return lock_name(make_targets(cfg, ["pg"])[0])
+
+
+def test_one_database_spelled_many_ways_is_one_target(  # type: ignore[no-untyped-def]
+    pg_url: str, admin, tcp_front: TcpFront
+) -> None:
+    role = make_role(admin)
+    spellings = [
+        pg_url,  # the unix socket
+        tcp_url(tcp_front, pg_url, "127.0.0.1"),
+        tcp_url(tcp_front, pg_url, "localhost"),
+        tcp_url(tcp_front, pg_url, "127.0.0.1") + "?application_name=cron&connect_timeout=7",
+        tcp_url(tcp_front, pg_url, "localhost", user=role),
+    ]
+    names = {_lock_of(url) for url in spellings}
+    assert len(names) == 1, names
+    assert _lock_of(pg_url, schema="other") not in names
+
+    dbname = urlsplit(pg_url).path.lstrip("/")
+    other = f"{dbname}_b"
+    admin.execute(f'CREATE DATABASE "{other}"')
+    try:
+        assert _lock_of(pg_url.replace(f"/{dbname}?", f"/{other}?")) not in names
+    finally:
+        admin.execute(f'DROP DATABASE "{other}" WITH (FORCE)')
+
+
+def test_a_backfill_under_another_spelling_is_refused(  # type: ignore[no-untyped-def]
+    mirror: Mirror, pg_url: str, pg_conn: psycopg.Connection, tcp_front: TcpFront
+) -> None:
+    mirror.add_month("green", "2020-01", rows=100)
+    cfg = load_settings({"pg_url": pg_url})
+    target = make_targets(cfg, ["pg"])[0]
+    with RunLock(lock_path(cfg, lock_name(target)), what="backfill (test)"):
+        url = tcp_url(tcp_front, pg_url, "localhost") + "?application_name=other"
+        run = cli("backfill", "green", "2020-01", "--pg-url", url)
+    assert run.code == 1
+    line = run.error_line
+    assert "another backfill into PostgreSQL cluster" in line and "is running" in line
+    assert SECRET not in run.err
+    assert pg_conn.execute("SELECT to_regclass('green_tripdata')").fetchone() == (None,)
+    # released: the same command now runs
+    assert cli("backfill", "green", "2020-01", "--pg-url", url, "-q").code == 0
