@@ -445,8 +445,18 @@ def _systemd_path(path: str, what: str) -> str:
 
 
 def _exec_words(words: Sequence[str]) -> list[str]:
+    exe, *args = words
+    # systemd expands no variables in the executable's path, and refuses quotes,
+    # backslashes and control characters there whatever the quoting
+    if re.search(r"[\"'\\\x00-\x1f\x7f]", exe):
+        raise ConfigError(
+            f"the taxi-cli executable {exe!r} has a quote, backslash or control character "
+            "in its path, which systemd refuses in ExecStart=; install it under another path"
+        )
+    escaped = exe.replace("%", "%%")
+    first = escaped if re.fullmatch(r"[A-Za-z0-9_@%+=:,./$-]+", escaped) else f'"{escaped}"'
     # a lone `;` separates commands in ExecStart=: written `\\;` it is an argument
-    return ["\\;" if word == ";" else _systemd_word(word) for word in words]
+    return [first, *("\\;" if word == ";" else _systemd_word(word) for word in args)]
 
 
 @dataclass(frozen=True)
@@ -566,7 +576,7 @@ def uninstall_units() -> tuple[list[Path], list[str]]:
     """Stop, disable and remove every unit taxi-cli generated in the user unit dir
     (found by the header it writes), and the timers' enablement links.
 
-    Returns (removed paths, notes); a systemd that refuses to disable them raises.
+    Returns (removed paths, notes).
     """
     target = user_unit_dir()
     ours = sorted(
@@ -576,12 +586,15 @@ def uninstall_units() -> tuple[list[Path], list[str]]:
     )
     notes: list[str] = []
     timers = [p.name for p in ours if p.suffix == ".timer"]
-    if timers and _user_manager(target):
+    manager = bool(timers) and _user_manager(target)
+    if manager:
         done = _systemctl("disable", "--now", *timers)
-        if done.returncode != 0:
-            raise TaxiError(
-                f"disabling {', '.join(timers)} failed ({_why(done)}); nothing was removed: "
-                f"run systemctl --user disable --now {' '.join(timers)}, then this again"
+        if done.returncode != 0:  # no user manager: nothing runs; the files go below
+            manager = False
+            notes.append(
+                f"systemctl --user disable failed ({_why(done)}): removed the units and "
+                "their links by hand; a running user systemd needs: "
+                "systemctl --user daemon-reload"
             )
     removed: list[Path] = []
     try:
@@ -595,7 +608,7 @@ def uninstall_units() -> tuple[list[Path], list[str]]:
             removed.append(path)
     except OSError as exc:
         raise ConfigError(f"cannot remove the units in {target}: {exc}") from exc
-    if ours and _user_manager(target):
+    if manager:
         _systemctl("daemon-reload")
     if not ours:
         notes.append(f"no taxi-cli units in {target}: nothing to remove")
