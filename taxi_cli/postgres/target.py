@@ -68,8 +68,14 @@ def server_identity(cfg: Settings) -> str:
     same identity, so one run lock covers them all."""
     from taxi_cli.postgres.errors import mapped
 
+    try:
+        conn = connect(cfg, autocommit=True)
+    except ConnectError:
+        # a run that cannot connect loads nothing, so the lock it takes need not match
+        # the others': the spelling, normalised, names the target well enough for it
+        return spelled_identity(cfg)
     doing = mapped("reading the server's identity", describe_target(cfg))
-    with doing, connect(cfg, autocommit=True) as conn:
+    with doing, conn:
         row = conn.execute("SELECT current_setting('port'), current_database()").fetchone()
         port, database = (row[0], row[1]) if row else ("?", "?")
         try:
@@ -84,3 +90,25 @@ def server_identity(cfg: Settings) -> str:
             ).fetchone()
             cluster = f"server {where[0] if where else '?'}"
     return f"PostgreSQL {cluster} port {port}, database {database}, schema {cfg.pg_schema}"
+
+
+_LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]"}
+
+
+def spelled_identity(cfg: Settings) -> str:
+    """The target from its settings, without user, password or extra parameters."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    params: dict[str, object] = {}
+    if cfg.pg_url:
+        params = dict(conninfo_to_dict(cfg.pg_url))
+    elif cfg.uses_libpq_env:
+        params = {"host": cfg.pg_env.get("PGHOST"), "port": cfg.pg_env.get("PGPORT")}
+        params["dbname"] = cfg.pg_env.get("PGDATABASE")
+    else:
+        return f"embedded PostgreSQL at {cfg.pg_data_path}, schema {cfg.pg_schema}"
+    host = str(params.get("host") or "localhost").lower()
+    host = "localhost" if host in _LOOPBACK else host
+    port = str(params.get("port") or "5432")
+    dbname = str(params.get("dbname") or params.get("user") or "")
+    return f"PostgreSQL at {host}:{port}, database {dbname}, schema {cfg.pg_schema}"
