@@ -294,6 +294,10 @@ def _ledger_hit(
         return None
     if kind == "p" and table_kind(conn, schema, ddl.partition_name(taxi, file)) is None:
         return None
+    # truncated since (the partition, or the whole course table): load again
+    name = ddl.partition_name(taxi, file) if kind == "p" else ddl.table(taxi)
+    if row.rows and not ledger.has_rows(conn, schema, name):
+        return None
     return row
 
 

@@ -53,6 +53,7 @@ def load_zones_file(
                 )
                 # a table dropped since its load (the course's "start over") is loaded again
                 present = table_kind(conn, schema, ddl.ZONES) is not None
+                present = present and ledger.has_rows(conn, schema, ddl.ZONES)  # or truncated
                 conn.execute(ddl.create_zones(schema))
                 rows = ledger.read(conn, schema, ZONES_FILE)
                 done = bool(rows) and rows[0].status == "done" and rows[0].sha256 == sha256

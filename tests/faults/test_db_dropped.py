@@ -48,6 +48,12 @@ def test_a_dropped_table_is_planned_again(mirror: Mirror, pg_url: str, pg_conn) 
     _backfill(pg_url)
     assert count(pg_conn, "green_tripdata") == 600
 
+    # a truncated partition is as missing as a dropped one
+    pg_conn.execute("TRUNCATE green_tripdata_2020_02")
+    assert _plan(pg_url) == {"2020-01": "skip", "2020-02": "load"}
+    _backfill(pg_url)
+    assert count(pg_conn, "green_tripdata") == 600
+
 
 def test_a_dropped_course_table_is_planned_again(mirror: Mirror, pg_url: str, pg_conn) -> None:  # type: ignore[no-untyped-def]
     mirror.add_months("green", ["2020-01", "2020-02"], rows=300)
@@ -55,6 +61,11 @@ def test_a_dropped_course_table_is_planned_again(mirror: Mirror, pg_url: str, pg
     pg_conn.execute(f"CREATE TABLE green_tripdata (unique_row_id text, filename text, {columns})")
     _backfill(pg_url)
     assert _plan(pg_url) == {"2020-01": "skip", "2020-02": "skip"}
+    pg_conn.execute("TRUNCATE green_tripdata")
+    assert _plan(pg_url) == {"2020-01": "load", "2020-02": "load"}
+    run = cli("load-pg", "green", "2020-01", "--pg-url", pg_url)  # not "unchanged, skipped"
+    assert run.code == 0 and "skipped" not in run.out, run.err
+    assert count(pg_conn, "green_tripdata") == 300
     pg_conn.execute("DROP TABLE green_tripdata")
     assert _plan(pg_url) == {"2020-01": "load", "2020-02": "load"}
     _backfill(pg_url)
@@ -70,4 +81,8 @@ def test_a_dropped_zone_lookup_is_loaded_again(
     run = cli("load-pg", "zones", "--pg-url", pg_url)
     assert run.code == 0, run.err
     assert "skipped" not in run.out
+    assert count(pg_conn, "taxi_zone_lookup") == 265
+    pg_conn.execute("TRUNCATE taxi_zone_lookup")
+    run = cli("load-pg", "zones", "--pg-url", pg_url)
+    assert run.code == 0 and "skipped" not in run.out, run.err
     assert count(pg_conn, "taxi_zone_lookup") == 265
