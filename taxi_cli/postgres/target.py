@@ -84,11 +84,10 @@ def server_identity(cfg: Settings) -> str:
             ident = found.fetchone()
             cluster = f"cluster {ident[0]}" if ident else ""
         except psycopg.errors.InsufficientPrivilege:
-            # the fallback: the server's own address (NULL over a unix socket)
-            where = conn.execute(
-                "SELECT coalesce(host(inet_server_addr()), %s)", (conn.info.host,)
-            ).fetchone()
-            cluster = f"server {where[0] if where else '?'}"
+            # the fallback, readable by every role and as independent of the spelling:
+            # when this server (on this port) started
+            started = conn.execute("SELECT pg_postmaster_start_time()::text").fetchone()
+            cluster = f"started {started[0] if started else '?'}"
     return f"PostgreSQL {cluster} port {port}, database {database}, schema {cfg.pg_schema}"
 
 

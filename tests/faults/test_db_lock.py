@@ -12,7 +12,7 @@ import pytest
 from taxi_cli.config import load_settings
 from taxi_cli.lock import RunLock, lock_path
 from taxi_cli.targets import lock_name, make_targets
-from tests.faults.conftest import SECRET, TcpFront, cli, make_role, tcp_url
+from tests.faults.conftest import SECRET, TcpFront, cli, make_role, role_url, tcp_url
 from tests.fixtures_mirror import Mirror
 
 pytestmark = [pytest.mark.integration]
@@ -63,3 +63,17 @@ def test_a_backfill_under_another_spelling_is_refused(  # type: ignore[no-untype
     assert pg_conn.execute("SELECT to_regclass('green_tripdata')").fetchone() == (None,)
     # released: the same command now runs
     assert cli("backfill", "green", "2020-01", "--pg-url", url, "-q").code == 0
+
+
+def test_without_pg_control_system_the_lock_still_names_the_server(  # type: ignore[no-untyped-def]
+    pg_url: str, admin, tcp_front: TcpFront
+) -> None:
+    from taxi_cli.postgres.target import server_identity
+
+    admin.execute("REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC")
+    a, b = make_role(admin), make_role(admin)
+    first = tcp_url(tcp_front, pg_url, "127.0.0.1", user=a)
+    second = tcp_url(tcp_front, pg_url, "localhost", user=b) + "?application_name=x"
+    assert _lock_of(first) == _lock_of(second) == _lock_of(role_url(pg_url, a))
+    identity = server_identity(load_settings({"pg_url": first}))
+    assert identity.startswith("PostgreSQL started ") and "cluster" not in identity
