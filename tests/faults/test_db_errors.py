@@ -66,6 +66,15 @@ def test_no_create_privilege_on_the_schema(mirror: Mirror, pg_url: str, admin) -
     assert admin.execute("SELECT to_regclass('public.green_tripdata')").fetchone() == (None,)
 
 
+def test_no_create_privilege_on_the_database(mirror: Mirror, pg_url: str, admin) -> None:  # type: ignore[no-untyped-def]
+    mirror.add_month("green", "2020-01", rows=200)
+    role = make_role(admin)
+    url = role_url(pg_url, role)
+    line = _failed(cli("load-pg", "green", "2020-01", "--pg-url", url, "--schema", "trips"))
+    assert "permission denied for database" in line and "GRANT CREATE ON DATABASE" in line
+    assert admin.execute("SELECT to_regnamespace('trips')").fetchone() == (None,)
+
+
 def test_a_read_only_role_is_named_as_such(mirror: Mirror, pg_url: str, admin) -> None:  # type: ignore[no-untyped-def]
     mirror.add_month("green", "2020-01", rows=200)
     assert cli("load-pg", "green", "2020-01", "--pg-url", pg_url, "-q").code == 0
