@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from taxi_cli.catalog import GREEN
-from tests.faults.conftest import cli
+from tests.faults.db_support import cli
 from tests.fixtures_mirror import Mirror
 from tests.pg_helpers import count
 

@@ -18,7 +18,8 @@ import pytest
 from taxi_cli.errors import TransientError
 from taxi_cli.postgres import ddl
 from taxi_cli.postgres.errors import PrivilegeError, ServerError, translate
-from tests.faults.conftest import (
+from tests.faults import db_support
+from tests.faults.db_support import (
     SECRET,
     TcpFront,
     cli,
@@ -32,6 +33,9 @@ from tests.fixtures_mirror import Mirror
 from tests.pg_helpers import count
 
 pytestmark = [pytest.mark.integration]
+# the suite's fixtures (a module, not a conftest: other fault files share the folder)
+admin = db_support.admin
+tcp_front = db_support.tcp_front
 G01 = "green_tripdata_2020-01.csv"
 
 
@@ -42,7 +46,7 @@ def _load(url: str, month: str = "2020-01", *extra: str) -> subprocess.Completed
 
 def _failed(run: object, code: int = 1) -> str:
     """The single error line of a failed CLI run; no secret, no traceback."""
-    from tests.faults.conftest import Run
+    from tests.faults.db_support import Run
 
     assert isinstance(run, Run)
     assert run.code == code, run.err

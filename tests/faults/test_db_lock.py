@@ -12,10 +12,14 @@ import pytest
 from taxi_cli.config import load_settings
 from taxi_cli.lock import RunLock, lock_path
 from taxi_cli.targets import lock_name, make_targets
-from tests.faults.conftest import SECRET, TcpFront, cli, make_role, role_url, tcp_url
+from tests.faults import db_support
+from tests.faults.db_support import SECRET, TcpFront, cli, make_role, role_url, tcp_url
 from tests.fixtures_mirror import Mirror
 
 pytestmark = [pytest.mark.integration]
+# the suite's fixtures (a module, not a conftest: other fault files share the folder)
+admin = db_support.admin
+tcp_front = db_support.tcp_front
 
 
 def _lock_of(url: str, schema: str = "public") -> str:

@@ -12,7 +12,7 @@ import pytest
 
 from taxi_cli import synthetic
 from taxi_cli.catalog import GREEN
-from tests.faults.conftest import cli, finish, start
+from tests.faults.db_support import cli, finish, start
 from tests.fixtures_mirror import Mirror
 
 pytestmark = [pytest.mark.integration]

@@ -16,7 +16,7 @@ import pytest
 from taxi_cli.config import load_settings
 from taxi_cli.lock import RunLock, lock_path
 from taxi_cli.targets import lock_name, make_targets
-from tests.faults.conftest import cli, interrupt, start
+from tests.faults.db_support import cli, interrupt, start
 from tests.fixtures_mirror import Mirror, rel_path
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -67,7 +67,7 @@ def _content(conn: psycopg.Connection) -> object:
 
 
 def _interrupted(run: object) -> None:
-    from tests.faults.conftest import Run
+    from tests.faults.db_support import Run
 
     assert isinstance(run, Run)
     assert run.code == 130, run.err

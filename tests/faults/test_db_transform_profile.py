@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.conftest import SECRET, cli, finish, interrupt, role_url, start
+from tests.faults.db_support import SECRET, cli, finish, interrupt, role_url, start
 from tests.fixtures_mirror import Mirror
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

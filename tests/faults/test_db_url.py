@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults.conftest import SECRET, cli
+from tests.faults.db_support import SECRET, cli
 
 S = SECRET
 BAD = [

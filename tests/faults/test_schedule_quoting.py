@@ -19,7 +19,7 @@ import pytest
 
 from taxi_cli.errors import ConfigError
 from taxi_cli.schedule import Context, command, plan_jobs, render_cron, render_systemd
-from tests.faults.conftest import cli
+from tests.faults.db_support import cli
 
 NASTY = [
     "a b",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.conftest import cli
+from tests.faults.db_support import cli
 
 NUMBERS = [
     ("http_timeout", "TAXI_HTTP_TIMEOUT", "nan", "finite"),

@@ -1,5 +1,7 @@
-"""Shared pieces of the fault suite: restricted roles on the embedded server, a TCP
-front for it, and the real CLI in a subprocess.
+"""Shared pieces of the database and settings fault tests: restricted roles on the
+embedded server, a TCP front for it, and the real CLI in a subprocess. (A module rather
+than a conftest, so that other fault files can share tests/faults/; a test module that
+needs `admin` or `tcp_front` binds them: `admin = db_support.admin`.)
 
 Every fault is real: roles are created with SQL on the test's own database, the TCP
 front forwards bytes to the server's unix socket (so `localhost` and `127.0.0.1` reach
