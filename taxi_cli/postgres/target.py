@@ -49,11 +49,35 @@ def _reason(exc: Exception) -> str:
     return mask_dsn(text)
 
 
+# A server that vanishes without a reset (a frozen VM, a dropped route) would leave a
+# load blocked in send() or recv() for good: TCP keepalives find a dead peer of an idle
+# connection within about a minute, and tcp_user_timeout one that stops taking data
+# (5 minutes: a busy server still acknowledges, only a gone one stalls that long). The
+# URL's own values win; a unix socket ignores them.
+TCP_DEFAULTS = {
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "300000",
+}
+
+
+def with_tcp_defaults(info: str) -> str:
+    """`info` plus the TCP_DEFAULTS it does not set itself."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    given = conninfo_to_dict(info)
+    return make_conninfo(info, **{k: v for k, v in TCP_DEFAULTS.items() if k not in given})
+
+
 def connect(cfg: Settings, *, autocommit: bool = False) -> psycopg.Connection:
     """Connect to the resolved target; ConnectError (exit 3) names it, password masked."""
     info = conninfo(cfg)
     try:
-        return psycopg.connect(info, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT)
+        return psycopg.connect(
+            with_tcp_defaults(info), autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT
+        )
     except psycopg.OperationalError as exc:
         raise ConnectError(
             f"cannot connect to {describe_target(cfg)}: {_reason(exc)}; "

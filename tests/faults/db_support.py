@@ -142,10 +142,19 @@ class TcpFront:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    frozen: threading.Event = field(default_factory=threading.Event)
+
+    def freeze(self) -> None:
+        """Stop moving bytes, keeping every connection open: a peer that vanished
+        without a reset (the sender's data stays unacknowledged)."""
+        self.frozen.set()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                if self.frozen.is_set():
+                    self.frozen.wait()
+                    threading.Event().wait()  # never forward again
                 dst.sendall(data)
         except OSError:
             pass

@@ -290,3 +290,34 @@ def test_load_pg_zones_names_the_failure_too(
     role = make_role(admin)
     line = _failed(cli("load-pg", "zones", "--pg-url", role_url(pg_url, role)))
     assert "taxi_zone_lookup.csv" in line and "permission denied for schema public" in line
+
+
+def test_a_server_that_vanishes_without_a_reset(  # type: ignore[no-untyped-def]
+    mirror: Mirror, pg_url: str, admin, tcp_front: TcpFront, tmp_path: Path
+) -> None:
+    """No RST, no FIN: the bytes just stop. The load must not hang in send() for good:
+    tcp_user_timeout (2 s here, 5 min by default) turns it into a lost connection."""
+    mirror.add_month("green", "2020-01", rows=300_000, seed=7)
+    fresh = {"TAXI_DATA_DIR": str(tmp_path / "dl")}
+    assert cli("extract", "green", "2020-01", "-q", env=fresh).code == 0
+    url = tcp_url(tcp_front, pg_url) + "?tcp_user_timeout=2000"
+    proc = start("load-pg", "green", "2020-01", "--pg-url", url, env=fresh)
+    _wait_for_copy(admin, proc)
+    tcp_front.freeze()
+    line = _failed(finish(proc, timeout=240))
+    assert "lost the connection" in line and "run again" in line
+    assert count(admin, "green_tripdata") == 0
+    assert admin.execute("SELECT count(*) FROM taxi_cli_loads").fetchone() == (0,)
+
+
+def test_tcp_timeouts_are_on_unless_the_url_sets_them(pg_url: str, tcp_front: TcpFront) -> None:
+    from taxi_cli.config import load_settings
+    from taxi_cli.postgres.target import TCP_DEFAULTS, connect
+
+    plain = load_settings({"pg_url": tcp_url(tcp_front, pg_url)})
+    with connect(plain) as conn:
+        params = conn.info.get_parameters()
+    assert {k: params.get(k) for k in TCP_DEFAULTS} == TCP_DEFAULTS
+    own = load_settings({"pg_url": tcp_url(tcp_front, pg_url) + "?tcp_user_timeout=1234"})
+    with connect(own) as conn:
+        assert conn.info.get_parameters()["tcp_user_timeout"] == "1234"
