@@ -667,6 +667,9 @@ def schedule_cmd(
     install: Annotated[
         bool, typer.Option("--install", help="systemd: write the units to ~/.config/systemd/user.")
     ] = False,
+    uninstall: Annotated[
+        bool, typer.Option("--uninstall", help="systemd: stop and remove the units it installed.")
+    ] = False,
 ) -> None:
     """Print a crontab entry or systemd units that run the catch-up backfill monthly."""
     from taxi_cli import schedule
@@ -674,7 +677,14 @@ def schedule_cmd(
     output()
     cfg = settings()
     text, notes = schedule.run(
-        cfg, str(kind), taxis=taxis, target=str(target), at=at, timezone=timezone, install=install
+        cfg,
+        str(kind),
+        taxis=taxis,
+        target=str(target),
+        at=at,
+        timezone=timezone,
+        install=install,
+        uninstall=uninstall,
     )
     typer.echo(text, nl=False)
     for note in notes:

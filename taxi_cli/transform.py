@@ -209,7 +209,7 @@ def run(
     started = time.monotonic()
     # one dbt per target dir: two builds would overwrite each other's compiled SQL
     lock = RunLock(lock_path(cfg, f"dbt-{resolved.name}"), what=f"transform --target {target}")
-    with lock, dbt_profile.profiles_dir(resolved) as profiles:
+    with lock, dbt_profile.profiles_dir(resolved, work / "profiles") as profiles:
         args = dbt_args(
             resolved,
             profiles=profiles,
