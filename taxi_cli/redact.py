@@ -6,13 +6,17 @@ import re
 
 MASK = "***"
 
+# an http(s) URL's whole user-info: a mirror's user name may itself be a token
+_HTTP_USERINFO = re.compile(r"(?P<pre>\bhttps?://)(?P<ui>[^/\s?#]+)(?P<at>@)", re.I)
 _URL_PASSWORD = re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<at>@)")
 _KV_PASSWORD = re.compile(r"(?P<pre>(?<![?&])\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.I)
 _QUERY_PASSWORD = re.compile(r"(?P<pre>[?&]password=)(?P<pw>[^&\s]*)", re.I)
 
 
 def mask_dsn(text: str) -> str:
-    """Replace every password in URLs, `password=...` pairs and query strings by ***."""
+    """Replace every password in URLs, `password=...` pairs and query strings by ***
+    (and the whole user-info of http(s) URLs: `http://***@mirror/`)."""
+    text = _HTTP_USERINFO.sub(lambda m: f"{m['pre']}{MASK}{m['at']}", text)
     text = _URL_PASSWORD.sub(lambda m: f"{m['pre']}{MASK}{m['at']}", text)
     text = _QUERY_PASSWORD.sub(lambda m: f"{m['pre']}{MASK}", text)
     return _KV_PASSWORD.sub(lambda m: f"{m['pre']}{MASK}", text)
@@ -21,3 +25,9 @@ def mask_dsn(text: str) -> str:
 def mask_secret(value: str) -> str:
     """A fully hidden secret that still says whether it is set."""
     return MASK if value else ""
+
+
+def mask_url(text: str) -> str:
+    """A source URL (or text holding one) fit for a log, a message or a file: the
+    credentials in `http://user:pw@host/` become `http://***@host/`."""
+    return mask_dsn(text)
