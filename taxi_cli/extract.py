@@ -49,6 +49,7 @@ from taxi_cli.config import Settings
 from taxi_cli.console import Output, add_task
 from taxi_cli.errors import ConfigError, DataError, DownloadError, UsageError
 from taxi_cli.oserrors import DATA_DIR_HINT, disk_error
+from taxi_cli.redact import mask_url
 from taxi_cli.verify import Verified, VerifyError, verify_trip_file, verify_zones
 
 if TYPE_CHECKING:
@@ -267,7 +268,7 @@ def _from_sidecar(
         sha256=str(meta["sha256"]),
         cached=True,
         note=meta.get("note"),
-        url=url,
+        url=mask_url(url),  # --json prints it: never the credentials
     )
 
 
@@ -424,7 +425,7 @@ def _extracted(
         sha256=v.sha256,
         cached=cached,
         note=v.note,
-        url=url,
+        url=mask_url(url),  # --json prints it: never the credentials
     )
 
 
