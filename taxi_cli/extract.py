@@ -119,7 +119,9 @@ def load_manifest(cfg: Settings) -> dict[str, ManifestEntry]:
                 )
                 for row in csv.DictReader(fh)
             }
-    except (OSError, KeyError, ValueError, TypeError) as exc:
+    except OSError as exc:
+        raise disk_error(exc, path, config="TAXI_MANIFEST / --manifest") from exc
+    except (KeyError, ValueError, TypeError) as exc:
         raise ConfigError(
             f"cannot read the manifest {path} (TAXI_MANIFEST): {exc}; it needs the columns "
             "filename,size_bytes,sha256 (or set it to `none`)"
@@ -296,9 +298,10 @@ def _open_lock(cfg: Settings, final: Path) -> IO[str] | None:
         if exc.errno in _READ_ONLY and final.exists():
             log.debug("no lock for %s (%s): the data dir is read-only", final.name, exc)
             return None
-        if exc.errno in (errno.ENOTDIR, errno.EEXIST) or not cfg.data_path.is_dir():
-            raise disk_error(exc, cfg.data_path, config=DATA_DIR_HINT) from exc
-        raise disk_error(exc, locks) from exc
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+            raise disk_error(exc, locks) from exc
+        # the configured data dir itself is unusable: a file, read-only, not ours (exit 2)
+        raise disk_error(exc, cfg.data_path, config=DATA_DIR_HINT) from exc
 
 
 @contextmanager

@@ -44,10 +44,19 @@ _WHAT: dict[int, tuple[str, str]] = {
 }
 
 
-def describe(exc: OSError, path: Path | str | None = None, *, setting: str = DATA_DIR_HINT) -> str:
-    """`<path>: <what happened>; <what to do>` for an OSError."""
+def describe(
+    exc: OSError,
+    path: Path | str | None = None,
+    *,
+    setting: str = DATA_DIR_HINT,
+    named: bool = False,
+) -> str:
+    """`<path>: <what happened>; <what to do>` for an OSError; `named`: the path is the
+    value of `setting`, so changing the setting is always one way out."""
     where = path if path is not None else (exc.filename or "a file")
     what, todo = _WHAT.get(exc.errno or 0, (exc.strerror or type(exc).__name__, ""))
+    if named and "{setting}" not in todo:
+        todo = f"{todo} or set {{setting}} to another path" if todo else "set {setting} elsewhere"
     text = f"{where}: {what}"
     return f"{text}; {todo.format(setting=setting)}" if todo else text
 
@@ -60,7 +69,7 @@ def disk_error(
     note: str = "",
 ) -> TaxiError:
     """The TaxiError for `exc`; `config` names the setting when `path` is one (exit 2)."""
-    message = describe(exc, path, setting=config or DATA_DIR_HINT) + note
+    message = describe(exc, path, setting=config or DATA_DIR_HINT, named=config is not None) + note
     if config is not None:
         return ConfigError(message)
     return DiskError(message)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from click.testing import Result
@@ -43,3 +45,39 @@ def error_line(result: Result) -> str:
 
 def files_in(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+TAXI_CLI = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "taxi-cli"
+IS_ROOT = os.geteuid() == 0
+# root ignores file modes: drop the capabilities that let it, so EACCES is real
+AS_UNPRIVILEGED = (
+    [
+        "setpriv",
+        "--inh-caps=-dac_override,-dac_read_search,-fowner",
+        "--bounding-set=-dac_override,-dac_read_search,-fowner",
+        "--",
+    ]
+    if IS_ROOT
+    else []
+)
+
+
+def run_cli(
+    *args: str, prefix: Sequence[str] = (), preexec: Callable[[], None] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`.venv/bin/taxi-cli ARGS` in a subprocess (the environment is this test's)."""
+    return subprocess.run(
+        [*prefix, str(TAXI_CLI), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=preexec,
+        check=False,
+    )
+
+
+def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("taxi-cli: error:")]
+    assert len(lines) == 1, done.stderr
+    return lines[0]
