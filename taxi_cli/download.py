@@ -11,8 +11,10 @@ and jitter: `http_backoff * 2**n`, capped at `http_backoff_max`, a random 50-100
 consecutive failures without progress, and progress means the `.part` got further than
 it ever got in this run: a server that drops the connection after the same byte count
 every time (and ignores Range) runs out of budget like a dead one. A host that cannot
-be reached at all (refused, no DNS, no route, connect timeout) gets `CONNECT_RETRIES`
-short retries and then a `ConnectError` (exit 3), not the whole backoff budget.
+be reached at all (refused, no DNS, no route) gets `CONNECT_RETRIES` short retries, one
+that times out connecting (`CONNECT_TIMEOUT`) none, and then a `ConnectError` (exit 3),
+not the whole backoff budget. Once the host has answered in a run, a connect error is an
+ordinary transient failure.
 
 Size: nothing is written past the expected size: the release manifest's, else the
 length the server announced, else `MAX_UNKNOWN_SIZE`. A longer (or endless) body is cut
@@ -49,8 +51,8 @@ from taxi_cli.redact import mask_url
 log = logging.getLogger("taxi_cli.download")
 
 MAX_REDIRECTS = 10
-CONNECT_TIMEOUT = 10.0  # seconds for a TCP/TLS handshake: a live host answers far sooner
-CONNECT_RETRIES = 2  # quick retries of a host that never answered (a blip, not an outage)
+CONNECT_TIMEOUT = 5.0  # seconds for a TCP/TLS handshake: a live host answers far sooner
+CONNECT_RETRIES = 2  # quick retries of a refused/unresolved host (a blip, not an outage)
 CONNECT_BACKOFF_MAX = 1.0
 # No manifest entry and no length announced: the largest release file is ~144 MB.
 MAX_UNKNOWN_SIZE = 1 << 30
@@ -152,6 +154,10 @@ class _Retry(Exception):
 class _Unreachable(_Retry):
     """The host did not answer at all (refused, no DNS, no route, connect timeout)."""
 
+    def __init__(self, reason: str, *, timed_out: bool) -> None:
+        super().__init__(reason)
+        self.timed_out = timed_out  # already waited CONNECT_TIMEOUT: not worth another
+
 
 def _describe(exc: BaseException) -> str:
     text = mask_url(str(exc))
@@ -247,7 +253,9 @@ def _attempt(
                     continue
                 return _receive(response, url, part, offset, progress, expected_size)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise _Unreachable(_describe(exc)) from exc
+            raise _Unreachable(
+                _describe(exc), timed_out=isinstance(exc, httpx.ConnectTimeout)
+            ) from exc
         except httpx.UnsupportedProtocol as exc:
             raise ConfigError(
                 f"cannot download {mask_url(url)}: {exc}; set --source-url / TAXI_SOURCE_URL "
@@ -394,7 +402,7 @@ def fetch(
             reason, retry_after = exc.reason, None
             if not answered:
                 unreachable += 1
-                if unreachable > CONNECT_RETRIES:
+                if unreachable > CONNECT_RETRIES or exc.timed_out:
                     raise _connect_error(url, reason) from exc
                 delay = min(backoff_delay(cfg, unreachable), CONNECT_BACKOFF_MAX)
                 log.warning("%s: %s; retrying in %.1fs", _label(part), reason, delay)
