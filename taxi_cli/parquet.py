@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from taxi_cli import derived
 from taxi_cli.catalog import TAXIS, Kind, TaxiType
 from taxi_cli.errors import DataError
 from taxi_cli.verify import VerifyError, check_header
@@ -93,14 +94,20 @@ def _first_line(path: Path) -> bytes:
 def to_parquet(source: Extracted | Path, taxi: TaxiType | str, *, force: bool = False) -> Path:
     """Write the typed Parquet next to the `.csv.gz` (atomically) and return its path.
 
-    An existing Parquet newer than the CSV is reused unless `force`. A value that does
-    not fit its column raises DataError naming the line and column.
+    An existing Parquet is reused unless `force` when it was made from the same sha256
+    (`taxi_cli.derived`; for a bare path, when it is newer than the CSV). A value that
+    does not fit its column raises DataError naming the line and column.
     """
     taxi = TAXIS[taxi] if isinstance(taxi, str) else taxi
     path = source if isinstance(source, Path) else source.path
+    sha = None if isinstance(source, Path) else source.sha256
     out = parquet_path_for(path)
-    if out.exists() and not force and out.stat().st_mtime_ns >= path.stat().st_mtime_ns:
-        return out
+    if out.exists() and not force:
+        if sha is not None and derived.made_from(out, sha):
+            return out
+        if sha is None and out.stat().st_mtime_ns >= path.stat().st_mtime_ns:
+            return out
+    derived.forget(out)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".parquet-") as tmp:
         plain = Path(tmp) / "data.csv"
         if path.name.endswith(".gz"):
@@ -133,6 +140,8 @@ def to_parquet(source: Extracted | Path, taxi: TaxiType | str, *, force: bool = 
                 staging,
             )
         os.replace(staging, out)
+    if sha is not None:
+        derived.record(out, sha)
     return out
 
 
