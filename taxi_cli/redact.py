@@ -6,8 +6,8 @@ import re
 
 MASK = "***"
 
-# an http(s) URL's whole user-info: a mirror's user name may itself be a token
-_HTTP_USERINFO = re.compile(r"(?P<pre>\bhttps?://)(?P<ui>[^/\s?#]+)(?P<at>@)", re.I)
+# an http(s) URL's user-info without a password: for a mirror that is a token
+_HTTP_TOKEN = re.compile(r"(?P<pre>\bhttps?://)(?P<ui>[^/\s?#:@]+)(?P<at>@)", re.I)
 _URL_PASSWORD = re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<at>@)")
 _KV_PASSWORD = re.compile(r"(?P<pre>(?<![?&])\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.I)
 _QUERY_PASSWORD = re.compile(r"(?P<pre>[?&]password=)(?P<pw>[^&\s]*)", re.I)
@@ -15,8 +15,8 @@ _QUERY_PASSWORD = re.compile(r"(?P<pre>[?&]password=)(?P<pw>[^&\s]*)", re.I)
 
 def mask_dsn(text: str) -> str:
     """Replace every password in URLs, `password=...` pairs and query strings by ***
-    (and the whole user-info of http(s) URLs: `http://***@mirror/`)."""
-    text = _HTTP_USERINFO.sub(lambda m: f"{m['pre']}{MASK}{m['at']}", text)
+    (and a password-less user-info of http(s) URLs, a token: `http://***@mirror/`)."""
+    text = _HTTP_TOKEN.sub(lambda m: f"{m['pre']}{MASK}{m['at']}", text)
     text = _URL_PASSWORD.sub(lambda m: f"{m['pre']}{MASK}{m['at']}", text)
     text = _QUERY_PASSWORD.sub(lambda m: f"{m['pre']}{MASK}", text)
     return _KV_PASSWORD.sub(lambda m: f"{m['pre']}{MASK}", text)
@@ -29,5 +29,6 @@ def mask_secret(value: str) -> str:
 
 def mask_url(text: str) -> str:
     """A source URL (or text holding one) fit for a log, a message or a file: the
-    credentials in `http://user:pw@host/` become `http://***@host/`."""
+    credentials in `http://user:pw@host/` become `http://user:***@host/`, a token in
+    `http://token@host/` becomes `http://***@host/`."""
     return mask_dsn(text)
