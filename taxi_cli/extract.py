@@ -389,7 +389,7 @@ def _cycle(
                 continue
             raise DataError(
                 f"{exc}; downloaded twice and both copies failed verification, "
-                f"so nothing was kept: check the source ({url}) and run again later"
+                f"so nothing was kept: check the source ({mask_url(url)}) and run again later"
             ) from exc
         finally:
             bar.finish()

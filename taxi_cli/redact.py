@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 MASK = "***"
@@ -32,3 +33,15 @@ def mask_url(text: str) -> str:
     credentials in `http://user:pw@host/` become `http://user:***@host/`, a token in
     `http://token@host/` becomes `http://***@host/`."""
     return mask_dsn(text)
+
+
+class MaskSecrets(logging.Filter):
+    """A handler filter: every log line leaves with its passwords masked (`mask_dsn`),
+    whichever module logged a URL, a DSN or an exception text holding one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_dsn(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True

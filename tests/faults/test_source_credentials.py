@@ -133,3 +133,19 @@ def test_config_show_and_schedule_never_print_them(monkeypatch: pytest.MonkeyPat
         _no_secret(result.stdout, result.stderr)
     assert f"http://{USER}:***@127.0.0.1:9/releases" in shown.stdout
     assert "TAXI_SOURCE_URL" in cron.stderr  # withheld, and the user is told where to put it
+
+
+def test_log_lines_of_any_module_are_masked(
+    mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # backfill's catch-up probe logs the URL it failed on: the log handler masks it
+    monkeypatch.setenv("TAXI_HTTP_RETRIES", "0")
+    monkeypatch.setenv("TAXI_SOURCE_URL", _with_credentials(mirror.url))
+    mirror.fail(rel_path("green", "2021-01"), [500] * 50)
+    for fmt in ("text", "json"):
+        result = cli(
+            "backfill", "green", "2021-01", "--catch-up", "--target", "gcs", "--dry-run",
+            "--log-format", fmt,
+        )  # fmt: skip
+        assert "probe of" in result.stderr, result.stderr
+        _no_secret(result.stdout, result.stderr)
