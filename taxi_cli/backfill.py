@@ -42,7 +42,13 @@ from taxi_cli import extract
 from taxi_cli.catalog import TaxiType, month_range, next_month, parse_months, parse_taxis, taxi_url
 from taxi_cli.config import Settings
 from taxi_cli.console import Output
-from taxi_cli.download import backoff_delay, make_client
+from taxi_cli.download import (
+    CONNECT_BACKOFF_MAX,
+    CONNECT_RETRIES,
+    backoff_delay,
+    connect_error,
+    make_client,
+)
 from taxi_cli.errors import PartialFailure, TaxiError, UsageError
 from taxi_cli.lock import RunLock, lock_path
 from taxi_cli.plan import (
@@ -138,11 +144,20 @@ class Summary:
 def probe_month(cfg: Settings, client: httpx.Client, taxi: TaxiType, month: str) -> bool | None:
     """Does the month exist upstream? True/False, or None when the host does not answer."""
     url = taxi_url(cfg.source_url, taxi, month)
+    unreachable = 0
     for failure in range(1, cfg.http_retries + 2):
         try:
             # Not following the redirect: GitHub answers an existing asset with a 302 to a
             # signed storage URL (which may refuse HEAD), and a missing one with a 404.
             response = client.head(url, follow_redirects=False)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            # a host that never answers is not "up to date": exit 3, after a short retry
+            unreachable += 1
+            reason = f"{type(exc).__name__}: {exc}"
+            if unreachable > CONNECT_RETRIES or isinstance(exc, httpx.ConnectTimeout):
+                raise connect_error(url, reason) from exc
+            time.sleep(min(backoff_delay(cfg, unreachable), CONNECT_BACKOFF_MAX))
+            continue
         except httpx.HTTPError as exc:
             reason = f"{type(exc).__name__}: {exc}"
         else:
@@ -157,6 +172,8 @@ def probe_month(cfg: Settings, client: httpx.Client, taxi: TaxiType, month: str)
             reason = f"HTTP {response.status_code}"
         if failure <= cfg.http_retries:
             time.sleep(backoff_delay(cfg, failure))
+    if unreachable and reason.startswith(("ConnectError", "ConnectTimeout")):
+        raise connect_error(url, reason)  # the budget ran out while it never answered
     log.warning("probe of %s failed: %s", url, reason)
     return None
 

@@ -439,6 +439,11 @@ def _label(part: Path) -> str:
     return part.name.removesuffix(".part")
 
 
+def connect_error(url: str, reason: str) -> ConnectError:
+    """The one-line exit-3 error for a source host that cannot be reached (masked)."""
+    return _connect_error(url, reason)
+
+
 def _connect_error(url: str, reason: str) -> ConnectError:
     u = httpx.URL(url)
     host = f"{u.host}:{u.port}" if u.port else u.host

@@ -93,3 +93,17 @@ def test_a_host_that_answered_then_vanished_uses_the_normal_budget(tmp_path: Pat
         ensure_file(cfg, GREEN, "2020-04", client=client)
     assert "failed after 5 attempts" in str(caught.value)
     assert len(seen) == 5
+
+
+def test_catch_up_against_an_unreachable_source_exits_3_not_up_to_date(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    port = _closed_port()
+    monkeypatch.setenv("TAXI_SOURCE_URL", f"http://ana:pw123@127.0.0.1:{port}/releases")
+    monkeypatch.setenv("TAXI_HTTP_BACKOFF", "0.01")
+    for retries in ("0", "50"):
+        monkeypatch.setenv("TAXI_HTTP_RETRIES", retries)
+        result = cli("backfill", "green", "--catch-up", "--target", "gcs", "--dry-run")
+        assert result.exit_code == ExitCode.CONNECTION, result.stderr
+        line = error_line(result)
+        assert f"cannot connect to 127.0.0.1:{port}" in line and "pw123" not in result.stderr
