@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,6 +28,7 @@ import polars as pl
 from taxi_cli import derived
 from taxi_cli.catalog import TAXIS, Kind, TaxiType
 from taxi_cli.errors import DataError
+from taxi_cli.oserrors import disk_error
 from taxi_cli.verify import VerifyError, check_header
 
 if TYPE_CHECKING:
@@ -78,7 +80,14 @@ def _strict(raw: pl.Expr, kind: Kind) -> pl.Expr:
 
 def _sink(frame: pl.LazyFrame, path: Path) -> None:
     # snappy: fast, and readable by every Parquet consumer (BigQuery, Spark, DuckDB)
-    frame.sink_parquet(path, compression="snappy", row_group_size=256_000)
+    try:
+        frame.sink_parquet(path, compression="snappy", row_group_size=256_000)
+    except pl.exceptions.ComputeError as exc:  # Polars reports a failed write as this
+        code = re.search(r"\(os error (\d+)\)", str(exc))
+        if code is None:
+            raise
+        number = int(code.group(1))
+        raise OSError(number, os.strerror(number), str(path)) from exc
 
 
 def _gunzip_to(src: Path, dest: Path) -> None:
@@ -108,6 +117,18 @@ def to_parquet(source: Extracted | Path, taxi: TaxiType | str, *, force: bool = 
         if sha is None and out.stat().st_mtime_ns >= path.stat().st_mtime_ns:
             return out
     derived.forget(out)
+    try:
+        _convert(path, out, taxi)
+    except OSError as exc:  # e.g. no room for the temporary CSV: one line, not a traceback
+        raise disk_error(
+            exc, out, note=" (converting needs free space for the uncompressed month)"
+        ) from exc
+    if sha is not None:
+        derived.record(out, sha)
+    return out
+
+
+def _convert(path: Path, out: Path, taxi: TaxiType) -> None:
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".parquet-") as tmp:
         plain = Path(tmp) / "data.csv"
         if path.name.endswith(".gz"):
@@ -140,9 +161,6 @@ def to_parquet(source: Extracted | Path, taxi: TaxiType | str, *, force: bool = 
                 staging,
             )
         os.replace(staging, out)
-    if sha is not None:
-        derived.record(out, sha)
-    return out
 
 
 def _check_values(lf: pl.LazyFrame, taxi: TaxiType, name: str) -> None:

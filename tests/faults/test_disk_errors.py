@@ -185,3 +185,21 @@ def test_manifest_path_problems_are_exit_2(
     assert result.exit_code == 2
     line = error_line(result)
     assert str(path) in line and "TAXI_MANIFEST" in line
+
+
+@pytest.mark.parametrize("size", [400_000, 600_000])  # no room for the temp CSV / the Parquet
+def test_full_disk_while_converting_to_parquet_is_one_line(
+    mirror: Mirror, on_disk: Disk, size: int
+) -> None:
+    # without a tmpfs the limit is per file: one between the .csv.gz and the temporary CSV
+    on_disk.resize(size if on_disk.tmpfs else 200_000)
+    mirror.add_month(*MONTH, rows=4000)
+    done = run_cli("extract", *MONTH, "--format", "parquet", preexec=on_disk.preexec)
+    assert done.returncode == 1, done.stderr
+    line = one_error_line(done)
+    parquet = final_path(*MONTH).with_name("green_tripdata_2020-04.parquet")
+    assert str(parquet) in line and on_disk.full_error in line
+    left = files_in(parquet.parent)
+    assert left == ["green_tripdata_2020-04.csv.gz", "green_tripdata_2020-04.csv.gz.verified.json"]
+    again = run_cli("extract", *MONTH, preexec=on_disk.preexec)
+    assert again.returncode == 0 and "cached" in again.stdout
