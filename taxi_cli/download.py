@@ -419,9 +419,13 @@ def fetch(
             else:
                 failures += 1
         if failures > cfg.http_retries:
+            then = "run again (it resumes)"
+            if part.exists() and not resumable(part):
+                discard(part)  # no ETag or Last-Modified: a later Range could splice two files
+                then = "run again"
             raise TransientError(
                 f"download of {mask_url(url)} failed after {attempts} attempts: {reason}; "
-                "check the network or the mirror, then run again (it resumes)"
+                f"check the network or the mirror, then {then}"
             )
         delay = backoff_delay(cfg, failures, retry_after)
         log.warning(

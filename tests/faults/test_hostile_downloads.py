@@ -218,3 +218,38 @@ def test_206_for_another_offset_is_one_line_exit_1(mirror: Mirror) -> None:
     assert len(mirror.gets(PATH)) == 1
     # the splice was refused and the partial file dropped: the next run starts clean
     assert files_in(final_path(*MONTH).parent) == []
+
+
+def test_giving_up_keeps_the_part_only_when_it_can_be_resumed(
+    mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TAXI_HTTP_RETRIES", "1")
+    mirror.add_month(*MONTH, rows=3000)
+
+    def drop_without_validator(h: BaseHTTPRequestHandler, data: bytes, offset: int) -> int:
+        _headers(h, 200, {"Content-Length": str(len(data))})  # no ETag, no Last-Modified
+        h.wfile.write(data[:4000])
+        return 4000
+
+    mirror.hijack(PATH, drop_without_validator)
+    result = cli("extract", *MONTH)
+    assert result.exit_code == 1
+    line = error_line(result)
+    assert line.endswith("then run again") and "failed after 2 attempts" in line
+    assert files_in(final_path(*MONTH).parent) == []  # nothing to splice onto later
+
+
+def test_giving_up_with_a_validator_keeps_the_part_for_the_next_run(
+    mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TAXI_HTTP_RETRIES", "0")
+    src = mirror.add_month(*MONTH, rows=3000)
+    mirror.drop_after(PATH, 4000)  # the mirror sends an ETag: the part can be resumed
+    result = cli("extract", *MONTH)
+    assert result.exit_code == 1
+    assert error_line(result).endswith("then run again (it resumes)")
+    assert part_path(*MONTH).stat().st_size == 4000
+    again = cli("extract", *MONTH)
+    assert again.exit_code == 0, again.stderr
+    assert mirror.gets(PATH)[-1].range == "bytes=4000-"
+    assert final_path(*MONTH).read_bytes() == src.read_bytes()
