@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint fmt bench clean
+.PHONY: help install run test test-fast lint fmt bench docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -31,10 +31,11 @@ test: $(STAMP) ## run the whole test suite (starts its own Postgres and emulator
 test-fast: $(STAMP) ## unit tests only, no servers
 	$(BIN)/pytest -q -m "not integration and not slow"
 
-lint: $(STAMP) ## ruff, mypy --strict, hadolint, GitHub workflow and Compose schemas
+lint: $(STAMP) ## ruff, mypy --strict, import layering, hadolint, workflow and Compose schemas
 	$(BIN)/ruff check taxi_cli tests bench
 	$(BIN)/ruff format --check taxi_cli tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
@@ -48,3 +49,6 @@ bench: $(STAMP) ## load-pg against COPY and the course's SQL; prints the ratios
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+docs: $(STAMP) ## regenerate the README's CLI reference from the commands
+	$(BIN)/python -m taxi_cli.cli_docs README.md

@@ -32,7 +32,6 @@ import errno
 import json
 import logging
 import os
-import random
 import re
 import time
 from collections.abc import Callable
@@ -47,6 +46,20 @@ from taxi_cli.config import Settings
 from taxi_cli.errors import ConfigError, ConnectError, DownloadError, TransientError
 from taxi_cli.oserrors import disk_error
 from taxi_cli.redact import mask_url
+from taxi_cli.retry import backoff_delay
+
+__all__ = [
+    "CONNECT_BACKOFF_MAX",
+    "CONNECT_RETRIES",
+    "Fetched",
+    "NotFound",
+    "backoff_delay",
+    "connect_error",
+    "discard",
+    "fetch",
+    "make_client",
+    "resumable",
+]
 
 log = logging.getLogger("taxi_cli.download")
 
@@ -85,17 +98,6 @@ def make_client(cfg: Settings) -> httpx.Client:
         # identity: the bytes on disk must be the asset's bytes, hashed as published
         headers={"User-Agent": f"taxi-cli/{__version__}", "Accept-Encoding": "identity"},
     )
-
-
-def backoff_delay(cfg: Settings, failures: int, retry_after: str | None = None) -> float:
-    """Seconds to wait before retry number `failures` (1-based)."""
-    if retry_after:
-        try:
-            return min(float(retry_after), cfg.http_backoff_max)
-        except ValueError:
-            pass
-    delay: float = min(cfg.http_backoff * 2.0 ** (failures - 1), cfg.http_backoff_max)
-    return delay * random.uniform(0.5, 1.0)
 
 
 def _meta_path(part: Path) -> Path:

@@ -32,7 +32,7 @@ from taxi_cli.oserrors import disk_error
 from taxi_cli.verify import VerifyError, check_header
 
 if TYPE_CHECKING:
-    from taxi_cli.extract import Extracted
+    from taxi_cli.model import Extracted
 
 RELEASE_TIMESTAMP = "%Y-%m-%d %H:%M:%S"
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S%.f"  # the lenient path also takes fractions

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import pytest
 
@@ -87,6 +88,17 @@ def rel_path(taxi: TaxiType | str, month: str) -> str:
 ZONES_PATH = f"/misc/{ZONES_FILE}"
 
 
+class MonthOptions(TypedDict, total=False):
+    """The keywords of `synthetic.write_month` that `Mirror.add_month` passes through."""
+
+    seed: int
+    gzip_it: bool
+    crlf: bool
+    vendorless_tail: float
+    compresslevel: int
+    header: tuple[str, ...] | None
+
+
 class Mirror:
     """A running mirror: files under `root`, faults and a log keyed by URL path."""
 
@@ -117,7 +129,7 @@ class Mirror:
         rows: int = 500,
         *,
         manifest: bool = True,
-        **kwargs: object,
+        **kwargs: Unpack[MonthOptions],
     ) -> Path:
         """Serve a synthetic month (`synthetic.write_month` kwargs pass through).
 
@@ -126,7 +138,7 @@ class Mirror:
         """
         taxi = TAXIS[taxi] if isinstance(taxi, str) else taxi
         path = self.root / taxi.name / taxi.file_name(month)
-        synthetic.write_month(path, taxi, month, rows, **kwargs)  # type: ignore[arg-type]
+        synthetic.write_month(path, taxi, month, rows, **kwargs)
         if manifest:
             self.register(path)
         return path

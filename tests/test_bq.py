@@ -8,10 +8,11 @@ import io
 import json
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from taxi_cli import rowid
 from taxi_cli.catalog import GREEN
@@ -21,6 +22,10 @@ from taxi_cli.gcp.bq_schema import std_type
 from taxi_cli.ledger import StateLedger
 from tests.conftest import SHARED_DATA
 from tests.fixtures_gcp import Gcp, free_port
+from tests.fixtures_mirror import Mirror
+
+if TYPE_CHECKING:
+    from taxi_cli.gcp.bq import TableLoad, Warehouse
 
 pytestmark = pytest.mark.integration
 
@@ -30,13 +35,24 @@ CSV_OBJECT = "green/green_tripdata_2020-04.csv.gz"
 FILENAME = "green_tripdata_2020-04.csv"
 
 
-def invoke(*args: str) -> object:
+def invoke(*args: str) -> Result:
     return CliRunner().invoke(app, list(args))
 
 
+def results(stdout: str) -> list[dict[str, Any]]:
+    """What each partition's destination did, from a load command's --json summary."""
+    return [p["result"] for p in json.loads(stdout)["partitions"] if p["result"]]
+
+
+def warehouse(create: bool = False) -> Warehouse:
+    from taxi_cli.gcp.bq import Warehouse
+
+    return Warehouse(load_settings(), create_dataset=create)
+
+
 @pytest.fixture
-def real_green(mirror: object) -> Path:
-    return mirror.add_file(REAL_GREEN)  # type: ignore[attr-defined, no-any-return]
+def real_green(mirror: Mirror) -> Path:
+    return mirror.add_file(REAL_GREEN)
 
 
 def python_row_ids(lines: list[list[str]] | None = None) -> Counter[str]:
@@ -57,10 +73,10 @@ def test_real_month_loads_once_with_postgres_row_ids(
 ) -> None:
     first = invoke("load-bq", "green", "2020-04", "--create-dataset", "--json")
     assert first.exit_code == 0, first.stderr
-    [item] = json.loads(first.stdout)
+    [item] = results(first.stdout)
     assert item["rows"] == GREEN_ROWS and item["inserted"] == GREEN_ROWS
     assert set(item["jobs"]) == {"load", "replace"} and all(item["jobs"].values())
-    assert item["table"] == f"{gcp.project}.{gcp.dataset}.green_tripdata"
+    assert item["where"] == f"{gcp.project}.{gcp.dataset}.green_tripdata"
     assert count(gcp) == GREEN_ROWS
     # It went through the lake: the Parquet object was uploaded first and recorded.
     assert gcp.storage().bucket(gcp.bucket).get_blob("green/green_tripdata_2020-04.parquet")
@@ -74,9 +90,12 @@ def test_real_month_loads_once_with_postgres_row_ids(
     assert status.exit_code == 0, status.stderr
     assert str(GREEN_ROWS) in status.stdout and "2020-04" in status.stdout
 
-    rerun = invoke("load-bq", "green", "2020-04", "--json")
+    skipped = invoke("load-bq", "green", "2020-04", "--json")
+    assert skipped.exit_code == 0, skipped.stderr
+    assert json.loads(skipped.stdout)["skipped"] == 1  # done from the same file
+    rerun = invoke("load-bq", "green", "2020-04", "--force", "--json")
     assert rerun.exit_code == 0, rerun.stderr
-    [again] = json.loads(rerun.stdout)
+    [again] = results(rerun.stdout)
     assert again["inserted"] == GREEN_ROWS
     assert again["jobs"]["replace"] != item["jobs"]["replace"]
     assert count(gcp) == GREEN_ROWS  # the earlier copy was replaced, not added to
@@ -87,10 +106,8 @@ def test_real_month_loads_once_with_postgres_row_ids(
     bq_ids = Counter(r[0] for r in ids)
     assert bq_ids == python_row_ids()
 
-    from taxi_cli import extract, postgres
-
-    cfg = load_settings({"pg_url": pg_url})
-    postgres.load_month(cfg, GREEN, "2020-04", extract.ensure_file(cfg, GREEN, "2020-04"))
+    pg = invoke("load-pg", "green", "2020-04", "--pg-url", pg_url)
+    assert pg.exit_code == 0, pg.stderr
     with psycopg.connect(pg_url) as conn:
         pg_ids = Counter(
             r[0] for r in conn.execute("SELECT unique_row_id FROM public.green_tripdata")
@@ -127,8 +144,8 @@ def test_main_table_schema_partitioning_and_clustering(gcp: Gcp, real_green: Pat
     # The csv.gz path gives the same ids as the Parquet path.
     ids = gcp.query(f"SELECT unique_row_id FROM {gcp.table('green_tripdata')}")
     assert Counter(r[0] for r in ids) == python_row_ids()
-    # Text report: rows, table, job ids.
-    assert f"{GREEN_ROWS} rows" in result.stdout and "load=" in result.stdout
+    # Text report: the partition, its state and rows.
+    assert "green 2020-04 -> bq" in result.stdout and f"{GREEN_ROWS:,}" in result.stdout
 
 
 def _upload_csv(gcp: Gcp, rows: list[list[str]], declared_rows: int) -> None:
@@ -147,6 +164,14 @@ def _real_rows(n: int) -> list[list[str]]:
         return [row for _, row in zip(range(n), reader, strict=False)]
 
 
+def _load_object(rows: int | None) -> TableLoad:
+    from taxi_cli.catalog import GREEN as G
+
+    wh = warehouse()
+    uri = f"gs://{load_settings().gcs_bucket}/{CSV_OBJECT}"
+    return wh.load_month(G, "2020-04", uri, fmt="csv.gz", filename=FILENAME, expected_rows=rows)
+
+
 def test_a_smaller_file_replaces_the_earlier_rows_of_that_file(gcp: Gcp, real_green: Path) -> None:
     assert (
         invoke("load-bq", "green", "2020-04", "--create-dataset", "--format", "csv.gz").exit_code
@@ -155,44 +180,47 @@ def test_a_smaller_file_replaces_the_earlier_rows_of_that_file(gcp: Gcp, real_gr
     assert count(gcp) == GREEN_ROWS
     rows = _real_rows(1000)
     _upload_csv(gcp, rows, 1000)
-    result = invoke("load-bq", "green", "2020-04", "--format", "csv.gz", "--json")
-    assert result.exit_code == 0, result.stderr
+    assert _load_object(1000).rows == 1000
     assert count(gcp) == 1000
     ids = gcp.query(f"SELECT unique_row_id FROM {gcp.table('green_tripdata')}")
     assert Counter(r[0] for r in ids) == python_row_ids(rows)
 
 
 def test_row_count_mismatch_leaves_the_table_as_it_was(gcp: Gcp, real_green: Path) -> None:
+    from taxi_cli.errors import DataError
+
     assert (
         invoke("load-bq", "green", "2020-04", "--create-dataset", "--format", "csv.gz").exit_code
         == 0
     )
     _upload_csv(gcp, _real_rows(50), declared_rows=GREEN_ROWS)  # e.g. a truncated object
-    result = invoke("load-bq", "green", "2020-04", "--format", "csv.gz", "-q")
-    assert result.exit_code == 1
-    [line] = result.stderr.strip().splitlines()
+    with pytest.raises(DataError) as info:
+        _load_object(GREEN_ROWS)
+    line = str(info.value)
+    assert "\n" not in line
     assert "read 50 rows" in line and "35,612" in line and "was not changed" in line
     assert count(gcp) == GREEN_ROWS
-    assert StateLedger(load_settings()).rows("bq")[0].status == "failed"
 
 
 def test_a_failed_load_job_is_one_line_with_its_job_id(gcp: Gcp, real_green: Path) -> None:
+    from taxi_cli.errors import TaxiError
+
     row = _real_rows(1)[0]
     row[GREEN.header.index("passenger_count")] = "one"
     _upload_csv(gcp, [row], 1)
-    result = invoke("load-bq", "green", "2020-04", "--create-dataset", "--format", "csv.gz", "-q")
-    assert result.exit_code == 1
-    [line] = result.stderr.strip().splitlines()
-    assert line.startswith("taxi-cli: error: loading gs://")
+    warehouse(create=True)
+    with pytest.raises(TaxiError) as info:
+        _load_object(1)
+    line = str(info.value)
+    assert "\n" not in line and line.startswith("loading gs://")
     assert "BigQuery job taxi_cli_green_2020_04_load_" in line
-    assert "Traceback" not in result.stderr
 
 
-def test_zones(gcp: Gcp, mirror: object) -> None:
-    mirror.add_zones()  # type: ignore[attr-defined]
+def test_zones(gcp: Gcp, mirror: Mirror) -> None:
+    mirror.add_zones()
     result = invoke("load-bq", "zones", "--create-dataset", "--json")
     assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout)[0]["rows"] == 265
+    assert results(result.stdout)[-1]["rows"] == 265
     table = gcp.bigquery().get_table(f"{gcp.project}.{gcp.dataset}.taxi_zone_lookup")
     assert [(f.name, std_type(f.field_type)) for f in table.schema] == [
         ("locationid", "INT64"),
@@ -235,14 +263,14 @@ def test_bad_dataset_name_is_a_usage_error(gcp: Gcp) -> None:
     ("taxi", "month"), [("yellow", "2021-01"), ("fhv", "2019-01"), ("fhvhv", "2021-06")]
 )
 def test_every_taxi_type_loads_with_python_row_ids(
-    gcp: Gcp, mirror: object, taxi: str, month: str
+    gcp: Gcp, mirror: Mirror, taxi: str, month: str
 ) -> None:
     from taxi_cli.catalog import TAXIS
 
-    path = mirror.add_month(taxi, month, rows=300)  # type: ignore[attr-defined]
+    path = mirror.add_month(taxi, month, rows=300)
     result = invoke("load-bq", taxi, month, "--create-dataset", "--json", "-q")
     assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout)[0]["rows"] == 300
+    assert results(result.stdout)[0]["rows"] == 300
     with gzip.open(path, "rt", newline="") as fh:
         reader = csv.reader(fh)
         plan = rowid.hash_plan(TAXIS[taxi], next(reader))
@@ -251,27 +279,16 @@ def test_every_taxi_type_loads_with_python_row_ids(
     assert Counter(r[0] for r in got) == want
 
 
-def test_parallel_months_into_one_table_all_land_once(gcp: Gcp, mirror: object) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    from taxi_cli import extract
-    from taxi_cli.gcp import bq, gcs
-
+def test_parallel_months_into_one_table_all_land_once(gcp: Gcp, mirror: Mirror) -> None:
     months = ["2020-01", "2020-02", "2020-03"]
     for i, month in enumerate(months):
-        mirror.add_month("green", month, rows=100 + i)  # type: ignore[attr-defined]
-    cfg = load_settings()
-    bq.Warehouse(cfg, create_dataset=True)
-
-    def load(month: str) -> int:
-        # One client per thread, as backfill workers have.
-        extracted = extract.ensure_file(cfg, GREEN, month)
-        return bq.load_month(
-            bq.Warehouse(cfg), gcs.Lake(cfg), GREEN, month, extracted=extracted
-        ).rows
-
-    with ThreadPoolExecutor(3) as pool:
-        assert list(pool.map(load, months + months)) == [100, 101, 102] * 2
+        mirror.add_month("green", month, rows=100 + i)
+    first = invoke("load-bq", "green", "2020-01..2020-03", "--create-dataset", "-j", "3", "--json")
+    assert first.exit_code == 0, first.stderr
+    # again, all at once, each replacing its own file's rows while the others do too
+    again = invoke("load-bq", "green", "2020-01..2020-03", "--force", "-j", "3", "--json")
+    assert again.exit_code == 0, again.stderr
+    assert [r["rows"] for r in results(again.stdout)] == [100, 101, 102]
     got = gcp.query(
         f"SELECT filename, COUNT(*) FROM {gcp.table('green_tripdata')} GROUP BY 1 ORDER BY 1"
     )

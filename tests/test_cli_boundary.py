@@ -65,7 +65,7 @@ def test_passwords_are_masked_in_error_messages() -> None:
 
 def test_keyboard_interrupt_exits_130() -> None:
     result = runner.invoke(_app_raising(KeyboardInterrupt()), ["boom"])
-    assert result.exit_code == ExitCode.INTERRUPTED == 130
+    assert result.exit_code == ExitCode.INTERRUPTED.value == 130
     assert "interrupted" in result.stderr
 
 
@@ -82,3 +82,18 @@ def test_version_and_help() -> None:
     helped = runner.invoke(app, ["--help"])
     assert helped.exit_code == 0
     assert "Exit codes" in helped.stdout
+
+
+def test_every_registered_command_has_the_error_boundary() -> None:
+    import typer
+
+    def commands(group: object) -> list[object]:
+        found = []
+        for command in getattr(group, "commands", {}).values():
+            found.extend(commands(command) if hasattr(command, "commands") else [command])
+        return found
+
+    found = commands(typer.main.get_command(app))
+    assert len(found) >= 10
+    missing = [c.name for c in found if not getattr(c.callback, "error_boundary", False)]  # type: ignore[attr-defined]
+    assert missing == []

@@ -3,31 +3,16 @@ same transaction as the file's rows, so it never claims data that did not commit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from taxi_cli.model import LedgerRow
 from taxi_cli.postgres import ddl
 
-
-@dataclass(frozen=True)
-class LedgerRow:
-    file: str
-    taxi: str
-    month: str | None
-    sha256: str | None
-    rows: int | None
-    mode: str | None
-    started: datetime | None
-    finished: datetime | None
-    status: str  # 'done' | 'failed'
-    error: str | None
-
-
-_COLUMNS = "file, taxi, month, sha256, rows, mode, started, finished, status, error"
+_COLUMNS = "file, taxi, month, sha256, rows, mode, started, finished, status, error, worker"
 
 
 def exists(conn: psycopg.Connection[Any], schema: str) -> bool:
@@ -43,7 +28,15 @@ def read(conn: psycopg.Connection[Any], schema: str, file: str | None = None) ->
         rows = conn.execute(query + sql.SQL(" ORDER BY file")).fetchall()
     else:
         rows = conn.execute(query + sql.SQL(" WHERE file = %s"), (file,)).fetchall()
-    return [LedgerRow(*row) for row in rows]
+    return [_row(row) for row in rows]
+
+
+def _row(row: tuple[Any, ...]) -> LedgerRow:
+    file, taxi, month, sha256, rows, mode, started, finished, status, error, worker = row
+    detail = {"worker": worker} if worker else {}
+    return LedgerRow(
+        file, taxi, month, sha256, rows, status, error, started, finished, detail, "pg", mode
+    )
 
 
 def write(
@@ -59,17 +52,18 @@ def write(
     started: datetime,
     status: str,
     error: str | None = None,
+    worker: str | None = None,
 ) -> None:
     conn.execute(
         sql.SQL(
             "INSERT INTO {} (" + _COLUMNS + ") VALUES "
-            "(%s, %s, %s, %s, %s, %s, %s, clock_timestamp(), %s, %s) "
+            "(%s, %s, %s, %s, %s, %s, %s, clock_timestamp(), %s, %s, %s) "
             "ON CONFLICT (file) DO UPDATE SET taxi = excluded.taxi, month = excluded.month, "
             "sha256 = excluded.sha256, rows = excluded.rows, mode = excluded.mode, "
             "started = excluded.started, finished = excluded.finished, "
-            "status = excluded.status, error = excluded.error"
+            "status = excluded.status, error = excluded.error, worker = excluded.worker"
         ).format(ddl.ident(schema, ddl.LEDGER)),
-        (file, taxi, month, sha256, rows, mode, started, status, error),
+        (file, taxi, month, sha256, rows, mode, started, status, error, worker),
     )
 
 

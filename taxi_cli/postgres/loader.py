@@ -34,6 +34,7 @@ from taxi_cli.catalog import TaxiType
 from taxi_cli.config import Settings
 from taxi_cli.console import Output, add_task
 from taxi_cli.errors import DataError, TaxiError, TransientError, UsageError
+from taxi_cli.model import LedgerRow
 from taxi_cli.postgres import ddl, ledger, target
 from taxi_cli.postgres.csvfile import HINT
 
@@ -107,6 +108,7 @@ def bootstrap(conn: psycopg.Connection[Any], schema: str, taxi: TaxiType | None)
         if not has_schema:
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         conn.execute(ddl.create_ledger(schema))
+        conn.execute(ddl.migrate_ledger(schema))
         conn.execute(ddl.create_rejects(schema))
         if taxi is None:
             return None
@@ -271,7 +273,7 @@ def _via_stage(
 
 def _ledger_hit(
     conn: psycopg.Connection[Any], schema: str, taxi: TaxiType, file: str, sha256: str, mode: str
-) -> ledger.LedgerRow | None:
+) -> LedgerRow | None:
     rows = ledger.read(conn, schema, file)
     if not rows:
         return None
@@ -299,8 +301,11 @@ def load_file(
     bad_rows: str = "reject",
     force: bool = False,
     out: Output | None = None,
+    worker: str | None = None,
 ) -> LoadResult:
-    """Load one .csv.gz as the rows of `csv_name` in `{schema}.{taxi}_tripdata`."""
+    """Load one .csv.gz as the rows of `csv_name` in `{schema}.{taxi}_tripdata`.
+
+    `worker` names who loaded it in the ledger (a backfill shard, host and pid)."""
     check_options(mode, bad_rows)
     if schema is None:
         schema = conn_or_cfg.pg_schema if isinstance(conn_or_cfg, Settings) else "public"
@@ -352,6 +357,7 @@ def load_file(
                         mode=mode,
                         started=started,
                         status="done",
+                        worker=worker,
                     )
             except psycopg.errors.DataError as exc:
                 raise _copy_error(exc, stream) from exc
@@ -392,7 +398,7 @@ def _skipped(
     mode: str,
     begin: float,
     sha256: str,
-    hit: ledger.LedgerRow,
+    hit: LedgerRow,
 ) -> LoadResult:
     log.info("%s is unchanged since its load at %s: skipped", csv_name, hit.finished)
     seconds = time.perf_counter() - begin

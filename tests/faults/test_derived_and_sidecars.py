@@ -31,7 +31,7 @@ def _extract_rows() -> int:
     result = cli("extract", *MONTH, "--json")
     assert result.exit_code == 0, result.stderr
     assert "Traceback" not in result.stderr
-    (entry,) = json.loads(result.stdout)
+    (entry,) = json.loads(result.stdout)["partitions"]
     assert entry["cached"] is True
     rows: int = entry["rows"]
     return rows
@@ -43,22 +43,32 @@ def _edit(change: Callable[[dict[str, Any]], object]) -> None:
     _sidecar().write_text(json.dumps(meta))
 
 
-def _lie_about_rows(meta: dict[str, Any]) -> None:
-    meta["rows"] = 999_999
+def _lie(**changes: object) -> Callable[[], None]:
+    """Make the sidecar claim 999,999 rows, with `changes` that must make it untrusted."""
+    return lambda: _edit(lambda m: m.update(rows=999_999, **changes))
+
+
+def _write(data: bytes) -> Callable[[], None]:
+    def write() -> None:
+        _sidecar().write_bytes(data)
+
+    return write
 
 
 CASES: dict[str, Callable[[], None]] = {
     "missing a field": lambda: _edit(lambda m: m.pop("rows")),
     "a field of the wrong type": lambda: _edit(lambda m: m.update(rows="many")),
-    "another version": lambda: _edit(lambda m: (_lie_about_rows(m), m.update(version=99))),
-    "another file's": lambda: _edit(lambda m: (_lie_about_rows(m), m.update(file="x.csv.gz"))),
-    "made from another sha256": lambda: _edit(
-        lambda m: (_lie_about_rows(m), m.update(sha256="0" * 64))
-    ),
-    "truncated JSON": lambda: _sidecar().write_text(_sidecar().read_text()[:40]),
-    "not UTF-8": lambda: _sidecar().write_bytes(b"\xff\xfe{"),
-    "not an object": lambda: _sidecar().write_text("[1, 2, 3]"),
+    "another version": _lie(version=99),
+    "another file's": _lie(file="x.csv.gz"),
+    "made from another sha256": _lie(sha256="0" * 64),
+    "truncated JSON": lambda: _edit_text(lambda text: text[:40]),
+    "not UTF-8": _write(b"\xff\xfe{"),
+    "not an object": _write(b"[1, 2, 3]"),
 }
+
+
+def _edit_text(change: Callable[[str], str]) -> None:
+    _sidecar().write_text(change(_sidecar().read_text()))
 
 
 @pytest.mark.parametrize("damage", sorted(CASES))

@@ -81,7 +81,10 @@ def test_credentials_are_not_sent_to_another_origin_after_a_redirect(
     assert first.authorization == BASIC  # the origin it was given for gets it
     assert second.authorization is None  # the other origin does not
     _no_secret(result.stdout, result.stderr)
-    assert json.loads(result.stdout)[0]["url"] == f"http://{USER}:***@{mirror.url[7:]}{PATH}"
+    assert (
+        json.loads(result.stdout)["partitions"][0]["url"]
+        == f"http://{USER}:***@{mirror.url[7:]}{PATH}"
+    )
 
 
 def test_credentials_follow_a_redirect_within_their_own_origin(
