@@ -107,3 +107,16 @@ def test_catch_up_against_an_unreachable_source_exits_3_not_up_to_date(
         assert result.exit_code == ExitCode.CONNECTION, result.stderr
         line = error_line(result)
         assert f"cannot connect to 127.0.0.1:{port}" in line and "pw123" not in result.stderr
+
+
+def test_a_multi_month_extract_stops_at_the_first_unreachable_month(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    port = _closed_port()
+    monkeypatch.setenv("TAXI_SOURCE_URL", f"http://127.0.0.1:{port}/releases")
+    monkeypatch.setenv("TAXI_HTTP_BACKOFF", "0.01")
+    result = cli("extract", "green", "2020-01..2020-06")
+    assert result.exit_code == ExitCode.CONNECTION
+    assert f"cannot connect to 127.0.0.1:{port}" in error_line(result)
+    # one month's short retry, not six months of them
+    assert result.stderr.count("retrying") == download.CONNECT_RETRIES
