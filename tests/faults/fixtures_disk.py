@@ -1,5 +1,6 @@
-"""A small disk for the fault suite: a real tmpfs where the tests may mount one (root),
-otherwise the same failures by other real means (a file-size limit, directory modes).
+"""A small disk for the fault suite (`with small_disk(path) as disk:`): a real tmpfs
+where the tests may mount one (root), otherwise the same failures by other real means
+(a file-size limit, directory modes).
 
     disk.path            the directory to use (as TAXI_DATA_DIR)
     disk.preexec         pass to run_cli: applies the size limit when there is no tmpfs
@@ -10,14 +11,13 @@ otherwise the same failures by other real means (a file-size limit, directory mo
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import signal
 import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.faults.helpers import IS_ROOT
 
@@ -67,12 +67,11 @@ class Disk:
                     p.chmod(0o755)
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Disk]:
-    """A 64 KiB disk: smaller than the synthetic months the tests download."""
-    path = tmp_path / "disk"
+@contextlib.contextmanager
+def small_disk(path: Path, size: int = 64 << 10) -> Iterator[Disk]:
+    """A disk of `size` bytes at `path` (created), unmounted or restored afterwards."""
     path.mkdir()
-    disk = Disk(path, 64 << 10)
+    disk = Disk(path, size)
     try:
         yield disk
     finally:

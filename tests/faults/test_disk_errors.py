@@ -9,12 +9,13 @@ the CLI runs as a subprocess of `.venv/bin/taxi-cli`, as a user would run it.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
-from tests.faults.fixtures_disk import Disk
+from tests.faults.fixtures_disk import Disk, small_disk
 from tests.faults.helpers import (
     AS_UNPRIVILEGED,
     cli,
@@ -34,9 +35,11 @@ PATH = rel_path(*MONTH)
 
 
 @pytest.fixture
-def on_disk(small_disk: Disk, monkeypatch: pytest.MonkeyPatch) -> Disk:
-    monkeypatch.setenv("TAXI_DATA_DIR", str(small_disk.path))
-    return small_disk
+def on_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Disk]:
+    """The data dir on a 64 KiB disk (smaller than the months the tests download)."""
+    with small_disk(tmp_path / "disk") as disk:
+        monkeypatch.setenv("TAXI_DATA_DIR", str(disk.path))
+        yield disk
 
 
 def test_full_disk_keeps_a_resumable_part_and_the_next_run_resumes(
