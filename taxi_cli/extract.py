@@ -47,7 +47,7 @@ from taxi_cli.config import Settings
 from taxi_cli.console import Output, add_task
 from taxi_cli.errors import ConfigError, DataError, DownloadError, TaxiError
 from taxi_cli.model import Extracted
-from taxi_cli.oserrors import DATA_DIR_HINT, disk_error
+from taxi_cli.oserrors import DATA_DIR_HINT, disk_error, os_error_of
 from taxi_cli.redact import mask_url
 from taxi_cli.verify import Verified, VerifyError, verify_trip_file, verify_zones
 
@@ -518,9 +518,15 @@ def ensure_file(
             entry=entry,
         )
     if parquet:
-        from taxi_cli.parquet import to_parquet
+        from taxi_cli.parquet import parquet_path_for, to_parquet
 
-        result = replace(result, parquet_path=to_parquet(result, taxi, force=force))
+        try:
+            result = replace(result, parquet_path=to_parquet(result, taxi, force=force))
+        except Exception as exc:  # a full disk: Polars says so in an error of its own
+            failed = os_error_of(exc)
+            if failed is None:
+                raise
+            raise disk_error(failed, parquet_path_for(result.path)) from exc
     return result
 
 

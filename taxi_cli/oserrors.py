@@ -10,6 +10,8 @@ anything under it exit 1. `describe` is the same text for the CLI's last-resort 
 from __future__ import annotations
 
 import errno
+import os
+import re
 from pathlib import Path
 
 from taxi_cli.errors import ConfigError, ExitCode, TaxiError
@@ -73,3 +75,18 @@ def disk_error(
     if config is not None:
         return ConfigError(message)
     return DiskError(message)
+
+
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def os_error_of(exc: BaseException) -> OSError | None:
+    """The OSError behind `exc`: itself, or the `(os error N)` that Rust libraries such as
+    Polars put in their own exception's text when a write fails; None otherwise."""
+    if isinstance(exc, OSError):
+        return exc
+    found = _RUST_OS_ERROR.search(str(exc))
+    if found is None:
+        return None
+    number = int(found.group(1))
+    return OSError(number, os.strerror(number))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,10 +24,8 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from taxi_cli import derived
 from taxi_cli.catalog import TAXIS, Kind, TaxiType
 from taxi_cli.errors import DataError
-from taxi_cli.oserrors import disk_error
 from taxi_cli.verify import VerifyError, check_header
 
 if TYPE_CHECKING:
@@ -80,14 +77,7 @@ def _strict(raw: pl.Expr, kind: Kind) -> pl.Expr:
 
 def _sink(frame: pl.LazyFrame, path: Path) -> None:
     # snappy: fast, and readable by every Parquet consumer (BigQuery, Spark, DuckDB)
-    try:
-        frame.sink_parquet(path, compression="snappy", row_group_size=256_000)
-    except pl.exceptions.ComputeError as exc:  # Polars reports a failed write as this
-        code = re.search(r"\(os error (\d+)\)", str(exc))
-        if code is None:
-            raise
-        number = int(code.group(1))
-        raise OSError(number, os.strerror(number), str(path)) from exc
+    frame.sink_parquet(path, compression="snappy", row_group_size=256_000)
 
 
 def _gunzip_to(src: Path, dest: Path) -> None:
@@ -103,32 +93,14 @@ def _first_line(path: Path) -> bytes:
 def to_parquet(source: Extracted | Path, taxi: TaxiType | str, *, force: bool = False) -> Path:
     """Write the typed Parquet next to the `.csv.gz` (atomically) and return its path.
 
-    An existing Parquet is reused unless `force` when it was made from the same sha256
-    (`taxi_cli.derived`; for a bare path, when it is newer than the CSV). A value that
-    does not fit its column raises DataError naming the line and column.
+    An existing Parquet newer than the CSV is reused unless `force`. A value that does
+    not fit its column raises DataError naming the line and column.
     """
     taxi = TAXIS[taxi] if isinstance(taxi, str) else taxi
     path = source if isinstance(source, Path) else source.path
-    sha = None if isinstance(source, Path) else source.sha256
     out = parquet_path_for(path)
-    if out.exists() and not force:
-        if sha is not None and derived.made_from(out, sha):
-            return out
-        if sha is None and out.stat().st_mtime_ns >= path.stat().st_mtime_ns:
-            return out
-    derived.forget(out)
-    try:
-        _convert(path, out, taxi)
-    except OSError as exc:  # e.g. no room for the temporary CSV: one line, not a traceback
-        raise disk_error(
-            exc, out, note=" (converting needs free space for the uncompressed month)"
-        ) from exc
-    if sha is not None:
-        derived.record(out, sha)
-    return out
-
-
-def _convert(path: Path, out: Path, taxi: TaxiType) -> None:
+    if out.exists() and not force and out.stat().st_mtime_ns >= path.stat().st_mtime_ns:
+        return out
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".parquet-") as tmp:
         plain = Path(tmp) / "data.csv"
         if path.name.endswith(".gz"):
@@ -161,6 +133,7 @@ def _convert(path: Path, out: Path, taxi: TaxiType) -> None:
                 staging,
             )
         os.replace(staging, out)
+    return out
 
 
 def _check_values(lf: pl.LazyFrame, taxi: TaxiType, name: str) -> None:
