@@ -370,6 +370,24 @@ def _disk_full(exc: OSError, part: Path) -> Exception:
     return disk_error(exc, part, note=note)
 
 
+def _label(part: Path) -> str:
+    return part.name.removesuffix(".part")
+
+
+def connect_error(url: str, reason: str) -> ConnectError:
+    """The one-line exit-3 error for a source host that cannot be reached (masked)."""
+    return _connect_error(url, reason)
+
+
+def _connect_error(url: str, reason: str) -> ConnectError:
+    u = httpx.URL(url)
+    host = f"{u.host}:{u.port}" if u.port else u.host
+    return ConnectError(
+        f"cannot connect to {host} ({reason}); check the network, or point --source-url / "
+        f"TAXI_SOURCE_URL at a reachable mirror (python -m taxi_cli.mirror DIR)"
+    )
+
+
 def fetch(
     client: httpx.Client,
     url: str,
@@ -439,21 +457,3 @@ def fetch(
             cfg.http_retries,
         )
         sleep(delay)
-
-
-def _label(part: Path) -> str:
-    return part.name.removesuffix(".part")
-
-
-def connect_error(url: str, reason: str) -> ConnectError:
-    """The one-line exit-3 error for a source host that cannot be reached (masked)."""
-    return _connect_error(url, reason)
-
-
-def _connect_error(url: str, reason: str) -> ConnectError:
-    u = httpx.URL(url)
-    host = f"{u.host}:{u.port}" if u.port else u.host
-    return ConnectError(
-        f"cannot connect to {host} ({reason}); check the network, or point --source-url / "
-        f"TAXI_SOURCE_URL at a reachable mirror (python -m taxi_cli.mirror DIR)"
-    )
