@@ -69,6 +69,11 @@ def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
         except KeyboardInterrupt as exc:
             typer.echo("taxi-cli: interrupted", err=True)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from exc
+        except OSError as exc:  # last resort: library code names its own paths first
+            from taxi_cli.oserrors import describe
+
+            typer.echo(f"taxi-cli: error: {mask_dsn(describe(exc))}", err=True)
+            raise typer.Exit(int(ExitCode.RUNTIME)) from exc
 
     wrapper.error_boundary = True  # type: ignore[attr-defined]  # checked by the tests
     return wrapper

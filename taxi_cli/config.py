@@ -158,6 +158,7 @@ SPECS: tuple[Spec, ...] = (
         "TAXI_SOURCE_URL",
         lambda: DEFAULT_SOURCE_URL,
         help="release host to download from (a mirror with the same layout)",
+        secret="dsn",  # a private mirror's URL may carry user:password
     ),
     Spec(
         "data_dir",

@@ -27,6 +27,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from taxi_cli.redact import MaskSecrets
+
 log = logging.getLogger("taxi_cli")
 
 
@@ -68,6 +70,7 @@ def setup_logging(*, quiet: bool = False, verbose: bool = False, fmt: str = "tex
             markup=False,
         )
         handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(MaskSecrets())  # no module can log a password by mistake
     root.addHandler(handler)
 
 
