@@ -21,7 +21,7 @@ MONTHS = "2020-01..2020-02"
 def _plan(pg_url: str) -> dict[str, str]:
     run = cli("backfill", "green", MONTHS, "--pg-url", pg_url, "--dry-run", "--json")
     assert run.code == 0, run.err
-    return {item["month"]: item["action"] for item in json.loads(run.out)["plan"]}
+    return {item["month"]: item["action"] for item in json.loads(run.out)}
 
 
 def _backfill(pg_url: str) -> None:
