@@ -16,7 +16,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 
-from taxi_cli import __version__
+from taxi_cli import console
 from taxi_cli.config import Settings, load_settings
 from taxi_cli.console import Output, setup_logging
 from taxi_cli.errors import ExitCode, TaxiError
@@ -33,7 +33,7 @@ app = typer.Typer(
     epilog=EPILOG,
     no_args_is_help=True,
     pretty_exceptions_enable=False,  # rich tracebacks print locals, DSNs included
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish)
     rich_markup_mode=None,  # help texts show [env VAR] literally, not as rich markup
 )
 
@@ -46,13 +46,14 @@ def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        console.reset()  # a fresh stderr console and text errors until output() says json
         try:
             return func(*args, **kwargs)
         except TaxiError as exc:
-            typer.echo(f"taxi-cli: error: {mask_dsn(str(exc))}", err=True)
+            console.error_line(mask_dsn(str(exc)), int(exc.exit_code))
             raise typer.Exit(int(exc.exit_code)) from exc
         except KeyboardInterrupt as exc:
-            typer.echo("taxi-cli: interrupted", err=True)
+            console.error_line("interrupted", int(ExitCode.INTERRUPTED), label="")
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from exc
 
     return wrapper
@@ -112,12 +113,14 @@ def output(
 
         raise UsageError(f"--log-format must be text or json, not {log_format!r}")
     setup_logging(quiet=quiet, verbose=verbose, fmt=log_format)
-    return Output(quiet=quiet, json=json_out)
+    return Output(quiet=quiet, json=json_out, log_json=log_format == "json")
 
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"taxi-cli {__version__}")
+        from taxi_cli import versions
+
+        typer.echo(versions.report(), nl=False)
         raise typer.Exit()
 
 
@@ -130,7 +133,13 @@ def _root(
         str | None, typer.Option("--profile", help="Config file profile [env TAXI_PROFILE]")
     ] = None,
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Show the version and those of Python, Polars, psycopg, dbt, PostgreSQL.",
+        ),
     ] = False,
 ) -> None:
     """Extract, load, backfill and transform the NYC TLC trip records."""
