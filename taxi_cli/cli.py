@@ -478,6 +478,16 @@ def transform_cmd(
     select: Annotated[
         str | None, typer.Option("--select", "-s", help="dbt node selection, e.g. fact_trips+.")
     ] = None,
+    exclude: Annotated[
+        str | None, typer.Option("--exclude", help="dbt nodes to leave out, e.g. test_type:data.")
+    ] = None,
+    dbt_vars: Annotated[
+        str | None,
+        typer.Option("--vars", help="dbt vars as a YAML mapping, e.g. '{is_test_run: true}'."),
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="dbt threads (default: the profile's).")
+    ] = None,
     full_refresh: Annotated[
         bool, typer.Option("--full-refresh", help="Rebuild incremental models from scratch.")
     ] = False,
@@ -496,7 +506,8 @@ def transform_cmd(
 ) -> None:
     """Build the dbt models (staging, fact_trips, revenue mart) and run their tests.
 
-    Arguments after `--` go to `dbt build` as they are, e.g. `-- --fail-fast`.
+    dbt's selection flags work directly (--select, --exclude, --vars, --threads,
+    --full-refresh); any other `dbt build` argument goes after `--`, e.g. `-- --fail-fast`.
     """
     from taxi_cli import transform
 
@@ -509,6 +520,9 @@ def transform_cmd(
         full_refresh=full_refresh,
         test_run=test_run,
         extra_args=list(ctx.args),
+        exclude=exclude,
+        variables=dbt_vars,
+        threads=threads,
     )
     transform.report(result, out)
     transform.check(result)
