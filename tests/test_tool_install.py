@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,22 @@ def test_the_readme_says_how_to_reach_the_tool() -> None:
     steps = ("make run", "source .venv", "uv tool", "**First commands.**", "**The tests.**")
     order = [quick_start.index(w) for w in steps]
     assert order == sorted(order)
+
+
+def test_the_wheel_builds_without_setuptools_warnings_and_an_spdx_license(
+    tmp_path: Path,
+) -> None:
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "--wheel-dir", str(tmp_path), str(REPO)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    backend = [line for line in built.stderr.splitlines() if "Warning" in line]
+    assert backend == [], "\n".join(backend)
+    (wheel,) = tmp_path.glob("taxi_cli-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        meta = zf.read("taxi_cli-0.1.0.dist-info/METADATA").decode()
+        names = zf.namelist()
+    assert "License-Expression: MIT" in meta.splitlines()
+    assert any(n.startswith("taxi_cli/postgres/_fastcopy.") and n.endswith(".so") for n in names)
