@@ -11,7 +11,7 @@ COMPILE   = $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.
             --generate-hashes --quiet --custom-compile-command "make lock"
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint fmt bench lock clean
+.PHONY: help install run test test-fast lint fmt bench lock docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -40,10 +40,11 @@ test: $(STAMP) ## run the whole test suite (starts its own Postgres and emulator
 test-fast: $(STAMP) ## unit tests only, no servers
 	$(BIN)/pytest -q -m "not integration and not slow"
 
-lint: $(STAMP) ## ruff, mypy --strict, hadolint, GitHub workflow and Compose schemas
+lint: $(STAMP) ## ruff, mypy --strict, import layering, hadolint, workflow and Compose schemas
 	$(BIN)/ruff check taxi_cli tests bench
 	$(BIN)/ruff format --check taxi_cli tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
@@ -61,3 +62,6 @@ lock: $(STAMP) ## re-pin requirements/*.txt (with hashes) after a change to pypr
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+docs: $(STAMP) ## regenerate the README's CLI reference from the commands
+	$(BIN)/python -m taxi_cli.cli_docs README.md

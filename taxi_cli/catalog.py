@@ -219,7 +219,9 @@ def zones_url(base: str) -> str:
 
 # ---- month and taxi specs -------------------------------------------------------------
 
-MONTH_FORMS = "accepted forms: 2020-04, 2020-01..2020-06, 2020, or a comma list of these"
+MONTH_FORMS = (
+    "accepted forms: 2020-04, 2020-01..2020-06, 2020, 2019..2021, or a comma list of these"
+)
 TAXI_FORMS = f"accepted: {', '.join(TAXIS)}, a comma list such as yellow,green, or all"
 
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
@@ -245,7 +247,8 @@ def next_month(month: str) -> str:
 
 
 def parse_months(spec: str) -> list[str]:
-    """Parse `2020-04`, `2020-01..2020-06`, `2020` or a comma list; sorted, no repeats."""
+    """Parse `2020-04`, `2020-01..2020-06`, `2020`, `2019..2021` or a comma list of these;
+    sorted, no repeats."""
     months: set[str] = set()
     for raw in spec.split(","):
         part = raw.strip()
@@ -256,6 +259,9 @@ def parse_months(spec: str) -> list[str]:
         elif ".." in part:
             first, _, last = part.partition("..")
             first, last = first.strip(), last.strip()
+            # a year at either end means its first (or last) month: 2019..2021-06
+            first = f"{first}-01" if _YEAR.match(first) else first
+            last = f"{last}-12" if _YEAR.match(last) else last
             if not (_MONTH.match(first) and _MONTH.match(last)):
                 raise UsageError(f"bad month range {part!r}; {MONTH_FORMS}")
             if _month_index(first) > _month_index(last):
@@ -282,6 +288,67 @@ def parse_taxis(spec: str) -> list[TaxiType]:
 
 def in_window(taxi: TaxiType, month: str) -> bool:
     return _month_index(taxi.window[0]) <= _month_index(month) <= _month_index(taxi.window[1])
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One monthly release file of one taxi type: the unit of every load."""
+
+    taxi: TaxiType
+    month: str
+    explicit: bool = True  # the user named this taxi type (not only via `all`)
+
+    @property
+    def name(self) -> str:
+        return f"{self.taxi.name} {self.month}"
+
+    @property
+    def file_name(self) -> str:
+        return self.taxi.file_name(self.month)
+
+    @property
+    def csv_name(self) -> str:
+        return self.taxi.csv_name(self.month)
+
+    @property
+    def in_window(self) -> bool:
+        return in_window(self.taxi, self.month)
+
+
+def named_taxis(spec: str) -> frozenset[str]:
+    """The taxi types the spec names itself (`all` names none)."""
+    return frozenset(p.strip().lower() for p in spec.split(",")) & frozenset(TAXIS)
+
+
+def is_zones(spec: str) -> bool:
+    return spec.strip().lower() == "zones"
+
+
+def select(taxis: str, months: str | None) -> list[Partition]:
+    """The partitions of a TAXIS MONTHS spec, in month then catalogue order.
+
+    Release windows are a hint, never a wall: a taxi type named explicitly is tried in
+    every month asked for (the source answers 404 if it has no such file); only the
+    types that `all` brings in are limited to their known windows.
+    """
+    if not months:
+        raise UsageError(f"which months? {MONTH_FORMS}")
+    taxi_list = parse_taxis(taxis)
+    month_list = parse_months(months)
+    named = named_taxis(taxis)
+    picked = [
+        Partition(t, m, explicit=t.name in named)
+        for m in month_list
+        for t in taxi_list
+        if t.name in named or in_window(t, m)
+    ]
+    if not picked:
+        raise UsageError(
+            f"no released month in {months!r} for {taxis!r}; known windows: "
+            + ", ".join(f"{t.name} {t.window_text()}" for t in taxi_list)
+            + " (name a taxi type to try outside its window)"
+        )
+    return picked
 
 
 # ---- release manifest -------------------------------------------------------------------

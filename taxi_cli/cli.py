@@ -17,9 +17,24 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 import typer
 
 from taxi_cli import console
+from taxi_cli.catalog import Partition
+from taxi_cli.choices import (
+    BadRows,
+    DbAction,
+    ExtractFormat,
+    LakeFormat,
+    LogFormat,
+    Mode,
+    Reprocess,
+    ScheduleKind,
+    StatusTarget,
+    TargetName,
+    TransformTarget,
+)
 from taxi_cli.config import Settings, load_settings
 from taxi_cli.console import Output, setup_logging
-from taxi_cli.errors import ExitCode, TaxiError
+from taxi_cli.destinations import Options as DestinationOptions
+from taxi_cli.errors import ExitCode, TaxiError, UsageError
 from taxi_cli.redact import mask_dsn
 
 EPILOG = (
@@ -63,12 +78,24 @@ def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 TaxisArg = Annotated[
     str,
-    typer.Argument(help="Taxi types: green, yellow,green, all (or `zones`).", show_default=False),
+    typer.Argument(
+        metavar="TAXIS",
+        help="Taxi types: green, yellow,green, all (or `zones`: the zone lookup).",
+        show_default=False,
+    ),
+]
+BackfillTaxisArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="TAXIS", help="Taxi types: green, yellow,green or all.", show_default=False
+    ),
 ]
 MonthsArg = Annotated[
     str | None,
     typer.Argument(
-        help="Months: 2020-04, 2020-01..2020-06, 2020, or a comma list.", show_default=False
+        metavar="MONTHS",
+        help="Months: 2020-04, 2020-01..2020-06, 2020, 2019..2021, or a comma list.",
+        show_default=False,
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors and the final result.")]
@@ -77,20 +104,96 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON 
 ForceOpt = Annotated[bool, typer.Option("--force", help="Redo work even when it is up to date.")]
 DataDirOpt = Annotated[
     str | None,
-    typer.Option("--data-dir", help="Download dir [env TAXI_DATA_DIR; default: user cache]"),
+    typer.Option(
+        "--data-dir", metavar="DIR", help="Download dir [env TAXI_DATA_DIR; default: user cache]"
+    ),
 ]
 SourceUrlOpt = Annotated[
-    str | None, typer.Option("--source-url", help="Release host or mirror [env TAXI_SOURCE_URL]")
+    str | None,
+    typer.Option(
+        "--source-url", metavar="URL", help="Release host or mirror [env TAXI_SOURCE_URL]"
+    ),
+]
+ManifestOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--manifest",
+        metavar="FILE",
+        help="Release manifest CSV to verify against, or `none` [env TAXI_MANIFEST]",
+    ),
 ]
 PgUrlOpt = Annotated[
     str | None,
-    typer.Option("--pg-url", help="PostgreSQL URL [env TAXI_PG_URL; else PG*; else embedded]"),
+    typer.Option(
+        "--pg-url",
+        metavar="URL",
+        help="PostgreSQL URL [env TAXI_PG_URL; else PG*; else embedded]",
+    ),
 ]
 SchemaOpt = Annotated[
-    str | None, typer.Option("--schema", help="Target schema [env TAXI_PG_SCHEMA]")
+    str | None,
+    typer.Option("--schema", metavar="NAME", help="Target schema [env TAXI_PG_SCHEMA]"),
+]
+PgDataOpt = Annotated[
+    str | None,
+    typer.Option("--pg-data", metavar="DIR", help="Embedded server data dir [env TAXI_PG_DATA]"),
 ]
 LogFormatOpt = Annotated[
-    str, typer.Option("--log-format", help="Log lines on stderr: text or json.")
+    LogFormat, typer.Option("--log-format", help="Log lines on stderr: text or json.")
+]
+BucketOpt = Annotated[
+    str | None, typer.Option("--bucket", metavar="NAME", help="GCS bucket [env TAXI_GCS_BUCKET]")
+]
+PrefixOpt = Annotated[
+    str | None,
+    typer.Option("--prefix", metavar="PREFIX", help="Object name prefix [env TAXI_GCS_PREFIX]"),
+]
+ProjectOpt = Annotated[
+    str | None,
+    typer.Option("--project", metavar="ID", help="GCP project [env TAXI_GCP_PROJECT]"),
+]
+DatasetOpt = Annotated[
+    str | None,
+    typer.Option("--dataset", metavar="NAME", help="BigQuery dataset [env TAXI_BQ_DATASET]"),
+]
+LocationOpt = Annotated[
+    str | None,
+    typer.Option("--location", metavar="LOC", help="Dataset location [env TAXI_BQ_LOCATION]"),
+]
+LakeFormatOpt = Annotated[
+    LakeFormat,
+    typer.Option("--format", help="Object format: parquet (typed) or csv.gz (as released)."),
+]
+CreateBucketOpt = Annotated[
+    bool, typer.Option("--create-bucket", help="Create the bucket if it does not exist.")
+]
+CreateDatasetOpt = Annotated[
+    bool, typer.Option("--create-dataset", help="Create the dataset if it does not exist.")
+]
+ModeOpt = Annotated[
+    Mode,
+    typer.Option(
+        "--mode",
+        help="replace: the file's rows are swapped as one unit; "
+        "merge: the course's insert-only MERGE on unique_row_id (pg only).",
+    ),
+]
+BadRowsOpt = Annotated[
+    BadRows,
+    typer.Option(
+        "--bad-rows",
+        help="reject: a bad row fails the file, nothing lands; "
+        "quarantine: bad rows go to taxi_cli_rejects, the rest loads.",
+    ),
+]
+JobsOpt = Annotated[
+    int,
+    typer.Option(
+        "--jobs", "-j", min=1, max=64, metavar="N", help="Parallel workers (partitions at once)."
+    ),
+]
+FailFastOpt = Annotated[
+    bool, typer.Option("--fail-fast", help="Stop after the first failed partition.")
 ]
 
 
@@ -105,15 +208,14 @@ def settings(**flags: Any) -> Settings:
 
 
 def output(
-    quiet: bool = False, json_out: bool = False, verbose: bool = False, log_format: str = "text"
+    quiet: bool = False,
+    json_out: bool = False,
+    verbose: bool = False,
+    log_format: LogFormat = LogFormat.TEXT,
 ) -> Output:
     """Set up logging and the result channels for one command."""
-    if log_format not in ("text", "json"):
-        from taxi_cli.errors import UsageError
-
-        raise UsageError(f"--log-format must be text or json, not {log_format!r}")
-    setup_logging(quiet=quiet, verbose=verbose, fmt=log_format)
-    return Output(quiet=quiet, json=json_out, log_json=log_format == "json")
+    setup_logging(quiet=quiet, verbose=verbose, fmt=str(log_format))
+    return Output(quiet=quiet, json=json_out, log_json=log_format == LogFormat.JSON)
 
 
 def _version(value: bool) -> None:
@@ -150,6 +252,17 @@ def _root(
 # ---- commands ----------------------------------------------------------------------------
 
 
+def _partitions(taxis: str, months: str | None, command: str) -> list[Partition] | None:
+    """The partitions of TAXIS MONTHS, parsed before anything runs; None for `zones`."""
+    from taxi_cli.catalog import is_zones, select
+
+    if is_zones(taxis):
+        if months:
+            raise UsageError(f"`{command} zones` takes no months")
+        return None
+    return select(taxis, months)
+
+
 @app.command("extract")
 @reports_errors
 def extract_cmd(
@@ -158,56 +271,57 @@ def extract_cmd(
     data_dir: DataDirOpt = None,
     source_url: SourceUrlOpt = None,
     fmt: Annotated[
-        str, typer.Option("--format", help="csv, or parquet (also writes typed Parquet).")
-    ] = "csv",
+        ExtractFormat,
+        typer.Option("--format", help="csv, or parquet (also writes typed Parquet)."),
+    ] = ExtractFormat.CSV,
     force: ForceOpt = False,
-    manifest: Annotated[
-        str | None,
-        typer.Option(
-            "--manifest",
-            help="Release manifest CSV to verify against, or `none` [env TAXI_MANIFEST]",
-        ),
-    ] = None,
+    manifest: ManifestOpt = None,
+    fail_fast: FailFastOpt = False,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
-    log_format: LogFormatOpt = "text",
+    log_format: LogFormatOpt = LogFormat.TEXT,
 ) -> None:
     """Download and verify monthly files (or `extract zones`) into the data dir.
 
     A verified file is kept and not downloaded again (unless --force); an interrupted
-    download resumes; a file that fails verification twice exits 1, keeping nothing.
+    download resumes; a file that fails verification twice fails, keeping nothing. Every
+    file is reported, done or failed; exit 4 when some of several failed.
     """
-    from taxi_cli import extract
+    from taxi_cli import load
 
+    partitions = _partitions(taxis, months, "extract")
     out = output(quiet, json_out, verbose, log_format)
     cfg = settings(data_dir=data_dir, source_url=source_url, manifest=manifest)
-    results = extract.run(cfg, taxis, months, fmt=fmt, force=force, out=out)
-    extract.report(results, out)
+    if partitions is None:
+        load.extract_zones(cfg, out, force=force)
+        return
+    parquet = fmt is ExtractFormat.PARQUET
+    load.extract_files(cfg, partitions, out, parquet=parquet, force=force, fail_fast=fail_fast)
 
 
-# ---- load-pg and db (issue 3) ------------------------------------------------------------
+def _load(
+    cfg: Settings,
+    target: TargetName,
+    partitions: list[Partition] | None,
+    options: DestinationOptions,
+    out: Output,
+    *,
+    force: bool,
+    jobs: int,
+    fail_fast: bool,
+    label: str,
+) -> None:
+    """The body of every load command: destinations, then the shared partition loop."""
+    from taxi_cli import destinations, load
 
-ModeOpt = Annotated[
-    str,
-    typer.Option(
-        "--mode",
-        help="replace: the file's rows are swapped as one unit; "
-        "merge: the course's insert-only MERGE on unique_row_id.",
-    ),
-]
-BadRowsOpt = Annotated[
-    str,
-    typer.Option(
-        "--bad-rows",
-        help="reject: a bad row fails the file, nothing lands; "
-        "quarantine: bad rows go to taxi_cli_rejects, the rest loads.",
-    ),
-]
-PgDataOpt = Annotated[
-    str | None,
-    typer.Option("--pg-data", help="Embedded server data dir [env TAXI_PG_DATA]"),
-]
+    made = destinations.make(cfg, target, options, out)
+    if partitions is None:
+        load.load_zones(cfg, made, out, force=force)
+        return
+    reprocess = Reprocess.COMPLETED if force else Reprocess.FAILED
+    opts = load.RunOptions(jobs=jobs, fail_fast=fail_fast, label=label)
+    load.run(cfg, partitions, made, out, reprocess=reprocess, opts=opts)
 
 
 @app.command("load-pg")
@@ -217,50 +331,64 @@ def load_pg_cmd(
     months: MonthsArg = None,
     pg_url: PgUrlOpt = None,
     schema: SchemaOpt = None,
-    mode: ModeOpt = "replace",
-    bad_rows: BadRowsOpt = "reject",
+    mode: ModeOpt = Mode.REPLACE,
+    bad_rows: BadRowsOpt = BadRows.REJECT,
     force: ForceOpt = False,
+    jobs: JobsOpt = 1,
+    fail_fast: FailFastOpt = False,
     data_dir: DataDirOpt = None,
     source_url: SourceUrlOpt = None,
+    manifest: ManifestOpt = None,
     pg_data: PgDataOpt = None,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
+    log_format: LogFormatOpt = LogFormat.TEXT,
 ) -> None:
-    """Load months (or `load-pg zones`) into PostgreSQL: idempotent, atomic per file."""
-    from taxi_cli.postgres import command
+    """Load months (or `load-pg zones`) into PostgreSQL: idempotent, atomic per file.
 
-    out = output(quiet, json_out, verbose)
+    A month already loaded from the same file is skipped (--force reloads it); a month
+    that failed before is tried again. A failed month is recorded and the others go on.
+    """
+    partitions = _partitions(taxis, months, "load-pg")
+    out = output(quiet, json_out, verbose, log_format)
     cfg = settings(
-        pg_url=pg_url, pg_schema=schema, data_dir=data_dir, source_url=source_url, pg_data=pg_data
+        pg_url=pg_url,
+        pg_schema=schema,
+        data_dir=data_dir,
+        source_url=source_url,
+        manifest=manifest,
+        pg_data=pg_data,
     )
-    results = command.run(cfg, taxis, months, mode=mode, bad_rows=bad_rows, force=force, out=out)
-    command.report(results, cfg, out)
+    options = DestinationOptions(mode=mode, bad_rows=bad_rows)
+    _load(
+        cfg,
+        TargetName.PG,
+        partitions,
+        options,
+        out,
+        force=force,
+        jobs=jobs,
+        fail_fast=fail_fast,
+        label="load-pg",
+    )
 
 
 @app.command("db")
 @reports_errors
 def db_cmd(
     action: Annotated[
-        str, typer.Argument(help="status, start, stop or url (a URL psql accepts).")
-    ] = "status",
+        DbAction, typer.Argument(help="status, start, stop or url (a URL psql accepts).")
+    ] = DbAction.STATUS,
     pg_data: PgDataOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Manage the embedded PostgreSQL (the target when no URL or PGHOST is set)."""
-    from taxi_cli.postgres import command
+    from taxi_cli.postgres.db import db
 
     out = output(False, json_out, verbose)
-    command.db(action, settings(pg_data=pg_data), out)
-
-
-# ---- load-gcs and load-bq (issue 5) ------------------------------------------------------
-
-BucketOpt = Annotated[str | None, typer.Option("--bucket", help="GCS bucket [env TAXI_GCS_BUCKET]")]
-LakeFormatOpt = Annotated[
-    str, typer.Option("--format", help="Object format: parquet (typed) or csv.gz (as released).")
-]
+    db(action, settings(pg_data=pg_data), out)
 
 
 @app.command("load-gcs")
@@ -269,35 +397,43 @@ def load_gcs_cmd(
     taxis: TaxisArg,
     months: MonthsArg = None,
     bucket: BucketOpt = None,
-    prefix: Annotated[
-        str | None, typer.Option("--prefix", help="Object name prefix [env TAXI_GCS_PREFIX]")
-    ] = None,
-    fmt: LakeFormatOpt = "parquet",
-    create_bucket: Annotated[
-        bool, typer.Option("--create-bucket", help="Create the bucket if it does not exist.")
-    ] = False,
+    prefix: PrefixOpt = None,
+    fmt: LakeFormatOpt = LakeFormat.PARQUET,
+    create_bucket: CreateBucketOpt = False,
+    mode: ModeOpt = Mode.REPLACE,
+    force: ForceOpt = False,
+    jobs: JobsOpt = 1,
+    fail_fast: FailFastOpt = False,
     data_dir: DataDirOpt = None,
     source_url: SourceUrlOpt = None,
+    manifest: ManifestOpt = None,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
+    log_format: LogFormatOpt = LogFormat.TEXT,
 ) -> None:
     """Upload verified months (or `zones`) to gs://BUCKET/PREFIX/TAXI/ (md5-checked)."""
-    from taxi_cli.gcp import gcs
-
-    out = output(quiet, json_out, verbose)
-    cfg = settings(data_dir=data_dir, source_url=source_url)
-    results = gcs.run(
-        cfg,
-        taxis,
-        months,
-        bucket=bucket,
-        prefix=prefix,
-        fmt=fmt,
-        create_bucket=create_bucket,
-        out=out,
+    partitions = _partitions(taxis, months, "load-gcs")
+    out = output(quiet, json_out, verbose, log_format)
+    cfg = settings(
+        data_dir=data_dir,
+        source_url=source_url,
+        manifest=manifest,
+        gcs_bucket=bucket,
+        gcs_prefix=prefix,
     )
-    gcs.report(results, out)
+    options = DestinationOptions(mode=mode, lake_format=fmt, create_bucket=create_bucket)
+    _load(
+        cfg,
+        TargetName.GCS,
+        partitions,
+        options,
+        out,
+        force=force,
+        jobs=jobs,
+        fail_fast=fail_fast,
+        label="load-gcs",
+    )
 
 
 @app.command("load-bq")
@@ -305,70 +441,76 @@ def load_gcs_cmd(
 def load_bq_cmd(
     taxis: TaxisArg,
     months: MonthsArg = None,
-    project: Annotated[
-        str | None, typer.Option("--project", help="GCP project [env TAXI_GCP_PROJECT]")
-    ] = None,
-    dataset: Annotated[
-        str | None, typer.Option("--dataset", help="BigQuery dataset [env TAXI_BQ_DATASET]")
-    ] = None,
+    project: ProjectOpt = None,
+    dataset: DatasetOpt = None,
     bucket: BucketOpt = None,
-    location: Annotated[
-        str | None, typer.Option("--location", help="Dataset location [env TAXI_BQ_LOCATION]")
-    ] = None,
-    fmt: LakeFormatOpt = "parquet",
-    create_dataset: Annotated[
-        bool, typer.Option("--create-dataset", help="Create the dataset if it does not exist.")
-    ] = False,
+    prefix: PrefixOpt = None,
+    location: LocationOpt = None,
+    fmt: LakeFormatOpt = LakeFormat.PARQUET,
+    create_dataset: CreateDatasetOpt = False,
+    mode: ModeOpt = Mode.REPLACE,
+    force: ForceOpt = False,
+    jobs: JobsOpt = 1,
+    fail_fast: FailFastOpt = False,
     data_dir: DataDirOpt = None,
     source_url: SourceUrlOpt = None,
+    manifest: ManifestOpt = None,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
+    log_format: LogFormatOpt = LogFormat.TEXT,
 ) -> None:
-    """Load months (or `zones`) from their gs:// objects into BigQuery, replacing each file."""
-    from taxi_cli.gcp import bq
-
-    out = output(quiet, json_out, verbose)
-    cfg = settings(data_dir=data_dir, source_url=source_url)
-    results = bq.run(
-        cfg,
-        taxis,
-        months,
-        project=project,
-        dataset=dataset,
-        bucket=bucket,
-        location=location,
-        fmt=fmt,
-        create_dataset=create_dataset,
-        out=out,
+    """Load months (or `zones`) into BigQuery through their gs:// objects, replacing each file."""
+    partitions = _partitions(taxis, months, "load-bq")
+    out = output(quiet, json_out, verbose, log_format)
+    cfg = settings(
+        data_dir=data_dir,
+        source_url=source_url,
+        manifest=manifest,
+        gcs_bucket=bucket,
+        gcs_prefix=prefix,
+        gcp_project=project,
+        bq_dataset=dataset,
+        bq_location=location,
     )
-    bq.report(results, out)
-
-
-# ---- backfill, status, schedule (issue 4) ------------------------------------------------
-# (commands of backfill, status, schedule (issue 4) go here)
+    options = DestinationOptions(mode=mode, lake_format=fmt, create_dataset=create_dataset)
+    _load(
+        cfg,
+        TargetName.BQ,
+        partitions,
+        options,
+        out,
+        force=force,
+        jobs=jobs,
+        fail_fast=fail_fast,
+        label="load-bq",
+    )
 
 
 @app.command("backfill")
 @reports_errors
 def backfill_cmd(
-    taxis: TaxisArg,
+    taxis: BackfillTaxisArg,
     months: MonthsArg = None,
-    target: Annotated[str, typer.Option("--target", "-t", help="pg, gcs, bq or gcs+bq.")] = "pg",
+    target: Annotated[TargetName, typer.Option("--target", "-t", help="Where to load.")] = (
+        TargetName.PG
+    ),
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan on stdout and stop.")
     ] = False,
     reprocess: Annotated[
-        str,
+        Reprocess,
         typer.Option(
-            "--reprocess", help="none: only what is not done; failed: also retry failed; all."
+            "--reprocess",
+            help="none: only what is not done; failed: also retry failed; "
+            "completed (or all): reload everything.",
         ),
-    ] = "none",
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel workers.")] = 2,
-    backwards: Annotated[bool, typer.Option("--backwards", help="Newest month first.")] = False,
-    fail_fast: Annotated[
-        bool, typer.Option("--fail-fast", help="Stop after the first failed partition.")
+    ] = Reprocess.NONE,
+    jobs: JobsOpt = 2,
+    backwards: Annotated[
+        bool, typer.Option("--backwards", "--run-backwards", help="Newest month first.")
     ] = False,
+    fail_fast: FailFastOpt = False,
     catch_up: Annotated[
         bool,
         typer.Option(
@@ -376,26 +518,53 @@ def backfill_cmd(
             help="From the first month not done to the newest upstream (MONTHS optional).",
         ),
     ] = False,
-    mode: Annotated[
-        str, typer.Option("--mode", help="pg: replace a month's rows, or merge new rows.")
-    ] = "replace",
+    mode: ModeOpt = Mode.REPLACE,
+    bad_rows: BadRowsOpt = BadRows.REJECT,
     data_dir: DataDirOpt = None,
     source_url: SourceUrlOpt = None,
+    manifest: ManifestOpt = None,
     pg_url: PgUrlOpt = None,
     schema: SchemaOpt = None,
+    pg_data: PgDataOpt = None,
+    bucket: BucketOpt = None,
+    prefix: PrefixOpt = None,
+    project: ProjectOpt = None,
+    dataset: DatasetOpt = None,
+    location: LocationOpt = None,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
-    log_format: LogFormatOpt = "text",
+    log_format: LogFormatOpt = LogFormat.TEXT,
 ) -> None:
     """Load a range of months into a target, resumably; rerun to finish what is left."""
-    from taxi_cli import backfill
+    from taxi_cli import backfill, destinations
+    from taxi_cli.catalog import parse_taxis, select
 
+    if taxis.strip().lower() == "zones":
+        raise UsageError(
+            "backfill loads months; load the zone lookup with `taxi-cli load-pg zones`"
+        )
+    if months is None and not catch_up:
+        raise UsageError("MONTHS is required (e.g. 2020-01..2020-06), unless --catch-up")
+    partitions = select(taxis, months) if months else None
+    taxi_types = parse_taxis(taxis)
     out = output(quiet, json_out, verbose, log_format)
-    cfg = settings(data_dir=data_dir, source_url=source_url, pg_url=pg_url, pg_schema=schema)
+    cfg = settings(
+        data_dir=data_dir,
+        source_url=source_url,
+        manifest=manifest,
+        pg_url=pg_url,
+        pg_schema=schema,
+        pg_data=pg_data,
+        gcs_bucket=bucket,
+        gcs_prefix=prefix,
+        gcp_project=project,
+        bq_dataset=dataset,
+        bq_location=location,
+    )
+    options = DestinationOptions(mode=mode, bad_rows=bad_rows)
+    made = destinations.make(cfg, target, options, out, reading=dry_run)
     opts = backfill.Options(
-        taxis,
-        months,
         target,
         dry_run=dry_run,
         reprocess=reprocess,
@@ -403,47 +572,60 @@ def backfill_cmd(
         backwards=backwards,
         fail_fast=fail_fast,
         catch_up=catch_up,
-        mode=mode,
-        log_json=log_format == "json",
+        log_json=log_format is LogFormat.JSON,
     )
-    backfill.run(cfg, opts, out)
+    backfill.run(cfg, opts, partitions, taxi_types, made, out)
 
 
 @app.command("status")
 @reports_errors
 def status_cmd(
-    target: Annotated[str, typer.Option("--target", "-t", help="pg, gcs or bq.")] = "pg",
+    target: Annotated[
+        StatusTarget, typer.Option("--target", "-t", help="Which destination's ledger.")
+    ] = StatusTarget.PG,
     pg_url: PgUrlOpt = None,
     schema: SchemaOpt = None,
+    pg_data: PgDataOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """What each target holds: months by taxi type, state and rows, totals per year."""
-    from taxi_cli import status
-    from taxi_cli.targets import ledger_for_status
+    """What a target holds: months by taxi type, state and rows, totals per year.
+
+    Read-only: with nothing loaded it says so, and it never creates a database, a data
+    dir or a server to find that out.
+    """
+    from taxi_cli import destinations, status
 
     out = output(json_out=json_out)
-    cfg = settings(pg_url=pg_url, pg_schema=schema)
-    status.render(status.build(target, ledger_for_status(cfg, target)), out)
+    cfg = settings(pg_url=pg_url, pg_schema=schema, pg_data=pg_data)
+    (made,) = destinations.make(cfg, TargetName(str(target)), reading=True)
+    status.render(status.build(str(target), made.ledger(read_only=True)), out)
 
 
 @app.command("schedule")
 @reports_errors
 def schedule_cmd(
-    kind: Annotated[str, typer.Argument(help="cron or systemd.", show_default=False)],
+    kind: Annotated[ScheduleKind, typer.Argument(help="cron or systemd.", show_default=False)],
     taxis: Annotated[
         str | None,
-        typer.Option("--taxis", help="Taxi types (default: yellow,green, each at its hour)."),
+        typer.Option(
+            "--taxis",
+            metavar="TAXIS",
+            help="Taxi types (default: yellow,green, each at its hour).",
+        ),
     ] = None,
-    target: Annotated[str, typer.Option("--target", help="pg, gcs, bq or gcs+bq.")] = "pg",
+    target: Annotated[TargetName, typer.Option("--target", help="Where to load.")] = (
+        TargetName.PG
+    ),
     at: Annotated[
         str | None,
         typer.Option(
             "--at",
+            metavar="CRON",
             help='Cron time, e.g. "0 9 1 * *" (default: green 09:00, yellow 10:00 on the 1st).',
         ),
     ] = None,
     timezone: Annotated[
-        str, typer.Option("--timezone", help="IANA timezone.")
+        str, typer.Option("--timezone", metavar="TZ", help="IANA timezone.")
     ] = "America/New_York",
     install: Annotated[
         bool, typer.Option("--install", help="systemd: write the units to ~/.config/systemd/user.")
@@ -455,14 +637,14 @@ def schedule_cmd(
     output()
     cfg = settings()
     text, notes = schedule.run(
-        cfg, kind, taxis=taxis, target=target, at=at, timezone=timezone, install=install
+        cfg, str(kind), taxis=taxis, target=str(target), at=at, timezone=timezone, install=install
     )
     typer.echo(text, nl=False)
     for note in notes:
         typer.echo(f"taxi-cli: {note}", err=True)
 
 
-# ---- transform (issue 6) -----------------------------------------------------------------
+# ---- transform ---------------------------------------------------------------------------
 
 
 @app.command(
@@ -473,20 +655,29 @@ def schedule_cmd(
 def transform_cmd(
     ctx: typer.Context,
     target: Annotated[
-        str, typer.Option("--target", "-t", help="Where the loaded tables are: pg or bq.")
-    ] = "pg",
+        TransformTarget, typer.Option("--target", "-t", help="Where the loaded tables are.")
+    ] = TransformTarget.PG,
     select: Annotated[
-        str | None, typer.Option("--select", "-s", help="dbt node selection, e.g. fact_trips+.")
+        str | None,
+        typer.Option(
+            "--select", "-s", metavar="SELECTOR", help="dbt node selection, e.g. fact_trips+."
+        ),
     ] = None,
     exclude: Annotated[
-        str | None, typer.Option("--exclude", help="dbt nodes to leave out, e.g. test_type:data.")
+        str | None,
+        typer.Option(
+            "--exclude", metavar="SELECTOR", help="dbt nodes to leave out, e.g. test_type:data."
+        ),
     ] = None,
     dbt_vars: Annotated[
         str | None,
-        typer.Option("--vars", help="dbt vars as a YAML mapping, e.g. '{is_test_run: true}'."),
+        typer.Option(
+            "--vars", metavar="YAML", help="dbt vars as a YAML mapping, e.g. '{is_test_run: true}'."
+        ),
     ] = None,
     threads: Annotated[
-        int | None, typer.Option("--threads", help="dbt threads (default: the profile's).")
+        int | None,
+        typer.Option("--threads", metavar="N", help="dbt threads (default: the profile's)."),
     ] = None,
     full_refresh: Annotated[
         bool, typer.Option("--full-refresh", help="Rebuild incremental models from scratch.")
@@ -515,7 +706,7 @@ def transform_cmd(
     cfg = settings(pg_url=pg_url, pg_schema=schema, bq_dataset=dataset, pg_data=pg_data)
     result = transform.run(
         cfg,
-        target=target,
+        target=str(target),
         select=select,
         full_refresh=full_refresh,
         test_run=test_run,
@@ -528,7 +719,7 @@ def transform_cmd(
     transform.check(result)
 
 
-# ---- config (issue 7) --------------------------------------------------------------------
+# ---- config --------------------------------------------------------------------
 
 config_app = typer.Typer(
     help="Show the resolved settings and where the config file is looked for.",

@@ -88,6 +88,26 @@ class LineHandler(logging.Handler):
             self.handleError(record)
 
 
+class LiveSafeRichHandler(RichHandler):
+    """A RichHandler whose every record is written while holding the live display's lock.
+
+    Rich works out a print's cursor moves under the Live's lock but writes them after
+    releasing it, so a log line from a worker thread could land between a refresh's
+    reckoning and its write, or inside the transient display's final erase: the erase
+    then removes the log line and leaves a stale bar frame. Live holds its lock across
+    each refresh and its stop; holding it across the whole log print makes them take turns.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        lives = getattr(self.console, "_live_stack", None) or []
+        lock = getattr(lives[0], "_lock", None) if lives else None
+        if lock is None:
+            super().emit(record)
+            return
+        with lock:
+            super().emit(record)
+
+
 def setup_logging(*, quiet: bool = False, verbose: bool = False, fmt: str = "text") -> None:
     """Send the `taxi_cli` logger to the stderr console: rich text, plain lines, or JSON."""
     level = logging.ERROR if quiet else (logging.DEBUG if verbose else logging.INFO)
@@ -106,7 +126,7 @@ def setup_logging(*, quiet: bool = False, verbose: bool = False, fmt: str = "tex
         handler = LineHandler(console)
         handler.setFormatter(logging.Formatter("%(levelname)-8s %(message)s"))
     else:
-        handler = RichHandler(
+        handler = LiveSafeRichHandler(
             console=console,
             show_path=False,
             show_time=False,

@@ -51,9 +51,9 @@ def _literal(value: str) -> str:
 
 def postgres_target(cfg: Settings) -> DbtTarget:
     """The Postgres output for load-pg's target (starting the embedded server if needed)."""
-    from taxi_cli import postgres
+    from taxi_cli.postgres.destination import connect
 
-    with postgres.connect(cfg) as conn:
+    with connect(cfg) as conn:
         info = conn.info
         params = info.get_parameters()
         host, port, user, dbname = info.host, info.port, info.user, info.dbname

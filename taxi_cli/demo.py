@@ -77,11 +77,11 @@ def show_mart(cfg: Settings, taxi: str, *, per_file: bool, limit: int = TOP_ROWS
     from rich.console import Console
     from rich.table import Table
 
-    from taxi_cli import postgres
+    from taxi_cli.postgres.destination import connect
 
     schema = sql.Identifier(cfg.pg_schema)
     trips = sql.Identifier(f"{catalog.TAXIS[taxi].name}_tripdata")
-    with postgres.connect(cfg) as conn:
+    with connect(cfg) as conn:
         loaded = conn.execute(
             sql.SQL("SELECT filename, count(*) FROM {}.{} GROUP BY 1 ORDER BY 1").format(
                 schema, trips

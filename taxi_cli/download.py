@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +26,9 @@ import httpx
 from taxi_cli import __version__
 from taxi_cli.config import Settings
 from taxi_cli.errors import DownloadError, TransientError
+from taxi_cli.retry import backoff_delay
+
+__all__ = ["Fetched", "NotFound", "backoff_delay", "discard", "fetch", "make_client"]
 
 log = logging.getLogger("taxi_cli.download")
 
@@ -57,17 +59,6 @@ def make_client(cfg: Settings) -> httpx.Client:
         # identity: the bytes on disk must be the asset's bytes, hashed as published
         headers={"User-Agent": f"taxi-cli/{__version__}", "Accept-Encoding": "identity"},
     )
-
-
-def backoff_delay(cfg: Settings, failures: int, retry_after: str | None = None) -> float:
-    """Seconds to wait before retry number `failures` (1-based)."""
-    if retry_after:
-        try:
-            return min(float(retry_after), cfg.http_backoff_max)
-        except ValueError:
-            pass
-    delay: float = min(cfg.http_backoff * 2.0 ** (failures - 1), cfg.http_backoff_max)
-    return delay * random.uniform(0.5, 1.0)
 
 
 def _meta_path(part: Path) -> Path:

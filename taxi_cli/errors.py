@@ -82,6 +82,6 @@ class PartialFailure(TaxiError):
     exit_code = ExitCode.PARTIAL
 
 
-def is_transient(exc: BaseException) -> bool:
-    """True when retrying the operation that raised `exc` may succeed."""
-    return isinstance(exc, TransientError)
+def is_retryable(exc: BaseException) -> bool:
+    """Worth another attempt of the same step: network, 5xx, a lost connection."""
+    return isinstance(exc, TransientError | ConnectError)

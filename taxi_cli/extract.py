@@ -16,33 +16,31 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.progress import Progress, TaskID
 
 from taxi_cli.catalog import (
-    MONTH_FORMS,
-    TAXIS,
     ZONES_FILE,
     ManifestEntry,
     TaxiType,
-    in_window,
     manifest,
-    parse_months,
-    parse_taxis,
     taxi_url,
     zones_url,
 )
 from taxi_cli.config import Settings
 from taxi_cli.console import Output, add_task
-from taxi_cli.errors import ConfigError, DataError, DownloadError, UsageError
+from taxi_cli.errors import ConfigError, DataError, DownloadError
+from taxi_cli.model import Extracted
 from taxi_cli.verify import Verified, VerifyError, verify_trip_file, verify_zones
 
 if TYPE_CHECKING:
@@ -53,36 +51,6 @@ log = logging.getLogger("taxi_cli.extract")
 SIDECAR_SUFFIX = ".verified.json"
 SIDECAR_VERSION = 1
 MIB = 1 << 20
-
-
-@dataclass(frozen=True)
-class Extracted:
-    """A verified local release file."""
-
-    taxi: str  # taxi type name, or "zones"
-    month: str | None  # None for the zone lookup
-    path: Path  # the verified file under its final name
-    rows: int  # data rows (header excluded)
-    compressed_bytes: int
-    uncompressed_bytes: int
-    sha256: str  # of the file as stored (the compressed bytes)
-    cached: bool  # True when no download was needed
-    parquet_path: Path | None = None
-    note: str | None = None  # e.g. a manifest mismatch whose content verified
-    url: str | None = None  # where it was (or would be) downloaded from
-
-    @property
-    def csv_name(self) -> str:
-        """The uncompressed file name: the `filename` lineage value in the warehouses."""
-        return self.path.name.removesuffix(".gz")
-
-    def as_json(self) -> dict[str, Any]:
-        payload = asdict(self)
-        payload["path"] = str(self.path)
-        payload["parquet_path"] = str(self.parquet_path) if self.parquet_path else None
-        payload["uncompressed_mib"] = round(self.uncompressed_bytes / MIB, 2)
-        payload["csv_name"] = self.csv_name
-        return payload
 
 
 # ---- locations and manifest ---------------------------------------------------------------
@@ -141,6 +109,26 @@ def _read_sidecar(path: Path) -> dict[str, Any] | None:
     return meta
 
 
+def cached_sha256(cfg: Settings, taxi: TaxiType, month: str) -> str | None:
+    """The sha256 of the cached verified file of (taxi, month), None when not cached.
+
+    Only verified files carry the final name; their sidecar holds the sha256 while the
+    file's size and mtime match it, else the file is hashed (no download, no parse).
+    """
+    path = data_file(cfg, taxi, month)
+    meta = _read_sidecar(path)
+    if meta is not None and isinstance(meta.get("sha256"), str):
+        return str(meta["sha256"])
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
 def _write_sidecar(path: Path, verified: Verified) -> None:
     st = path.stat()
     meta = {
@@ -170,6 +158,7 @@ class _Bars:
     progress: Progress | None
     overall: TaskID | None = None
     done_before: int = 0  # bytes of the files already finished
+    hook: Callable[[int, int | None], None] | None = None  # the caller's own byte display
 
     def file_bar(self, name: str) -> _FileBar:
         return _FileBar(self, name)
@@ -185,6 +174,8 @@ class _FileBar:
         self.task = bars.progress.add_task(name, total=None) if bars.progress else None
 
     def update(self, done: int, total: int | None) -> None:
+        if self.bars.hook is not None:
+            self.bars.hook(done, total)
         progress = self.bars.progress
         if progress is None or self.task is None:
             return
@@ -277,6 +268,7 @@ def _ensure_locked(
         meta = _read_sidecar(final)
         if meta is not None:
             return _from_sidecar(meta, taxi, month, final, url)
+        began = time.monotonic()
         try:
             verified = check(final)
         except VerifyError as exc:
@@ -285,16 +277,20 @@ def _ensure_locked(
             final.unlink()
         else:
             _write_sidecar(final, verified)
-            return _extracted(taxi, month, final, verified, url, cached=True)
+            spent = time.monotonic() - began
+            return _extracted(taxi, month, final, verified, url, cached=True, verify_s=spent)
     from taxi_cli import download  # httpx is imported only when something is fetched
 
     if force:
         download.discard(part)  # --force means a fresh download, not a resumed one
     for attempt in (1, 2):
         bar = bars.file_bar(name)
+        began = time.monotonic()
+        fetched = began
         try:
             try:
                 download.fetch(client.get(), url, part, cfg, progress=bar.update)
+                fetched = time.monotonic()
             except download.NotFound as exc:
                 download.discard(part)
                 raise DownloadError(f"{name}: {exc}; {not_found}") from exc
@@ -317,7 +313,8 @@ def _ensure_locked(
         _write_sidecar(final, verified)
         if verified.note:
             log.warning("%s", verified.note)
-        return _extracted(taxi, month, final, verified, url, cached=False)
+        timings = {"download_s": fetched - began, "verify_s": time.monotonic() - fetched}
+        return _extracted(taxi, month, final, verified, url, cached=False, **timings)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -334,7 +331,15 @@ def _durable_replace(src: Path, dest: Path) -> None:
 
 
 def _extracted(
-    taxi: str, month: str | None, path: Path, v: Verified, url: str, *, cached: bool
+    taxi: str,
+    month: str | None,
+    path: Path,
+    v: Verified,
+    url: str,
+    *,
+    cached: bool,
+    download_s: float = 0.0,
+    verify_s: float = 0.0,
 ) -> Extracted:
     return Extracted(
         taxi=taxi,
@@ -347,6 +352,8 @@ def _extracted(
         cached=cached,
         note=v.note,
         url=url,
+        download_seconds=download_s,
+        verify_seconds=verify_s,
     )
 
 
@@ -392,10 +399,13 @@ def ensure_file(
     parquet: bool = False,
     out: Output | None = None,
     client: httpx.Client | None = None,
+    on_bytes: Callable[[int, int | None], None] | None = None,
     _bars: _Bars | None = None,
     _http: _Http | None = None,
 ) -> Extracted:
     """Return the verified file for (taxi, month), downloading it if needed.
+
+    `on_bytes(done, total)` follows the download (the backfill's own progress lines).
 
     Raises DownloadError (404, retries exhausted) or DataError (failed verification
     twice); nothing is left under the final name then.
@@ -408,6 +418,8 @@ def ensure_file(
     def check(path: Path) -> Verified:
         return verify_trip_file(path, taxi, entry, name=final.name)
 
+    if on_bytes is not None and _bars is None:
+        _bars = _Bars(None, hook=on_bytes)
     with _client(cfg, _http or client) as http, _bars_or(out, _bars, entry) as bars:
         result = _ensure(
             cfg,
@@ -463,86 +475,3 @@ def ensure_zones(
             client=http,
             bars=bars,
         )
-
-
-# ---- the command --------------------------------------------------------------------------
-
-
-def plan(taxis: str, months: str | None) -> list[tuple[TaxiType, str]]:
-    """The (taxi, month) pairs of the specs; with `all`, only months in each release window."""
-    if not months:
-        raise UsageError(f"which months? {MONTH_FORMS}")
-    taxi_list = parse_taxis(taxis)
-    month_list = parse_months(months)
-    wants_all = any(p.strip().lower() == "all" for p in taxis.split(","))
-    pairs = [
-        (t, m)
-        for t in taxi_list
-        for m in month_list
-        if not wants_all or in_window(t, m) or t.name in _named(taxis)
-    ]
-    if not pairs:
-        raise UsageError(
-            f"no released month in {months!r} for {taxis!r}; windows: "
-            + ", ".join(f"{t.name} {t.window_text()}" for t in taxi_list)
-        )
-    return pairs
-
-
-def _named(taxis: str) -> set[str]:
-    return {p.strip().lower() for p in taxis.split(",")} & set(TAXIS)
-
-
-def run(
-    cfg: Settings,
-    taxis: str,
-    months: str | None,
-    *,
-    fmt: str = "csv",
-    force: bool = False,
-    out: Output | None = None,
-) -> list[Extracted]:
-    """The `extract` command: every (taxi, month) of the specs, or the zones."""
-    if fmt not in ("csv", "parquet"):
-        raise UsageError(f"--format must be csv or parquet, not {fmt!r}")
-    if taxis.strip().lower() == "zones":
-        if months:
-            raise UsageError("`extract zones` takes no months")
-        return [ensure_zones(cfg, force=force, out=out)]
-    pairs = plan(taxis, months)
-    entries = load_manifest(cfg)
-    sizes = [entries.get(t.file_name(m)) for t, m in pairs]
-    total = sum(e.size for e in sizes if e) if all(sizes) else None
-    results = []
-    with _client(cfg, None) as http, _bars_for(out, total, len(pairs)) as bars:
-        for taxi, month in pairs:
-            results.append(
-                ensure_file(
-                    cfg,
-                    taxi,
-                    month,
-                    force=force,
-                    parquet=fmt == "parquet",
-                    _bars=bars,
-                    _http=http,
-                )
-            )
-    return results
-
-
-def report(results: list[Extracted], out: Output) -> None:
-    """Print one line per file (or JSON with --json) on stdout."""
-    if out.json:
-        out.emit_json([r.as_json() for r in results])
-        return
-    for r in results:
-        how = "cached" if r.cached else "downloaded"
-        line = (
-            f"{r.path}  {r.compressed_bytes:,} bytes  "
-            f"{r.uncompressed_bytes:,} bytes uncompressed ({r.uncompressed_bytes / MIB:.1f} MiB)  "
-            f"{r.rows:,} rows  {how}"
-        )
-        if r.parquet_path:
-            line += f"  parquet {r.parquet_path}"
-        out.stdout.write(line + "\n")
-    out.stdout.flush()

@@ -17,13 +17,15 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from taxi_cli.config import Settings
 from taxi_cli.errors import ConfigError
+from taxi_cli.model import LedgerRow
+
+__all__ = ["LedgerRow", "StateLedger"]
 
 LEDGER_FILE = "ledger.sqlite3"
 BUSY_TIMEOUT_MS = 30_000
@@ -48,27 +50,6 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """,
 )
-
-
-@dataclass(frozen=True)
-class LedgerRow:
-    """One partition's latest state in a target.
-
-    `sha256` and `rows` describe the data committed in the target; a failed retry of a
-    partition that was loaded before keeps them (the target still holds that data).
-    """
-
-    file: str
-    taxi: str
-    month: str
-    sha256: str | None
-    rows: int | None
-    status: str  # 'done' | 'failed'
-    error: str | None
-    started: datetime | None
-    finished: datetime | None
-    detail: dict[str, Any] = field(default_factory=dict)
-    target: str = ""
 
 
 def now() -> datetime:
@@ -224,8 +205,11 @@ class StateLedger:
 
     # ---- reads -----------------------------------------------------------------------
 
-    def rows(self, target: str) -> list[LedgerRow]:
-        """Every partition recorded for `target`, by taxi and month."""
+    def rows(self, target: str, *, read_only: bool = False) -> list[LedgerRow]:
+        """Every partition recorded for `target`, by taxi and month; `read_only` never
+        creates the ledger (no file yet: nothing was recorded)."""
+        if read_only and not self.path.is_file():
+            return []
         with self._open() as conn:
             cursor = conn.execute(
                 """

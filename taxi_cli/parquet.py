@@ -29,7 +29,7 @@ from taxi_cli.errors import DataError
 from taxi_cli.verify import VerifyError, check_header
 
 if TYPE_CHECKING:
-    from taxi_cli.extract import Extracted
+    from taxi_cli.model import Extracted
 
 RELEASE_TIMESTAMP = "%Y-%m-%d %H:%M:%S"
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S%.f"  # the lenient path also takes fractions

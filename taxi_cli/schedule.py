@@ -29,9 +29,9 @@ import platformdirs
 
 from taxi_cli import __version__
 from taxi_cli.catalog import parse_taxis
+from taxi_cli.choices import TargetName
 from taxi_cli.config import SPECS, Settings
 from taxi_cli.errors import ConfigError, UsageError
-from taxi_cli.plan import split_targets
 from taxi_cli.redact import mask_dsn
 
 DEFAULT_TIMEZONE = "America/New_York"
@@ -241,7 +241,7 @@ class Job:
 
 def plan_jobs(taxis: str | None, target: str, at: str | None) -> list[Job]:
     """One job per taxi at the course's hours, or one job for all taxis at `--at`."""
-    split_targets(target)
+    TargetName(target)  # the CLI passes a valid one; a library caller gets ValueError
     names = [t.name for t in parse_taxis(taxis or DEFAULT_TAXIS)]
     if at is not None:
         parse_cron(at)

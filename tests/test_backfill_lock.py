@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from taxi_cli.choices import TargetName
 from taxi_cli.cli import app
 from taxi_cli.config import load_settings
+from taxi_cli.destinations import lock_name, make
 from taxi_cli.errors import LockedError
 from taxi_cli.lock import RunLock, lock_path, read_holder
-from taxi_cli.targets import lock_name, make_targets
 
 runner = CliRunner()
 
@@ -49,7 +50,7 @@ def _hold(path: Path) -> subprocess.Popen[str]:
 def gcs_lock(monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("TAXI_GCS_BUCKET", "taxi-test")
     cfg = load_settings()
-    (target,) = make_targets(cfg, ["gcs"])
+    (target,) = make(cfg, TargetName.GCS)
     return lock_path(cfg, lock_name(target))
 
 
@@ -99,7 +100,7 @@ def test_lock_wait_and_release_in_process(tmp_path: Path) -> None:
 def test_pg_locks_are_keyed_by_database_and_schema(monkeypatch: pytest.MonkeyPatch) -> None:
     def name(url: str, schema: str) -> str:
         cfg = load_settings({"pg_url": url, "pg_schema": schema})
-        return lock_name(make_targets(cfg, ["pg"])[0])
+        return lock_name(make(cfg, TargetName.PG)[0])
 
     a = name("postgresql://u:secret@db:5432/taxi", "public")
     assert a == name("postgresql://u:other@db:5432/taxi", "public")  # password not in the key

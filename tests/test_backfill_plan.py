@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from taxi_cli.catalog import FHV, GREEN, YELLOW
+from taxi_cli.catalog import FHV, GREEN, select
+from taxi_cli.choices import Reprocess
 from taxi_cli.cli import app
 from taxi_cli.config import load_settings
 from taxi_cli.extract import data_file
@@ -54,15 +55,14 @@ EXPECTED = {
 @pytest.mark.parametrize("reprocess", sorted(EXPECTED))
 def test_plan_per_reprocess(mixed: StateLedger, reprocess: str) -> None:
     cfg = load_settings()
-    from taxi_cli.backfill import cached_sha256
+    from taxi_cli.extract import cached_sha256
 
     plan = make_plan(
-        [GREEN],
-        ["2020-01", "2020-02", "2020-03", "2020-04", "2020-05"],
+        select("green", "2020-01..2020-05"),
         ["gcs"],
         {"gcs": mixed.rows("gcs")},
-        reprocess=reprocess,
-        local_sha256=lambda taxi, month: cached_sha256(cfg, taxi, month),
+        reprocess=Reprocess(reprocess),
+        local_sha256=lambda part: cached_sha256(cfg, part.taxi, part.month),
     )
     assert [str(i.action) for i in plan] == EXPECTED[reprocess]
     assert [i.state for i in plan] == [State.DONE] * 3 + [State.FAILED, State.MISSING]
@@ -83,7 +83,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(
         + ["--reprocess", reprocess],
     )
     assert result.exit_code == 0, result.stderr
-    plan = json.loads(result.stdout)["plan"]
+    plan = json.loads(result.stdout)  # a list: usable as a CI matrix
     assert [p["action"] for p in plan] == EXPECTED[reprocess]
     assert [p["month"] for p in plan] == [f"2020-0{m}" for m in range(1, 6)]
     assert mixed.rows("gcs") == before
@@ -96,27 +96,34 @@ def test_dry_run_prints_the_plan_and_changes_nothing(
 
 
 def test_order_backwards_windows_and_units() -> None:
-    plan = make_plan([YELLOW, GREEN, FHV], ["2019-12", "2020-01"], ["gcs", "bq"], {})
+    parts = select("yellow,green,fhv", "2019-12..2020-01")
+    plan = make_plan(parts, ["gcs", "bq"], {})
     assert [(i.month, i.taxi, i.target) for i in plan[:4]] == [
         ("2019-12", "yellow", "gcs"),
         ("2019-12", "yellow", "bq"),
         ("2019-12", "green", "gcs"),
         ("2019-12", "green", "bq"),
     ]
+    # fhv named explicitly: tried outside its known window, and the plan says so
     fhv_2020 = [i for i in plan if i.taxi == "fhv" and i.month == "2020-01"]
-    assert {i.action for i in fhv_2020} == {Action.SKIP}
-    assert "release window" in fhv_2020[0].reason
-    backwards = make_plan([YELLOW, GREEN], ["2019-12", "2020-01"], ["pg"], {}, backwards=True)
+    assert {i.action for i in fhv_2020} == {Action.LOAD}
+    assert "outside the known window 2019-01..2019-12; trying" in fhv_2020[0].reason
+    # through `all` only: months outside a type's window are not planned at all
+    assert not [
+        p for p in select("all", "2019-12..2020-01") if p.taxi is FHV and p.month > "2019-12"
+    ]
+    backwards = make_plan(select("yellow,green", "2019-12..2020-01"), ["pg"], {}, backwards=True)
     assert [(i.month, i.taxi) for i in backwards] == [
         ("2020-01", "yellow"),
         ("2020-01", "green"),
         ("2019-12", "yellow"),
         ("2019-12", "green"),
     ]
-    units = work_units(plan, [YELLOW, GREEN, FHV])
+    units = work_units(plan, parts)
     assert [u.name for u in units] == ["yellow 2019-12", "green 2019-12", "fhv 2019-12"] + [
         "yellow 2020-01",
         "green 2020-01",
+        "fhv 2020-01",
     ]
     assert [i.target for i in units[0].items] == ["gcs", "bq"]
 
@@ -125,12 +132,10 @@ def test_order_backwards_windows_and_units() -> None:
     ("args", "message"),
     [
         (["green", "--target", "gcs"], "MONTHS is required"),
-        (["green", "2020-01", "--target", "s3"], "unknown target 's3'"),
-        (["green", "2020-01", "--reprocess", "some"], "--reprocess must be one of"),
         (["green", "2020-13", "--target", "gcs"], "bad month '2020-13'"),
         (["purple", "2020-01"], "unknown taxi type 'purple'"),
-        (["green", "2020-01", "--jobs", "0"], "--jobs must be at least 1"),
-        (["green", "2020-01", "--mode", "upsert"], "--mode must be replace or merge"),
+        (["zones", "2020-01"], "backfill loads months"),
+        (["green", "2020-01", "--target", "bq", "--mode", "merge"], "--mode merge is not possible"),
     ],
 )
 def test_usage_errors_exit_2(
@@ -141,3 +146,31 @@ def test_usage_errors_exit_2(
     assert result.exit_code == 2, result.stderr
     assert result.stderr.startswith("taxi-cli: error: ")
     assert message in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["green", "2020-01", "--target", "s3"], "--target"),
+        (["green", "2020-01", "--reprocess", "some"], "--reprocess"),
+        (["green", "2020-01", "--jobs", "0"], "--jobs"),
+        (["green", "2020-01", "--mode", "upsert"], "--mode"),
+    ],
+)
+def test_bad_choices_exit_2_naming_the_option(args: list[str], option: str) -> None:
+    result = runner.invoke(app, ["backfill", *args, "--dry-run"])
+    assert result.exit_code == 2, result.stderr
+    assert f"Invalid value for '{option}'" in result.stderr
+
+
+def test_airflow_reprocess_names_and_aliases(mixed: StateLedger) -> None:
+    def actions(*extra: str) -> list[str]:
+        args = ["backfill", "green", "2020-01..2020-05", "-t", "gcs", "--dry-run", "--json"]
+        result = runner.invoke(app, [*args, *extra])
+        assert result.exit_code == 0, result.stderr
+        return [p["action"] for p in json.loads(result.stdout)]
+
+    assert actions("--reprocess", "completed") == actions("--reprocess", "all")
+    assert actions("--reprocess", "completed") == EXPECTED["all"]
+    months = [p for p in actions("--run-backwards")]
+    assert months == actions("--backwards")

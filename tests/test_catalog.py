@@ -33,6 +33,8 @@ from tests.fixtures_mirror import REAL
         ("2020", [f"2020-{m:02d}" for m in range(1, 13)]),
         ("2020-03, 2020-01,2020-03", ["2020-01", "2020-03"]),  # sorted, no repeats
         ("2020-12,2021-01..2021-02", ["2020-12", "2021-01", "2021-02"]),
+        ("2019..2021", [f"{y}-{m:02d}" for y in (2019, 2020, 2021) for m in range(1, 13)]),
+        ("2020-11..2021", ["2020-11", "2020-12"] + [f"2021-{m:02d}" for m in range(1, 13)]),
     ],
 )
 def test_month_specs(spec: str, months: list[str]) -> None:
@@ -46,7 +48,7 @@ def test_month_specs(spec: str, months: list[str]) -> None:
         ("2020-4", "bad month '2020-4'"),
         ("April", "bad month 'April'"),
         ("", "bad month ''"),
-        ("2020-01..2020", "bad month range '2020-01..2020'"),
+        ("2020-01..20", "bad month range '2020-01..20'"),
         ("2020-06..2020-01", "runs backwards"),
     ],
 )
@@ -55,7 +57,7 @@ def test_bad_month_specs_exit_2_and_show_the_accepted_forms(spec: str, problem: 
         parse_months(spec)
     assert info.value.exit_code == ExitCode.USAGE
     assert problem in str(info.value)
-    assert "accepted forms: 2020-04, 2020-01..2020-06, 2020, or a comma list" in str(info.value)
+    assert "accepted forms: 2020-04, 2020-01..2020-06, 2020, 2019..2021" in str(info.value)
 
 
 def test_taxi_specs() -> None:

@@ -85,7 +85,9 @@ def _first_word(argv: list[str]) -> str:
 def _readme_calls() -> list[list[str]]:
     """Every `taxi-cli ...` invocation in the README's code blocks, as argv lists."""
     calls = []
-    for block in re.findall(r"```[a-z]*\n(.*?)```", README, re.S):
+    for lang, block in re.findall(r"```([a-z]*)\n(.*?)```", README, re.S):
+        if lang == "text":  # the generated synopsis, checked by test_cli_reference_is_current
+            continue
         for line in block.replace("\\\n", " ").splitlines():
             line = re.sub(r'"?\$\(([^)]*)\)"?', r" ( \1 ) ", line)
             lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
@@ -173,3 +175,56 @@ def test_root_help_lists_every_command_and_the_exit_codes() -> None:
     for name in ROOT.commands:
         assert name in result.stdout
     assert "Exit codes" in result.stdout
+
+
+def test_cli_reference_is_current() -> None:
+    from taxi_cli import cli_docs
+
+    assert cli_docs.section() in README, "README's CLI reference is stale: run `make docs`"
+
+
+def _command_of(argv: list[str]) -> tuple[Any, list[str], str]:
+    words = list(argv)
+    while words and words[0].startswith("-"):
+        opt = words.pop(0)
+        if opt in GLOBAL_WITH_VALUE and words:
+            words.pop(0)
+    command: Any = ROOT
+    name = ""
+    while hasattr(command, "commands") and words and not words[0].startswith("-"):
+        name = words.pop(0)
+        command = command.commands[name]
+    return command, words, name
+
+
+@pytest.mark.parametrize("argv", README_CALLS, ids=[" ".join(a)[:60] for a in README_CALLS])
+def test_readme_examples_parse(argv: list[str]) -> None:
+    """Each example's values parse as the CLI parses them: choices, numbers, months and
+    taxi types (what a run would check before doing anything)."""
+    parse_example(argv)
+
+
+def parse_example(argv: list[str]) -> None:
+    from taxi_cli.catalog import is_zones, select
+
+    command, words, name = _command_of(argv)
+    if "--help" in words or any("$" in w for w in words):
+        return  # shell variables stand for values the reader supplies
+    words = words[: words.index("--")] if "--" in words else words
+    ctx = command.make_context(name, list(words), resilient_parsing=False)
+    params = ctx.params
+    if name in ("extract", "load-pg", "load-gcs", "load-bq", "backfill"):
+        taxis, months = params["taxis"], params["months"]
+        if is_zones(taxis):
+            assert months is None, argv
+        elif months is not None or not params.get("catch_up"):
+            assert select(taxis, months), argv
+
+
+def test_readme_example_parsing_catches_what_the_cli_refuses() -> None:
+    from taxi_cli.errors import UsageError
+
+    with pytest.raises(UsageError, match="2020-13"):
+        parse_example(["load-pg", "green", "2020-13"])
+    with pytest.raises(typer.BadParameter):
+        parse_example(["backfill", "green", "2020-01", "--reprocess", "some"])

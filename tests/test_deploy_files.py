@@ -180,9 +180,9 @@ def test_load_workflow_has_the_course_crons_and_dispatch_inputs() -> None:
     inputs = load["on"]["workflow_dispatch"]["inputs"]
     assert {"taxis", "months", "target"} <= set(inputs)
     assert inputs["target"]["default"] == "gcs+bq"
-    from taxi_cli.plan import TARGETS
+    from taxi_cli.choices import TargetName
 
-    assert set(inputs["target"]["options"]) <= set(TARGETS)
+    assert set(inputs["target"]["options"]) <= {str(t) for t in TargetName}
     # the schedule -> taxi mapping names exactly the crons above
     job_env = load["jobs"]["load"]["env"]
     assert f"'{GREEN_CRON}' && 'green' || 'yellow'" in job_env["TAXIS"]

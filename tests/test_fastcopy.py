@@ -13,7 +13,8 @@ import psycopg
 import pytest
 
 from taxi_cli.catalog import FHV, FHVHV, GREEN, YELLOW, TaxiType
-from taxi_cli.postgres import load_file, rows
+from taxi_cli.postgres import rows
+from taxi_cli.postgres.loader import load_file
 from taxi_cli.synthetic import write_month
 from tests.pg_helpers import GREEN_04, GREEN_10, md5_mismatches, sha256, write_gz
 

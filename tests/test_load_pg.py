@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from taxi_cli.catalog import GREEN
 from taxi_cli.cli import app
 from taxi_cli.config import load_settings
-from taxi_cli.postgres import ledger_rows, load_file, record_failure
+from taxi_cli.postgres.destination import ledger_rows, record_failure
+from taxi_cli.postgres.loader import load_file
 from tests.pg_helpers import (
     GREEN_04,
     GREEN_10,
@@ -126,7 +127,7 @@ def test_ledger_api_reads_rows_and_records_failures(pg_url: str) -> None:
         "done",
         35_612,
     )
-    record_failure(cfg, GREEN, "2020-10", G10, "download failed: 404")
+    record_failure(cfg, "green", "2020-10", G10, "download failed: 404")
     rows = {r.file: r for r in ledger_rows(cfg)}
     assert rows[G10].status == "failed" and rows[G10].error == "download failed: 404"
     assert rows[G04].status == "done"

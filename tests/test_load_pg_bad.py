@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from taxi_cli.catalog import GREEN
 from taxi_cli.cli import app
 from taxi_cli.errors import DataError
-from taxi_cli.postgres import load_file
+from taxi_cli.postgres.loader import load_file
 from tests.fixtures_pg import socket_dir
 from tests.pg_helpers import GREEN_04, count, lines_of, write_gz
 

@@ -12,7 +12,8 @@ import psycopg
 import pytest
 
 from taxi_cli.catalog import YELLOW
-from taxi_cli.postgres import load_file, md5vec
+from taxi_cli.postgres import md5vec
+from taxi_cli.postgres.loader import load_file
 from taxi_cli.rowid import hash_plan, row_id
 from tests.pg_helpers import GREEN_04, GREEN_10, md5_mismatches, write_gz
 

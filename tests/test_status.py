@@ -109,4 +109,4 @@ def test_empty_ledger_and_bad_target() -> None:
     assert "nothing recorded in the gcs ledger yet" in result.stdout
     result = runner.invoke(app, ["status", "--target", "gcs+bq"])
     assert result.exit_code == 2
-    assert result.stderr.startswith("taxi-cli: error: --target must be pg, gcs or bq")
+    assert "Invalid value for '--target'" in result.stderr and "'pg', 'gcs', 'bq'" in result.stderr

@@ -51,7 +51,7 @@ def test_progress_and_log_lines_share_the_terminal(mirror: Mirror, pg_url: str) 
     assert b"\x1b[?25l" in screen.raw, "no live display was drawn: the test proves nothing"
 
     stale = [line for line in screen.lines if PROGRESS_TEXT.search(line)]
-    assert stale == [], "progress frames left on the screen:\n" + "\n".join(stale)
+    assert stale == [], "progress frames left on the screen:\n" + text
     # Each outcome is a log line of its own, starting with its level (nothing glued on).
     for month in MONTHS:
         if month == BAD:

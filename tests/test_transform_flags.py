@@ -11,11 +11,12 @@ from typing import Any
 
 import psycopg
 import pytest
+from typer.testing import CliRunner
 
 from taxi_cli.catalog import GREEN
-from taxi_cli.config import load_settings
+from taxi_cli.cli import app
 from tests.fixtures_mirror import Mirror
-from tests.test_transform import load, query, transform
+from tests.test_transform import query, transform
 
 pytestmark = pytest.mark.integration
 
@@ -24,13 +25,13 @@ TEST = "stg_green__payment_type__accepted_values"
 
 @pytest.fixture
 def broken(pg_url: str, mirror: Mirror, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Zones and a green month with one payment type outside the TLC dictionary (9)."""
+    """Zones and a green month (loaded by load-pg), one payment type outside the TLC's (9)."""
     monkeypatch.setenv("TAXI_PG_URL", pg_url)
     mirror.add_zones()
     mirror.add_month(GREEN, "2020-04", rows=400, seed=3)
-    cfg = load_settings()
-    load(cfg, "zones", None)
-    load(cfg, "green", "2020-04")
+    for argv in (["load-pg", "zones"], ["load-pg", "green", "2020-04"]):
+        loaded = CliRunner().invoke(app, argv)
+        assert loaded.exit_code == 0, loaded.stderr
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(
             "UPDATE green_tripdata SET payment_type = 9 WHERE unique_row_id = "

@@ -12,32 +12,46 @@ from __future__ import annotations
 
 import logging
 import re
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from taxi_cli.catalog import ZONES_FILE, TaxiType
+from taxi_cli.catalog import TaxiType
 from taxi_cli.config import Settings
-from taxi_cli.console import Output
-from taxi_cli.download import backoff_delay
-from taxi_cli.errors import ConfigError, DataError, TaxiError, UsageError
-from taxi_cli.gcp import bq_schema, clients, gcs
+from taxi_cli.errors import (
+    ConfigError,
+    DataError,
+    TaxiError,
+    TransientError,
+    UsageError,
+    is_retryable,
+)
+from taxi_cli.gcp import bq_schema, clients
+from taxi_cli.retry import retrying
 
 if TYPE_CHECKING:
     from google.cloud import bigquery
-
-    from taxi_cli.extract import Extracted
 
 log = logging.getLogger("taxi_cli.bq")
 
 STAGING_TTL = timedelta(hours=6)
 _NAME = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
+# https://cloud.google.com/bigquery/docs/error-messages: worth retrying as they are
+TRANSIENT_REASONS = frozenset({"backendError", "internalError", "rateLimitExceeded"})
+# A transaction that lost a race with another writer of the same table: BigQuery gives
+# it no reason code of its own, only this message.
+_ABORTED = re.compile(r"aborted due to concurrent update", re.I)
+
+
+def check_dataset_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise UsageError(f"bad dataset name {name!r}: letters, digits and underscores only")
+    return name
 
 
 @dataclass(frozen=True)
-class Loaded:
-    """One table load, as reported on stdout."""
+class TableLoad:
+    """What the jobs of one table load did."""
 
     taxi: str
     month: str | None
@@ -66,7 +80,11 @@ def job_error(exc: BaseException, job: Any, what: str, auth: clients.Auth) -> Ta
             msg = " ".join(str(err.get("message", "")).split())
             reasons.append(f"{err.get('reason', 'error')}: {msg[:300]}")
     detail = "; ".join(reasons) or " ".join(str(getattr(exc, "message", exc)).split())[:300]
-    return TaxiError(f"{what}: BigQuery job {job.job_id} failed: {detail}")
+    message = f"{what}: BigQuery job {job.job_id} failed: {detail}"
+    kinds = {str(e.get("reason", "")) for e in errors if isinstance(e, dict)}
+    if kinds & TRANSIENT_REASONS or _ABORTED.search(detail):
+        return TransientError(message)
+    return TaxiError(message)
 
 
 class Warehouse:
@@ -82,11 +100,7 @@ class Warehouse:
         create_dataset: bool = False,
     ) -> None:
         self.cfg = cfg
-        self.dataset_id = dataset or cfg.bq_dataset
-        if not _NAME.match(self.dataset_id):
-            raise UsageError(
-                f"bad dataset name {self.dataset_id!r}: letters, digits and underscores only"
-            )
+        self.dataset_id = check_dataset_name(dataset or cfg.bq_dataset)
         self.location = location or cfg.bq_location
         self.auth = clients.bq_auth(cfg, project)
         if re.search(r"[`\s]", self.auth.project):
@@ -191,18 +205,18 @@ class Warehouse:
         parallel backfill workers do); the staging table is still there, so retrying is
         safe and the outcome is the same as a serial run.
         """
-        attempts = max(1, self.cfg.http_retries + 1)
-        for attempt in range(1, attempts + 1):
-            try:
-                return self._query(sql, {}, f"replacing rows in {main}", f"{tag}_replace_")
-            except TaxiError as exc:
-                text = str(exc).lower()
-                if attempt == attempts or not ("concurrent" in text or "aborted" in text):
-                    raise
-                delay = backoff_delay(self.cfg, attempt)
-                log.warning("%s; retrying in %.1fs (%d/%d)", exc, delay, attempt, attempts - 1)
-                time.sleep(delay)
-        raise AssertionError("unreachable")
+
+        def told(exc: BaseException, attempt: int, delay: float) -> None:
+            log.warning("%s; retrying in %.1fs (attempt %d)", exc, delay, attempt + 1)
+
+        job, _ = retrying(
+            lambda: self._query(sql, {}, f"replacing rows in {main}", f"{tag}_replace_"),
+            cfg=self.cfg,
+            attempts=max(1, self.cfg.http_retries + 1),
+            retryable=is_retryable,
+            on_retry=told,
+        )
+        return job
 
     def drop(self, table_id: str) -> None:
         try:
@@ -268,7 +282,7 @@ class Warehouse:
         fmt: str,
         filename: str,
         expected_rows: int | None,
-    ) -> Loaded:
+    ) -> TableLoad:
         """Replace file `filename`'s rows in the main table by the rows of `uri`."""
         main = self.ensure_main(taxi)
         staging = self._fresh_staging(
@@ -292,7 +306,7 @@ class Warehouse:
             self.drop(staging)
         inserted, deleted = self._dml_counts(swap, rows)
         log.info("%s: %s rows of %s in place (%s replaced)", main, inserted, filename, deleted)
-        return Loaded(
+        return TableLoad(
             taxi=taxi.name,
             month=month,
             table=main,
@@ -323,7 +337,7 @@ class Warehouse:
                 inserted = int(affected)
         return inserted, deleted
 
-    def load_zones(self, uri: str, expected_rows: int | None) -> Loaded:
+    def load_zones(self, uri: str, expected_rows: int | None) -> TableLoad:
         """Replace `taxi_zone_lookup` with the CSV at `uri` (a load job is atomic)."""
         from google.api_core import exceptions as gexc
         from google.cloud import bigquery
@@ -343,7 +357,7 @@ class Warehouse:
                 f"load job {job.job_id} read {rows:,} zone rows from {uri}, expected "
                 f"{expected_rows:,}; rerun `taxi-cli load-gcs zones`"
             )
-        return Loaded(
+        return TableLoad(
             taxi="zones",
             month=None,
             table=table_id,
@@ -355,154 +369,3 @@ class Warehouse:
             bytes_billed=None,
             jobs={"load": job.job_id},
         )
-
-
-# ---- the command ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Source:
-    """The gs:// object a month is loaded from, and what it should hold."""
-
-    uri: str
-    filename: str  # the `filename` lineage value
-    rows: int | None
-    sha256: str
-
-
-def _source(blob: Any, lake: gcs.Lake, fallback_name: str) -> Source:
-    meta = blob.metadata or {}
-    rows = meta.get("taxi-cli-rows")
-    if rows is None:
-        log.warning(
-            "%s was not uploaded by taxi-cli: its row count cannot be checked",
-            lake.uri(blob.name),
-        )
-    return Source(
-        uri=lake.uri(blob.name),
-        filename=meta.get("taxi-cli-source", fallback_name),
-        rows=int(rows) if rows is not None else None,
-        sha256=meta.get("taxi-cli-source-sha256", ""),
-    )
-
-
-def month_source(
-    lake: gcs.Lake,
-    taxi: TaxiType,
-    month: str,
-    fmt: str,
-    out: Output | None,
-    extracted: Extracted | None = None,
-) -> Source:
-    """The month's object, uploaded first when it is not in the lake yet.
-
-    With `extracted` (a verified local file, as backfill has) the object is brought up
-    to date with it (an identical object is not sent again).
-    """
-    name = gcs.object_name(lake.prefix, taxi, month, fmt)
-    blob = None if extracted is not None else lake.get(name)
-    if blob is None:
-        if extracted is None:
-            log.info("%s is not in the lake yet: uploading it first", lake.uri(name))
-        up = gcs.upload_month(lake, taxi, month, fmt=fmt, out=out, source=extracted)
-        return Source(up.uri, up.csv_name, up.rows, up.source_sha256)
-    return _source(blob, lake, taxi.csv_name(month))
-
-
-def load_month(
-    wh: Warehouse,
-    lake: gcs.Lake,
-    taxi: TaxiType,
-    month: str,
-    *,
-    fmt: str = "parquet",
-    out: Output | None = None,
-    extracted: Extracted | None = None,
-) -> Loaded:
-    """Load one month from the lake into BigQuery and record it in the ledger."""
-    from taxi_cli.ledger import StateLedger
-
-    src = month_source(lake, taxi, month, fmt, out, extracted)
-    loaded = wh.load_month(
-        taxi, month, src.uri, fmt=fmt, filename=src.filename, expected_rows=src.rows
-    )
-    StateLedger(wh.cfg).record_done(
-        "bq",
-        taxi.name,
-        month,
-        src.filename,
-        src.sha256,
-        loaded.rows,
-        detail={"table": loaded.table, "source": src.uri, **loaded.jobs},
-    )
-    return loaded
-
-
-def zones_source(lake: gcs.Lake, out: Output) -> Source:
-    blob = lake.get(gcs.zones_object_name(lake.prefix))
-    if blob is None:
-        up = gcs.upload_zones(lake, out)
-        return Source(up.uri, ZONES_FILE, up.rows, up.source_sha256)
-    return _source(blob, lake, ZONES_FILE)
-
-
-def run(
-    cfg: Settings,
-    taxis: str,
-    months: str | None,
-    *,
-    project: str | None,
-    dataset: str | None,
-    bucket: str | None,
-    location: str | None,
-    fmt: str,
-    create_dataset: bool,
-    out: Output,
-) -> list[Loaded]:
-    """The `load-bq` command: every (taxi, month) of the specs, or `zones`."""
-    from taxi_cli.gcp.partitions import PartitionsFailed, each_partition
-    from taxi_cli.ledger import StateLedger
-
-    gcs.check_format(fmt)
-    wh = Warehouse(
-        cfg, project=project, dataset=dataset, location=location, create_dataset=create_dataset
-    )
-    lake = gcs.Lake(cfg, bucket=bucket)
-    if taxis.strip().lower() == "zones":
-        src = zones_source(lake, out)
-        return [wh.load_zones(src.uri, src.rows)]
-    ledger = StateLedger(cfg)
-
-    def one(taxi: TaxiType, month: str) -> Loaded:
-        return load_month(wh, lake, taxi, month, fmt=fmt, out=out)
-
-    def failed(taxi: TaxiType, month: str, error: TaxiError) -> None:
-        ledger.record_failed("bq", taxi.name, month, taxi.csv_name(month), str(error))
-
-    try:
-        return each_partition(taxis, months, one, failed)
-    except PartitionsFailed as exc:
-        report(exc.done, out)  # what did get loaded, before the exit-4 error
-        raise
-
-
-def report(results: list[Loaded], out: Output) -> None:
-    if out.json:
-        out.emit_json([asdict(r) for r in results])
-        return
-    for r in results:
-        what = f"{r.taxi} {r.month}" if r.month else r.taxi
-        jobs = " ".join(f"{k}={v}" for k, v in r.jobs.items())
-        processed = "?" if r.bytes_processed is None else f"{r.bytes_processed}"
-        out.stdout.write(f"{what}\t{r.rows} rows\t{r.table}\t{processed} bytes processed\t{jobs}\n")
-    out.stdout.flush()
-
-
-def load_extracted(
-    cfg: Settings, taxi: TaxiType, month: str, extracted: Extracted, *, fmt: str = "parquet"
-) -> Loaded:
-    """One verified month through the lake into BigQuery, both recorded (for `backfill`)."""
-    wh = Warehouse(cfg)
-    return load_month(
-        wh, gcs.Lake(cfg), taxi, month, fmt=gcs.check_format(fmt), extracted=extracted
-    )

@@ -15,7 +15,7 @@ import base64
 import hashlib
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -23,15 +23,14 @@ from taxi_cli import __version__
 from taxi_cli.catalog import ZONES_FILE, TaxiType
 from taxi_cli.config import Settings
 from taxi_cli.console import Output, add_task
-from taxi_cli.errors import ConfigError, DataError, TaxiError, TransientError, UsageError
+from taxi_cli.errors import ConfigError, DataError, TransientError
 from taxi_cli.gcp import clients
 
 if TYPE_CHECKING:
-    from taxi_cli.extract import Extracted
+    from taxi_cli.model import Extracted
 
 log = logging.getLogger("taxi_cli.gcs")
 
-FORMATS = ("parquet", "csv.gz")
 CHUNK_SIZE = 8 * 1024 * 1024  # resumable chunk: a multiple of 256 KiB
 CONTENT_TYPES = {"parquet": "application/vnd.apache.parquet", "csv.gz": "application/gzip"}
 ZONES_DIR = "misc"  # the release host's layout: misc/taxi_zone_lookup.csv
@@ -86,15 +85,14 @@ class Uploaded:
     csv_name: str  # the `filename` lineage value in the warehouses
 
 
-def check_format(fmt: str) -> str:
-    if fmt not in FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    return fmt
-
-
 def object_name(prefix: str, taxi: TaxiType, month: str, fmt: str) -> str:
     """`{prefix}{taxi}/{taxi}_tripdata_{YYYY}-{MM}.{parquet|csv.gz}`."""
-    return f"{prefix}{taxi.name}/{taxi.name}_tripdata_{month}.{check_format(fmt)}"
+    return f"{prefix}{taxi.name}/{taxi.name}_tripdata_{month}.{fmt}"
+
+
+def normal_prefix(prefix: str) -> str:
+    """`raw`, `raw/` -> `raw/`; "" stays "" (objects at the bucket's top)."""
+    return prefix + "/" if prefix and not prefix.endswith("/") else prefix
 
 
 def zones_object_name(prefix: str) -> str:
@@ -124,20 +122,11 @@ class Lake:
     """One bucket of the data lake, opened (and checked) once per command."""
 
     def __init__(
-        self,
-        cfg: Settings,
-        *,
-        bucket: str | None = None,
-        prefix: str | None = None,
-        create_bucket: bool = False,
+        self, cfg: Settings, *, bucket: str, prefix: str, create_bucket: bool = False
     ) -> None:
         self.cfg = cfg
-        self.bucket_name = bucket or cfg.gcs_bucket
-        if not self.bucket_name:
-            raise ConfigError("no bucket: pass --bucket or set TAXI_GCS_BUCKET")
-        self.prefix = cfg.gcs_prefix if prefix is None else prefix
-        if self.prefix and not self.prefix.endswith("/"):
-            self.prefix += "/"
+        self.bucket_name = bucket
+        self.prefix = prefix  # "" or ending in "/" (`normal_prefix`)
         self.auth = clients.storage_auth(cfg)
         self.client = clients.storage_client(self.auth)
         self.bucket = self._open_bucket(create_bucket)
@@ -348,125 +337,3 @@ class _progress:
     def __exit__(self, *exc: object) -> None:
         if self._cm is not None:
             self._cm.__exit__(*exc)
-
-
-# ---- the command ---------------------------------------------------------------------
-
-
-def upload_month(
-    lake: Lake,
-    taxi: TaxiType,
-    month: str,
-    *,
-    fmt: str,
-    out: Output | None = None,
-    source: Extracted | None = None,
-) -> Uploaded:
-    """Make sure gs://.../{taxi}/{taxi}_tripdata_{month}.{fmt} holds the verified month,
-    and record it in the ledger. `source`: an already verified file (backfill)."""
-    from taxi_cli import extract
-
-    if source is None:
-        source = extract.ensure_file(lake.cfg, taxi, month, parquet=fmt == "parquet", out=out)
-    elif fmt == "parquet" and source.parquet_path is None:
-        from taxi_cli.parquet import to_parquet
-
-        source = replace(source, parquet_path=to_parquet(source, taxi))
-    local = source.path
-    if fmt == "parquet":
-        if source.parquet_path is None:
-            raise TaxiError(f"extract gave no Parquet file for {taxi.name} {month}")
-        local = source.parquet_path
-    name = object_name(lake.prefix, taxi, month, fmt)
-    result = lake.upload(local, name, fmt=fmt, source=source, out=out)
-    record(lake.cfg, result)
-    return result
-
-
-def upload_zones(lake: Lake, out: Output | None = None) -> Uploaded:
-    from taxi_cli import extract
-
-    source = extract.ensure_zones(lake.cfg, out=out)
-    return lake.upload(
-        source.path, zones_object_name(lake.prefix), fmt="csv", source=source, out=out
-    )
-
-
-def record(cfg: Settings, result: Uploaded) -> None:
-    """Tell the ledger (status, backfill) that this partition is in the lake."""
-    from taxi_cli.ledger import StateLedger
-
-    if result.month is None:
-        return  # the zone lookup is not a partition
-    StateLedger(cfg).record_done(
-        "gcs",
-        result.taxi,
-        result.month,
-        result.uri,
-        result.source_sha256,
-        result.rows,
-        detail={
-            "format": result.format,
-            "md5": result.md5,
-            "crc32c": result.crc32c,
-            "generation": result.generation,
-            "size": result.size,
-        },
-    )
-
-
-def record_failure(cfg: Settings, taxi: TaxiType, month: str, uri: str, error: TaxiError) -> None:
-    from taxi_cli.ledger import StateLedger
-
-    StateLedger(cfg).record_failed("gcs", taxi.name, month, uri, str(error))
-
-
-def run(
-    cfg: Settings,
-    taxis: str,
-    months: str | None,
-    *,
-    bucket: str | None,
-    prefix: str | None,
-    fmt: str,
-    create_bucket: bool,
-    out: Output,
-) -> list[Uploaded]:
-    """The `load-gcs` command: every (taxi, month) of the specs, or `zones`."""
-    from taxi_cli.gcp.partitions import PartitionsFailed, each_partition
-
-    check_format(fmt)
-    lake = Lake(cfg, bucket=bucket, prefix=prefix, create_bucket=create_bucket)
-    if taxis.strip().lower() == "zones":
-        return [upload_zones(lake, out)]
-
-    def one(taxi: TaxiType, month: str) -> Uploaded:
-        return upload_month(lake, taxi, month, fmt=fmt, out=out)
-
-    def failed(taxi: TaxiType, month: str, error: TaxiError) -> None:
-        record_failure(
-            cfg, taxi, month, lake.uri(object_name(lake.prefix, taxi, month, fmt)), error
-        )
-
-    try:
-        return each_partition(taxis, months, one, failed)
-    except PartitionsFailed as exc:
-        report(exc.done, out)  # what did get uploaded, before the exit-4 error
-        raise
-
-
-def report(results: list[Uploaded], out: Output) -> None:
-    if out.json:
-        out.emit_json([asdict(r) for r in results])
-        return
-    for r in results:
-        what = f"{r.taxi} {r.month}" if r.month else r.taxi
-        out.stdout.write(f"{what}\t{r.action}\t{r.uri}\t{r.size} bytes\t{r.rows} rows\n")
-    out.stdout.flush()
-
-
-def load_extracted(
-    cfg: Settings, taxi: TaxiType, month: str, extracted: Extracted, *, fmt: str = "parquet"
-) -> Uploaded:
-    """One verified month into the lake, recorded in the ledger (for `backfill`)."""
-    return upload_month(Lake(cfg), taxi, month, fmt=check_format(fmt), source=extracted)

@@ -3,29 +3,14 @@ same transaction as the file's rows, so it never claims data that did not commit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from taxi_cli.model import LedgerRow
 from taxi_cli.postgres import ddl
-
-
-@dataclass(frozen=True)
-class LedgerRow:
-    file: str
-    taxi: str
-    month: str | None
-    sha256: str | None
-    rows: int | None
-    mode: str | None
-    started: datetime | None
-    finished: datetime | None
-    status: str  # 'done' | 'failed'
-    error: str | None
-
 
 _COLUMNS = "file, taxi, month, sha256, rows, mode, started, finished, status, error"
 
@@ -43,7 +28,14 @@ def read(conn: psycopg.Connection[Any], schema: str, file: str | None = None) ->
         rows = conn.execute(query + sql.SQL(" ORDER BY file")).fetchall()
     else:
         rows = conn.execute(query + sql.SQL(" WHERE file = %s"), (file,)).fetchall()
-    return [LedgerRow(*row) for row in rows]
+    return [_row(row) for row in rows]
+
+
+def _row(row: tuple[Any, ...]) -> LedgerRow:
+    file, taxi, month, sha256, rows, mode, started, finished, status, error = row
+    return LedgerRow(
+        file, taxi, month, sha256, rows, status, error, started, finished, target="pg", mode=mode
+    )
 
 
 def write(

@@ -34,6 +34,7 @@ from taxi_cli.catalog import TaxiType
 from taxi_cli.config import Settings
 from taxi_cli.console import Output, add_task
 from taxi_cli.errors import DataError, TaxiError, TransientError, UsageError
+from taxi_cli.model import LedgerRow
 from taxi_cli.postgres import ddl, ledger, target
 from taxi_cli.postgres.csvfile import HINT
 
@@ -271,7 +272,7 @@ def _via_stage(
 
 def _ledger_hit(
     conn: psycopg.Connection[Any], schema: str, taxi: TaxiType, file: str, sha256: str, mode: str
-) -> ledger.LedgerRow | None:
+) -> LedgerRow | None:
     rows = ledger.read(conn, schema, file)
     if not rows:
         return None
@@ -392,7 +393,7 @@ def _skipped(
     mode: str,
     begin: float,
     sha256: str,
-    hit: ledger.LedgerRow,
+    hit: LedgerRow,
 ) -> LoadResult:
     log.info("%s is unchanged since its load at %s: skipped", csv_name, hit.finished)
     seconds = time.perf_counter() - begin

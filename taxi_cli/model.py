@@ -1,0 +1,107 @@
+"""The values that cross layers: one home and one definition each.
+
+- `Partition`: one (taxi type, month) — the unit of work of every load command.
+- `Extracted`: a verified local release file, what the source hands a destination.
+- `Loaded`: what a destination did with one partition (or with the zone lookup).
+- `LedgerRow`: one partition's latest state in a destination's ledger.
+
+They import nothing but the catalogue, so the domain, the source, the destinations and
+the jobs can all use them without importing each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from taxi_cli.catalog import Partition
+
+__all__ = ["Extracted", "LedgerRow", "Loaded", "Partition"]
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """A verified local release file."""
+
+    taxi: str  # taxi type name, or "zones"
+    month: str | None  # None for the zone lookup
+    path: Path  # the verified file under its final name
+    rows: int  # data rows (header excluded)
+    compressed_bytes: int
+    uncompressed_bytes: int
+    sha256: str  # of the file as stored (the compressed bytes)
+    cached: bool  # True when no download was needed
+    parquet_path: Path | None = None
+    note: str | None = None  # e.g. a manifest mismatch whose content verified
+    url: str | None = None  # where it was (or would be) downloaded from
+    download_seconds: float = 0.0  # time spent downloading (0 when cached)
+    verify_seconds: float = 0.0  # time spent verifying (0 when the sidecar vouched)
+
+    @property
+    def csv_name(self) -> str:
+        """The uncompressed file name: the `filename` lineage value in the warehouses."""
+        return self.path.name.removesuffix(".gz")
+
+    def as_json(self) -> dict[str, Any]:
+        payload = asdict(self)
+        payload["path"] = str(self.path)
+        payload["parquet_path"] = str(self.parquet_path) if self.parquet_path else None
+        payload["uncompressed_mib"] = round(self.uncompressed_bytes / MIB, 2)
+        payload["csv_name"] = self.csv_name
+        payload["download_seconds"] = round(self.download_seconds, 3)
+        payload["verify_seconds"] = round(self.verify_seconds, 3)
+        return payload
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What one destination did with one partition (month None: the zone lookup)."""
+
+    destination: str  # pg | gcs | bq
+    taxi: str
+    month: str | None
+    rows: int  # the file's rows in the destination after the load
+    action: str  # loaded | replaced | merged | uploaded | unchanged
+    where: str  # table or object URI
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> bool:
+        return self.action == "unchanged"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "destination": self.destination,
+            "taxi": self.taxi,
+            "month": self.month,
+            "rows": self.rows,
+            "action": self.action,
+            "where": self.where,
+            **self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One partition's latest state in a destination.
+
+    `sha256` and `rows` describe the data committed in the destination; a failed retry
+    of a partition that was loaded before keeps them (the destination still holds it).
+    """
+
+    file: str
+    taxi: str
+    month: str | None  # None: not a monthly partition (the zone lookup)
+    sha256: str | None
+    rows: int | None
+    status: str  # 'done' | 'failed'
+    error: str | None
+    started: datetime | None
+    finished: datetime | None
+    detail: dict[str, Any] = field(default_factory=dict)
+    target: str = ""
+    mode: str | None = None  # pg: replace | merge
