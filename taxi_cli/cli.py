@@ -71,6 +71,7 @@ def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
             console.error_line("interrupted", int(ExitCode.INTERRUPTED), label="")
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from exc
 
+    wrapper.error_boundary = True  # type: ignore[attr-defined]  # checked by the tests
     return wrapper
 
 
@@ -531,6 +532,8 @@ def backfill_cmd(
     project: ProjectOpt = None,
     dataset: DatasetOpt = None,
     location: LocationOpt = None,
+    create_bucket: CreateBucketOpt = False,
+    create_dataset: CreateDatasetOpt = False,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -562,7 +565,9 @@ def backfill_cmd(
         bq_dataset=dataset,
         bq_location=location,
     )
-    options = DestinationOptions(mode=mode, bad_rows=bad_rows)
+    options = DestinationOptions(
+        mode=mode, bad_rows=bad_rows, create_bucket=create_bucket, create_dataset=create_dataset
+    )
     made = destinations.make(cfg, target, options, out, reading=dry_run)
     opts = backfill.Options(
         target,

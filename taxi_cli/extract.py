@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,6 +32,7 @@ from rich.progress import Progress, TaskID
 from taxi_cli.catalog import (
     ZONES_FILE,
     ManifestEntry,
+    Partition,
     TaxiType,
     manifest,
     taxi_url,
@@ -39,7 +40,7 @@ from taxi_cli.catalog import (
 )
 from taxi_cli.config import Settings
 from taxi_cli.console import Output, add_task
-from taxi_cli.errors import ConfigError, DataError, DownloadError
+from taxi_cli.errors import ConfigError, DataError, DownloadError, TaxiError
 from taxi_cli.model import Extracted
 from taxi_cli.verify import Verified, VerifyError, verify_trip_file, verify_zones
 
@@ -475,3 +476,28 @@ def ensure_zones(
             client=http,
             bars=bars,
         )
+
+
+def each_file(
+    cfg: Settings,
+    partitions: Sequence[Partition],
+    *,
+    force: bool = False,
+    parquet: bool = False,
+    out: Output | None = None,
+) -> Iterator[tuple[Partition, Extracted | TaxiError]]:
+    """`ensure_file` for each partition in turn, with one HTTP client and one progress
+    display (a bar per file and one for all of them); a failure is yielded, not raised."""
+    entries = load_manifest(cfg)
+    sizes = [entries.get(p.file_name) for p in partitions]
+    total = sum(e.size for e in sizes if e) if all(sizes) else None
+    with _client(cfg, None) as http, _bars_for(out, total, len(partitions)) as bars:
+        for part in partitions:
+            try:
+                got = ensure_file(
+                    cfg, part.taxi, part.month, force=force, parquet=parquet, _bars=bars, _http=http
+                )
+            except TaxiError as exc:
+                yield part, exc
+            else:
+                yield part, got

@@ -295,20 +295,15 @@ def extract_files(
     reported done or failed; exit 4 when some failed (the only one's own code alone)."""
     results: list[Fetched] = []
     errors: list[TaxiError] = []
-    with make_client(cfg) as client:
-        for part in partitions:
-            try:
-                got = extract.ensure_file(
-                    cfg, part.taxi, part.month, force=force, parquet=parquet, out=out, client=client
-                )
-            except TaxiError as exc:
-                log.error("%s failed: %s", part.name, exc, extra={"partition": part.name})
-                results.append(Fetched(part, "failed", error=str(exc)))
-                errors.append(exc)
-                if exc.exit_code in FATAL or fail_fast:
-                    break
-                continue
-            results.append(Fetched(part, "done", got))
+    for part, got in extract.each_file(cfg, partitions, force=force, parquet=parquet, out=out):
+        if isinstance(got, TaxiError):
+            log.error("%s failed: %s", part.name, got, extra={"partition": part.name})
+            results.append(Fetched(part, "failed", error=str(got)))
+            errors.append(got)
+            if got.exit_code in FATAL or fail_fast:
+                break
+            continue
+        results.append(Fetched(part, "done", got))
     report_files(results, out)
     if errors:
         if len(partitions) == 1 or errors[0].exit_code in FATAL:
@@ -400,6 +395,9 @@ def report(summary: Summary, out: Output, title: str) -> None:
             "(--reprocess failed retries them)"
         )
     out.out.print(line)
+    for o in summary.outcomes:  # what a destination wants the user to know (rejects)
+        if o.loaded is not None and o.loaded.detail.get("note"):
+            out.out.print(str(o.loaded.detail["note"]))
 
 
 # ---- workers ----------------------------------------------------------------------------
@@ -444,6 +442,7 @@ class Runner:
         self.destinations = {d.name: d for d in destinations}
         self.plan = list(plan)
         self.units = work_units(plan, partitions)
+        self.single = sum(item.runs for item in self.plan) == 1
         self.out = out
         self.stop = threading.Event()
         self.fatal: TaxiError | None = None
@@ -610,7 +609,9 @@ class Runner:
             "seconds": round(outcome.seconds or 0, 3),
         }
         if outcome.state == "failed":
-            log.error("%s failed: %s", outcome.item.partition, outcome.error, extra=extra)
+            # A run of one partition ends with this error as its last line: say it once.
+            level = logging.DEBUG if self.single else logging.ERROR
+            log.log(level, "%s failed: %s", outcome.item.partition, outcome.error, extra=extra)
         else:
             log.info(
                 "%s: %s, %s rows in %.1fs",

@@ -82,3 +82,18 @@ def test_version_and_help() -> None:
     helped = runner.invoke(app, ["--help"])
     assert helped.exit_code == 0
     assert "Exit codes" in helped.stdout
+
+
+def test_every_registered_command_has_the_error_boundary() -> None:
+    import typer
+
+    def commands(group: object) -> list[object]:
+        found = []
+        for command in getattr(group, "commands", {}).values():
+            found.extend(commands(command) if hasattr(command, "commands") else [command])
+        return found
+
+    found = commands(typer.main.get_command(app))
+    assert len(found) >= 10
+    missing = [c.name for c in found if not getattr(c.callback, "error_boundary", False)]  # type: ignore[attr-defined]
+    assert missing == []

@@ -64,7 +64,7 @@ def test_db_lifecycle_and_the_embedded_default_target(mirror, pg_data: Path) -> 
     mirror.add_file(GREEN_04)
     loaded = runner.invoke(app, ["load-pg", "green", "2020-04", "--json"])
     assert loaded.exit_code == 0, loaded.stderr
-    assert json.loads(loaded.stdout)[0]["rows"] == 35_612
+    assert json.loads(loaded.stdout)["partitions"][0]["rows"] == 35_612
     with psycopg.connect(url) as conn:
         assert count(conn, "green_tripdata") == 35_612
 
@@ -83,4 +83,4 @@ def test_db_lifecycle_and_the_embedded_default_target(mirror, pg_data: Path) -> 
 def test_db_rejects_an_unknown_action(pg_data: Path) -> None:
     result = runner.invoke(app, ["db", "restart-all"])
     assert result.exit_code == 2
-    assert "unknown db action 'restart-all'" in result.stderr
+    assert "Invalid value for 'action'" in result.stderr and "'status', 'start'" in result.stderr

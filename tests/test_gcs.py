@@ -39,6 +39,11 @@ def invoke(*args: str) -> object:
     return CliRunner().invoke(app, list(args))
 
 
+def results(stdout: str) -> list[dict[str, object]]:
+    """What each partition's destination did, from a load command's --json summary."""
+    return [p["result"] for p in json.loads(stdout)["partitions"] if p["result"]]
+
+
 @pytest.fixture
 def real_green(mirror: object) -> Path:
     return mirror.add_file(REAL_GREEN)  # type: ignore[attr-defined, no-any-return]
@@ -51,9 +56,9 @@ def cached_file(name: str) -> Path:
 def test_uploads_typed_parquet_with_matching_md5_and_records_it(gcp: Gcp, real_green: Path) -> None:
     result = invoke("load-gcs", "green", "2020-04", "--json")
     assert result.exit_code == 0, result.stderr
-    [item] = json.loads(result.stdout)
+    [item] = results(result.stdout)
     assert item["action"] == "uploaded"
-    assert item["uri"] == f"gs://{gcp.bucket}/{PARQUET_NAME}"
+    assert item["where"] == f"gs://{gcp.bucket}/{PARQUET_NAME}"
     assert item["rows"] == GREEN_ROWS
 
     blob = gcp.storage().bucket(gcp.bucket).get_blob(PARQUET_NAME)
@@ -85,8 +90,11 @@ def test_csv_gz_object_is_the_release_bytes_and_a_rerun_skips_it(
 
     second = invoke("load-gcs", "green", "2020-04", "--format", "csv.gz", "--json")
     assert second.exit_code == 0, second.stderr
-    [item] = json.loads(second.stdout)
-    assert item["action"] == "unchanged"
+    [part] = json.loads(second.stdout)["partitions"]
+    assert part["state"] == "skipped" and "same source sha256" in part["reason"]
+    forced = invoke("load-gcs", "green", "2020-04", "--format", "csv.gz", "--force", "--json")
+    [item] = results(forced.stdout)
+    assert item["action"] == "unchanged"  # an identical object is not sent again
     assert item["generation"] == blob.generation  # not rewritten
 
 
@@ -95,15 +103,15 @@ def test_a_different_object_is_replaced(gcp: Gcp, real_green: Path) -> None:
     bucket.blob(CSV_NAME).upload_from_string(b"stale,content\r\n")
     result = invoke("load-gcs", "green", "2020-04", "--format", "csv.gz", "--json")
     assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout)[0]["action"] == "replaced"
+    assert results(result.stdout)[0]["action"] == "replaced"
     assert bucket.get_blob(CSV_NAME).md5_hash == md5_b64(REAL_GREEN.read_bytes())
 
 
 def test_prefix_and_text_report(gcp: Gcp, real_green: Path) -> None:
     result = invoke("load-gcs", "green", "2020-04", "--prefix", "raw/tlc", "-q")
     assert result.exit_code == 0, result.stderr
-    assert f"gs://{gcp.bucket}/raw/tlc/{PARQUET_NAME}" in result.stdout
-    assert "uploaded" in result.stdout
+    assert "green 2020-04 -> gcs" in result.stdout and "done" in result.stdout
+    assert "1 done; 35,612 rows" in result.stdout
     assert gcp.storage().bucket(gcp.bucket).get_blob(f"raw/tlc/{PARQUET_NAME}") is not None
 
 
@@ -147,7 +155,7 @@ def test_upload_refuses_a_parquet_that_lost_rows(gcp: Gcp, real_green: Path) -> 
     source = extract.ensure_file(cfg, GREEN, "2020-04", parquet=True)
     assert source.parquet_path is not None
     pl.read_parquet(source.parquet_path).head(10).write_parquet(source.parquet_path)
-    lake = Lake(cfg)
+    lake = Lake(cfg, bucket=gcp.bucket, prefix="")
     with pytest.raises(DataError, match="holds 10 rows but its source has 35,612"):
         lake.upload(source.parquet_path, PARQUET_NAME, fmt="parquet", source=source)
     assert lake.get(PARQUET_NAME) is None
@@ -229,7 +237,9 @@ def test_access_denied_exits_3(
 def test_bad_format_is_a_usage_error(gcp: Gcp) -> None:
     result = invoke("load-gcs", "green", "2020-04", "--format", "avro")
     assert result.exit_code == 2
-    assert "--format must be one of parquet, csv.gz" in result.stderr
+    assert (
+        "Invalid value for '--format'" in result.stderr and "'parquet', 'csv.gz'" in result.stderr
+    )
 
 
 def test_one_failed_month_of_several_exits_4_after_loading_the_others(
@@ -237,22 +247,26 @@ def test_one_failed_month_of_several_exits_4_after_loading_the_others(
 ) -> None:
     result = invoke("load-gcs", "green", "2020-04,2020-05", "--json")  # 2020-05: not served
     assert result.exit_code == 4
-    assert [i["month"] for i in json.loads(result.stdout)] == ["2020-04"]
-    assert "1 of 2 partitions failed (green 2020-05)" in result.stderr
+    assert [i["month"] for i in results(result.stdout)] == ["2020-04"]
+    assert "1 of 2 partitions failed (first: green 2020-05 -> gcs" in result.stderr
     ledger = {r.month: r.status for r in StateLedger(load_settings()).rows("gcs")}
     assert ledger == {"2020-04": "done", "2020-05": "failed"}
 
 
-def test_load_extracted_is_the_backfill_entry_point(gcp: Gcp, real_green: Path) -> None:
+def test_the_gcs_destination_takes_a_verified_file(gcp: Gcp, real_green: Path) -> None:
     from taxi_cli import extract
-    from taxi_cli.gcp import gcs
+    from taxi_cli.catalog import Partition
+    from taxi_cli.choices import TargetName
+    from taxi_cli.destinations import make
+    from taxi_cli.plan import Action
 
     cfg = load_settings()
-    source = extract.ensure_file(cfg, GREEN, "2020-04")
-    first = gcs.load_extracted(cfg, GREEN, "2020-04", source)
-    again = gcs.load_extracted(cfg, GREEN, "2020-04", source)
+    source = extract.ensure_file(cfg, GREEN, "2020-04", parquet=True)
+    (lake,) = make(cfg, TargetName.GCS)
+    first = lake.load(Partition(GREEN, "2020-04"), source, Action.LOAD)
+    again = lake.load(Partition(GREEN, "2020-04"), source, Action.LOAD)
     assert (first.action, again.action) == ("uploaded", "unchanged")
-    assert first.uri == f"gs://{gcp.bucket}/{PARQUET_NAME}"
+    assert first.where == f"gs://{gcp.bucket}/{PARQUET_NAME}"
 
 
 def test_a_missing_credentials_file_exits_2(
@@ -319,7 +333,8 @@ def test_upload_is_a_resumable_session_with_progress_on_stderr(
     err = io.StringIO()
     out = Output(err=Console(file=err, force_terminal=True, width=100))
     with caplog.at_level(logging.DEBUG, logger="urllib3.connectionpool"):
-        done = Lake(cfg).upload(source.path, CSV_NAME, fmt="csv.gz", source=source, out=out)
+        lake = Lake(cfg, bucket=gcp.bucket, prefix="")
+        done = lake.upload(source.path, CSV_NAME, fmt="csv.gz", source=source, out=out)
     assert done.action == "uploaded"
     requests_made = [r.getMessage() for r in caplog.records]
     assert any("uploadType=resumable" in m and '"POST' in m for m in requests_made)
@@ -329,7 +344,7 @@ def test_upload_is_a_resumable_session_with_progress_on_stderr(
 
 def test_all_skips_months_outside_each_release_window() -> None:
     """load-gcs/load-bq plan like extract and load-pg: `all 2020-01` is yellow and green."""
-    from taxi_cli.gcp.partitions import each_partition
+    from taxi_cli.catalog import select
 
-    seen = each_partition("all", "2020-01", lambda t, m: (t.name, m), lambda t, m, e: None)
+    seen = [(p.taxi.name, p.month) for p in select("all", "2020-01")]
     assert seen == [("yellow", "2020-01"), ("green", "2020-01")]

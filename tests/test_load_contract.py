@@ -165,7 +165,8 @@ def test_cloud_loads_record_a_missing_month_and_load_the_others(
 def test_gcs_plus_bq_uploads_once_and_bq_reads_that_object(mirror: Mirror, gcp: Gcp) -> None:
     _serve(mirror, ("2020-04",))
     result = runner.invoke(
-        app, ["backfill", "green", "2020-04", "--target", "gcs+bq", "--json", "-j", "1"]
+        app,
+        ["backfill", "green", "2020-04", "-t", "gcs+bq", "--create-dataset", "--json", "-j", "1"],
     )
     assert result.exit_code == 0, result.stderr
     gcs, bq = json.loads(result.stdout)["partitions"]

@@ -139,14 +139,15 @@ def test_cli_extracts_and_loads_months_and_zones(mirror, pg_url: str) -> None:  
     runner = CliRunner()
     result = runner.invoke(app, ["load-pg", "green", "2020-04", "--pg-url", pg_url, "--json"])
     assert result.exit_code == 0, result.stderr
-    (loaded,) = json.loads(result.stdout)
-    assert (loaded["file"], loaded["rows"], loaded["skipped"]) == (G04, 35_612, False)
+    (loaded,) = json.loads(result.stdout)["partitions"]
+    assert (loaded["result"]["file"], loaded["rows"], loaded["state"]) == (G04, 35_612, "done")
+    assert loaded["result"]["where"] == "public.green_tripdata"
     again = runner.invoke(app, ["load-pg", "green", "2020-04", "--pg-url", pg_url, "--json"])
-    assert again.exit_code == 0 and json.loads(again.stdout)[0]["skipped"] is True
+    assert again.exit_code == 0 and json.loads(again.stdout)["skipped"] == 1
 
     zones = runner.invoke(app, ["load-pg", "zones", "--pg-url", pg_url])
     assert zones.exit_code == 0, zones.stderr
-    assert "265 rows" in zones.stdout
+    assert "265 rows" in zones.stdout and "zones -> pg" in zones.stdout
     with psycopg.connect(pg_url) as conn:
         assert count(conn, "green_tripdata") == 35_612
         assert conn.execute(
@@ -155,7 +156,7 @@ def test_cli_extracts_and_loads_months_and_zones(mirror, pg_url: str) -> None:  
         ).fetchall() == [(1, "EWR", "Newark Airport", "EWR"), (265, "Unknown", "NA", "N/A")]
         assert count(conn, "taxi_zone_lookup") == 265
     rezone = runner.invoke(app, ["load-pg", "zones", "--pg-url", pg_url, "--json"])
-    assert json.loads(rezone.stdout)[0]["skipped"] is True
+    assert json.loads(rezone.stdout)["skipped"] == 1
 
 
 def test_libpq_pg_variables_are_the_target_when_pghost_is_set(  # type: ignore[no-untyped-def]

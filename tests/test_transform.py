@@ -21,10 +21,12 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from taxi_cli import extract, postgres
-from taxi_cli.catalog import GREEN, TAXIS, YELLOW
+from taxi_cli import extract
+from taxi_cli.catalog import GREEN, TAXIS, YELLOW, Partition
 from taxi_cli.cli import app
 from taxi_cli.config import Settings, load_settings
+from taxi_cli.plan import Action
+from taxi_cli.postgres.destination import PgDestination
 from tests.fixtures_mirror import REAL, Mirror
 
 pytestmark = pytest.mark.integration
@@ -142,10 +144,12 @@ def serve(mp: pytest.MonkeyPatch, mirror: Mirror) -> None:
 
 def load(cfg: Settings, taxi: str, month: str | None) -> None:
     """Extract from the mirror and load with the real loaders (what load-pg does)."""
+    destination = PgDestination(cfg)
     if month is None:
-        postgres.load_zones(cfg, extract.ensure_zones(cfg))
+        destination.load_zones(extract.ensure_zones(cfg), force=False)
     else:
-        postgres.load_month(cfg, TAXIS[taxi], month, extract.ensure_file(cfg, TAXIS[taxi], month))
+        part = Partition(TAXIS[taxi], month)
+        destination.load(part, extract.ensure_file(cfg, TAXIS[taxi], month), Action.LOAD)
 
 
 def new_database(server_url: str) -> str:
@@ -293,7 +297,7 @@ def test_test_run_limits_staging_and_a_failing_test_exits_1(small: str) -> None:
     # dbt's views on the raw table do not block the loaders: reload a month, add one
     cfg = load_settings()
     month = extract.ensure_file(cfg, GREEN, "2020-04")
-    postgres.load_month(cfg, GREEN, "2020-04", month, force=True)
+    PgDestination(cfg).load(Partition(GREEN, "2020-04"), month, Action.RELOAD)
     load(cfg, "green", "2020-05")
     assert query(small, "SELECT count(*) FROM stg_green_tripdata") == [(100,)]
 
@@ -345,7 +349,7 @@ def test_unreachable_postgres_exits_3() -> None:
 def test_unknown_target_exits_2() -> None:
     code, _, err = transform("--target", "snowflake")
     assert code == 2
-    assert "--target must be one of pg, bq" in err
+    assert "Invalid value for '--target'" in err and "'pg', 'bq'" in err
 
 
 def test_a_second_transform_on_the_same_target_is_refused(

@@ -7,6 +7,7 @@ the load has rolled back.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,8 @@ from taxi_cli.postgres.loader import LoadResult, bootstrap, load_file
 
 if TYPE_CHECKING:
     from taxi_cli.console import Output
+
+log = logging.getLogger("taxi_cli.postgres")
 
 
 class PgDestination:
@@ -49,6 +52,7 @@ class PgDestination:
 
     def check(self) -> None:
         target.connect(self.cfg).close()
+        log.info("loading into %s", self.identity())
 
     def ledger(self, *, read_only: bool = False) -> Sequence[LedgerRow]:
         if read_only and self._embedded_absent():
@@ -95,8 +99,12 @@ class PgDestination:
                 "rejected": result.rejected,
                 "sha256": result.sha256,
                 "load_seconds": round(result.seconds, 3),
+                **({"note": self._rejects_note(result)} if result.rejected else {}),
             },
         )
+
+    def _rejects_note(self, result: LoadResult) -> str:
+        return f"{result.file}: {result.rejected:,} rejected rows in {self.schema}.{ddl.REJECTS}"
 
     def record_failure(self, part: Partition, error: str) -> None:
         record_failure(self.cfg, part.taxi.name, part.month, part.csv_name, error)
