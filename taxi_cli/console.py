@@ -72,6 +72,7 @@ def reset() -> None:
     """Forget the console and log format of a previous command (one process, many runs)."""
     _State.console = None
     _State.fmt = "text"
+    logging.captureWarnings(False)
 
 
 class LineHandler(logging.Handler):
@@ -135,6 +136,15 @@ def setup_logging(*, quiet: bool = False, verbose: bool = False, fmt: str = "tex
         )
         handler.setFormatter(logging.Formatter("%(message)s"))
     root.addHandler(handler)
+    # Python warnings (a library's, e.g. platformdirs' XDG_RUNTIME_DIR one under cron)
+    # print plain text to stderr: with JSON lines they become JSON events too.
+    warned = logging.getLogger("py.warnings")
+    warned.handlers.clear()
+    logging.captureWarnings(fmt == "json")
+    if fmt == "json":
+        warned.propagate = False
+        warned.setLevel(logging.ERROR if quiet else logging.WARNING)
+        warned.addHandler(handler)
 
 
 def error_line(message: str, exit_code: int, *, label: str = "error") -> None:

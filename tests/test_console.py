@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 
 import pytest
 from rich.logging import RichHandler
@@ -66,3 +67,17 @@ def test_text_error_line_keeps_brackets(capsys: pytest.CaptureFixture[str]) -> N
     setup_logging()
     console.error_line("bad value [x]", 2)
     assert capsys.readouterr().err == "taxi-cli: error: bad value [x]\n"
+
+
+def test_python_warnings_become_json_events(capsys: pytest.CaptureFixture[str]) -> None:
+    setup_logging(fmt="json")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn("XDG_RUNTIME_DIR is not set", UserWarning, stacklevel=1)
+    finally:
+        setup_logging()  # text again: warnings are Python's own business
+    (line,) = capsys.readouterr().err.splitlines()
+    event = json.loads(line)
+    assert event["level"] == "warning"
+    assert "UserWarning: XDG_RUNTIME_DIR is not set" in event["event"]
