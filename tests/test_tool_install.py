@@ -93,10 +93,11 @@ def test_uv_tool_install_from_a_clean_clone(tmp_path: Path, mirror: Mirror) -> N
 
 def test_make_run_ends_by_saying_how_to_reach_the_tool() -> None:
     recipe = subprocess.run(
-        ["make", "--dry-run", "--always-make", "run"],
+        ["make", "--no-print-directory", "--dry-run", "--always-make", "run"],
         capture_output=True,
         text=True,
         cwd=REPO,
+        env={k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")},
         timeout=60,
     )
     assert recipe.returncode == 0, recipe.stderr
