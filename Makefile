@@ -48,6 +48,8 @@ lint: $(STAMP) ## ruff, mypy --strict, import layering, hadolint, workflow and C
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	$(BIN)/kubernetes-validate --quiet --strict -k 1.30.0 deploy/k8s-indexed-job.yaml
+	$(BIN)/check-jsonschema --schemafile deploy/schemas/cloud-run-job-v1.schema.json deploy/cloud-run-job.yaml
 
 fmt: $(STAMP) ## format the code
 	$(BIN)/ruff format taxi_cli tests bench

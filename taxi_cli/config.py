@@ -168,11 +168,27 @@ SPECS: tuple[Spec, ...] = (
         help="BigQuery API endpoint override (emulators); anonymous credentials",
     ),
     Spec("dbt_threads", "TAXI_DBT_THREADS", lambda: 4, _positive_int, help="dbt threads"),
+    Spec(
+        "shard_count",
+        "TAXI_SHARD_COUNT",
+        lambda: 0,
+        _positive_int,
+        help="backfill workers sharing a run, where the engine gives only an index "
+        "(Kubernetes Indexed Jobs); 0 = from the engine",
+    ),
 )
 SPEC_BY_NAME = {s.name: s for s in SPECS}
 
 # libpq's own variables: psycopg reads them itself; we only report and detect them.
 PG_ENV = ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "PGSSLMODE")
+# What Cloud Run Jobs, Kubernetes Indexed Jobs and AWS Batch tell a task (taxi_cli.shard).
+ENGINE_ENV = (
+    "CLOUD_RUN_TASK_INDEX",
+    "CLOUD_RUN_TASK_COUNT",
+    "JOB_COMPLETION_INDEX",
+    "AWS_BATCH_JOB_ARRAY_INDEX",
+    "AWS_BATCH_JOB_ARRAY_SIZE",
+)
 
 
 @dataclass(frozen=True)
@@ -198,11 +214,13 @@ class Settings:
     bq_location: str
     bq_endpoint: str
     dbt_threads: int
+    shard_count: int = 0
     manifest: str = ""
     sources: Mapping[str, str] = field(default_factory=dict)
     profile: str | None = None
     config_file: Path | None = None
     pg_env: Mapping[str, str] = field(default_factory=dict)
+    engine_env: Mapping[str, str] = field(default_factory=dict)  # a task's index and count
     profile_source: str = ""  # "--profile", "env TAXI_PROFILE", "default table" or ""
     config_source: str = ""  # "--config", "env TAXI_CONFIG", "current directory", ...
 
@@ -395,6 +413,7 @@ def load_settings(
         else:
             values[spec.name], sources[spec.name] = spec.default(), "default"
     pg_env = {name: env[name] for name in PG_ENV if env.get(name)}
+    engine_env = {name: env[name] for name in ENGINE_ENV if env.get(name)}
     config_source = next((how for p, how in config_search_path(config_file, env) if p == path), "")
     return Settings(
         **values,
@@ -402,6 +421,7 @@ def load_settings(
         profile=chosen,
         config_file=path,
         pg_env=pg_env,
+        engine_env=engine_env,
         profile_source=profile_source,
         config_source=config_source,
     )
@@ -463,7 +483,8 @@ def exposed_file_secret(settings: Settings) -> str | None:
 
 def env_names() -> list[str]:
     """Every environment variable taxi-cli reads: settings, libpq's, config selection."""
-    return [s.env for s in SPECS if s.env] + list(PG_ENV) + [ENV_CONFIG, ENV_PROFILE]
+    names = [s.env for s in SPECS if s.env] + list(PG_ENV) + [ENV_CONFIG, ENV_PROFILE]
+    return names + list(ENGINE_ENV)
 
 
 def markdown_table() -> str:

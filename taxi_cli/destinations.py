@@ -77,6 +77,7 @@ class Options:
     lake_format: LakeFormat = LakeFormat.PARQUET
     create_bucket: bool = False
     create_dataset: bool = False
+    worker: str | None = None  # who loads, for the ledger: a backfill shard, host and pid
 
 
 def make(
@@ -99,7 +100,15 @@ def make(
         if name == "pg":
             from taxi_cli.postgres.destination import PgDestination
 
-            made.append(PgDestination(cfg, mode=options.mode, bad_rows=options.bad_rows, out=out))
+            made.append(
+                PgDestination(
+                    cfg,
+                    mode=options.mode,
+                    bad_rows=options.bad_rows,
+                    out=out,
+                    worker=options.worker,
+                )
+            )
         elif name == "gcs":
             from taxi_cli.gcp.destinations import GcsDestination
 

@@ -27,8 +27,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 import httpx
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
@@ -60,11 +60,29 @@ ATTEMPTS = 3  # per partition step, on top of the downloader's own retries
 FATAL = (ExitCode.USAGE, ExitCode.CONNECTION)  # every other partition would fail alike
 
 
+class Claim(Protocol):
+    """A partition this worker holds until `finish` (done or failed) or `release`."""
+
+    key: str
+
+    def finish(self, worker: str) -> None: ...
+
+    def release(self) -> None: ...
+
+
+class ClaimSource(Protocol):
+    """Where `--claim` workers pull their next partition (a table in the target)."""
+
+    def take(self) -> Claim | None: ...
+
+
 @dataclass(frozen=True)
 class RunOptions:
     jobs: int = 1
     fail_fast: bool = False
     label: str = "load"  # names the run in progress lines and the summary title
+    retry_hint: str = "rerun the same command to retry them"
+    worker: str = ""  # who this run is, for claims and logs ("shard 1/4 host:pid")
 
 
 @dataclass
@@ -92,6 +110,7 @@ class Outcome:
             "target": self.item.target,
             "action": str(self.item.action),
             "reason": self.item.reason,
+            "shard": self.item.shard,
             "state": self.state,
             "rows": self.rows,
             "seconds": sec(self.seconds),
@@ -206,15 +225,16 @@ def execute(
     destinations: Sequence[Destination],
     out: Output,
     opts: RunOptions,
+    claims: ClaimSource | None = None,
 ) -> Summary:
     """Run a plan, print its summary, and raise for what failed."""
-    summary = Runner(cfg, opts, destinations, partitions, plan, out).run()
+    summary = Runner(cfg, opts, destinations, partitions, plan, out, claims).run()
     report(summary, out, f"{opts.label} summary")
-    raise_for(summary)
+    raise_for(summary, opts.retry_hint)
     return summary
 
 
-def raise_for(summary: Summary) -> None:
+def raise_for(summary: Summary, retry_hint: str = RunOptions.retry_hint) -> None:
     """The run's exit: the fatal error, the only partition's own error, or exit 4."""
     if summary.fatal is not None:
         raise summary.fatal
@@ -228,7 +248,7 @@ def raise_for(summary: Summary) -> None:
     raise PartitionsFailed(
         f"{len(failed)} of {len(summary.outcomes)} partitions failed "
         f"(first: {first.item.partition}: {first.error}); they are recorded in the "
-        "ledger: rerun to retry them",
+        f"ledger: {retry_hint}",
         summary,
     )
 
@@ -436,13 +456,16 @@ class Runner:
         partitions: Sequence[Partition],
         plan: Sequence[PlanItem],
         out: Output,
+        claims: ClaimSource | None = None,
     ) -> None:
         self.cfg = cfg
+        self.claims = claims
         self.opts = opts
         self.destinations = {d.name: d for d in destinations}
         self.plan = list(plan)
         self.units = work_units(plan, partitions)
         self.single = sum(item.runs for item in self.plan) == 1
+        self.by_name = {u.name: u for u in self.units}
         self.out = out
         self.stop = threading.Event()
         self.fatal: TaxiError | None = None
@@ -471,6 +494,9 @@ class Runner:
                     try:
                         event = self.events.get(timeout=0.2)
                     except queue.Empty:
+                        # --claim: the others took what this run did not; the workers are done
+                        if self.claims is not None and not any(w.is_alive() for w in workers):
+                            break
                         continue
                     if event.kind == "unit-finished":
                         pending -= 1
@@ -488,6 +514,10 @@ class Runner:
                 summary = Summary(list(outcomes.values()), time.monotonic() - started)
                 report(summary, self.out, f"{self.opts.label} summary (interrupted)")
                 raise
+        for key, o in outcomes.items():
+            if o.state == "not run" and self.claims is not None and not self.stop.is_set():
+                elsewhere = replace(o.item, reason="claimed by another worker (--claim)")
+                outcomes[key] = Outcome(elsewhere, "skipped")
         return Summary(list(outcomes.values()), time.monotonic() - started, self.fatal)
 
     def _halt(self, why: str) -> None:
@@ -541,13 +571,30 @@ class Runner:
 
     # ---- in a worker thread ----
 
+    def _next(self) -> tuple[WorkUnit, Claim | None] | None:
+        if self.claims is None:
+            try:
+                return self.todo.get_nowait(), None
+            except queue.Empty:
+                return None
+        try:
+            claim = self.claims.take()
+        except TaxiError as exc:
+            if self.fatal is None:
+                self.fatal = exc
+            self._halt(f"stopping: cannot take a claim: {exc}")
+            return None
+        return (self.by_name[claim.key], claim) if claim is not None else None
+
     def _work(self) -> None:
         with make_client(self.cfg) as client:
             while not self.stop.is_set():
-                try:
-                    unit = self.todo.get_nowait()
-                except queue.Empty:
-                    return
+                taken = self._next()
+                if taken is None:
+                    if self.claims is not None:
+                        return  # the units others hold are reported by the main thread
+                    break
+                unit, claim = taken
                 try:
                     self._unit(unit, client)
                 except Exception as exc:  # a bug must neither hang the run nor pass as done
@@ -557,6 +604,8 @@ class Runner:
                             error = f"{type(exc).__name__}: {exc}"
                             self._emit(unit, Outcome(item, "failed", error=error))
                 finally:
+                    if claim is not None:
+                        self._settle(unit, claim)
                     self.events.put(_Event("unit-finished", unit))
         # Units never started are reported by the main thread as "not run".
         while True:
@@ -564,6 +613,17 @@ class Runner:
                 self.events.put(_Event("unit-finished", self.todo.get_nowait()))
             except queue.Empty:
                 return
+
+    def _settle(self, unit: WorkUnit, claim: Claim) -> None:
+        """Finish the claim once every item has an outcome; else give it back."""
+        done = all((i.taxi, i.month, i.target) in self._reported for i in unit.items)
+        try:
+            if done:
+                claim.finish(self.opts.worker)
+            else:
+                claim.release()
+        except Exception as exc:  # the claim dies with its connection: no harm done
+            log.warning("%s: could not settle its claim: %s", unit.name, exc)
 
     def _retrying(self, what: str, unit: WorkUnit, step: Callable[[], Any]) -> tuple[Any, int]:
         tries = [0]

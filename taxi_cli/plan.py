@@ -50,6 +50,7 @@ class PlanItem:
     reason: str
     ledger_sha256: str | None = None
     ledger_rows: int | None = None
+    shard: str | None = None  # "I/N" when the run is split between workers
 
     @property
     def partition(self) -> str:
@@ -72,6 +73,7 @@ class PlanItem:
             "why": self.reason,
             "ledger_sha256": self.ledger_sha256,
             "ledger_rows": self.ledger_rows,
+            "shard": self.shard,
         }
 
 

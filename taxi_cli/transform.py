@@ -146,7 +146,7 @@ def parse_vars(text: str | None) -> dict[str, Any]:
     """dbt's `--vars`: a YAML (or JSON) mapping, e.g. `{payment_type_values: [1, 2]}`."""
     if not text:
         return {}
-    import yaml  # type: ignore[import-untyped]  # PyYAML comes with dbt-core
+    import yaml  # PyYAML comes with dbt-core
 
     try:
         parsed = yaml.safe_load(text)

@@ -133,6 +133,13 @@ def bq_emulator(
             proc.wait()
 
 
+def _anonymous() -> Any:
+    """Credentials the emulators accept; google-auth's constructor is untyped."""
+    from google.auth.credentials import AnonymousCredentials
+
+    return AnonymousCredentials()  # type: ignore[no-untyped-call]
+
+
 @dataclass
 class Gcp:
     """One test's view of the emulators: its own bucket and dataset."""
@@ -144,22 +151,20 @@ class Gcp:
     project: str = BQ_PROJECT
 
     def storage(self) -> Any:
-        from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage
 
         return storage.Client(
             project=self.project,
-            credentials=AnonymousCredentials(),
+            credentials=_anonymous(),
             client_options={"api_endpoint": self.gcs.url},
         )
 
     def bigquery(self) -> Any:
-        from google.auth.credentials import AnonymousCredentials
         from google.cloud import bigquery
 
         return bigquery.Client(
             project=self.project,
-            credentials=AnonymousCredentials(),
+            credentials=_anonymous(),
             client_options={"api_endpoint": self.bq.url},
         )
 

@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import pytest
 
@@ -83,6 +84,17 @@ def rel_path(taxi: TaxiType | str, month: str) -> str:
 ZONES_PATH = f"/misc/{ZONES_FILE}"
 
 
+class MonthOptions(TypedDict, total=False):
+    """The keywords of `synthetic.write_month` that `Mirror.add_month` passes through."""
+
+    seed: int
+    gzip_it: bool
+    crlf: bool
+    vendorless_tail: float
+    compresslevel: int
+    header: tuple[str, ...] | None
+
+
 class Mirror:
     """A running mirror: files under `root`, faults and a log keyed by URL path."""
 
@@ -112,7 +124,7 @@ class Mirror:
         rows: int = 500,
         *,
         manifest: bool = True,
-        **kwargs: object,
+        **kwargs: Unpack[MonthOptions],
     ) -> Path:
         """Serve a synthetic month (`synthetic.write_month` kwargs pass through).
 
@@ -121,7 +133,7 @@ class Mirror:
         """
         taxi = TAXIS[taxi] if isinstance(taxi, str) else taxi
         path = self.root / taxi.name / taxi.file_name(month)
-        synthetic.write_month(path, taxi, month, rows, **kwargs)  # type: ignore[arg-type]
+        synthetic.write_month(path, taxi, month, rows, **kwargs)
         if manifest:
             self.register(path)
         return path

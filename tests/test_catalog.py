@@ -11,6 +11,7 @@ from taxi_cli.catalog import (
     GREEN,
     TAXIS,
     YELLOW,
+    TaxiType,
     in_window,
     manifest,
     month_range,
@@ -96,10 +97,10 @@ def test_months_and_windows() -> None:
         ("danielyrigney_head.csv", FHV),
     ],
 )
-def test_real_headers_are_accepted_by_their_type(sample: str, taxi: object) -> None:
+def test_real_headers_are_accepted_by_their_type(sample: str, taxi: TaxiType) -> None:
     with (REAL / sample).open(newline="") as fh:
         header = tuple(fh.readline().strip().split(","))
-    assert header in taxi.accepted_headers  # type: ignore[attr-defined]
+    assert header in taxi.accepted_headers
 
 
 def test_hash_columns_are_columns_of_their_type() -> None:

@@ -65,7 +65,7 @@ def test_passwords_are_masked_in_error_messages() -> None:
 
 def test_keyboard_interrupt_exits_130() -> None:
     result = runner.invoke(_app_raising(KeyboardInterrupt()), ["boom"])
-    assert result.exit_code == ExitCode.INTERRUPTED == 130
+    assert result.exit_code == ExitCode.INTERRUPTED.value == 130
     assert "interrupted" in result.stderr
 
 

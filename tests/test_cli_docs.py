@@ -19,6 +19,7 @@ from taxi_cli.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
+# Any: typer vendors click as the private `typer._click`, so its command types are not public.
 ROOT: Any = typer.main.get_command(app)
 
 
@@ -49,7 +50,7 @@ def check_call(argv: list[str]) -> str | None:
         if opt in GLOBAL_WITH_VALUE and "=" not in opt and words:
             words.pop(0)
     command: Any = ROOT
-    path = []
+    path: list[str] = []
     while hasattr(command, "commands") and words and not words[0].startswith("-"):
         name = words.pop(0)
         if name not in command.commands:

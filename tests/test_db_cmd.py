@@ -6,6 +6,7 @@ import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 
 from taxi_cli.cli import app
 from taxi_cli.postgres import embedded
+from tests.fixtures_mirror import Mirror
 from tests.pg_helpers import GREEN_04, count
 
 pytestmark = pytest.mark.integration
@@ -32,13 +34,14 @@ def pg_data(
         embedded.stop(path)
 
 
-def _status() -> dict[str, object]:
+def _status() -> dict[str, Any]:
     result = runner.invoke(app, ["db", "status", "--json"])
     assert result.exit_code == 0, result.stderr
-    return json.loads(result.stdout)  # type: ignore[no-any-return]
+    payload: dict[str, Any] = json.loads(result.stdout)
+    return payload
 
 
-def test_db_lifecycle_and_the_embedded_default_target(mirror, pg_data: Path) -> None:  # type: ignore[no-untyped-def]
+def test_db_lifecycle_and_the_embedded_default_target(mirror: Mirror, pg_data: Path) -> None:
     before = _status()
     assert before["running"] is False and before["data_dir"] == str(pg_data)
     stopped = runner.invoke(app, ["db", "status"])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from taxi_cli import synthetic
 from taxi_cli.catalog import GREEN, manifest
@@ -28,7 +28,7 @@ GREEN_10 = REAL / "green_tripdata_2020-10.csv.gz"
 KEYS = {"taxi", "month", "path", "rows", "compressed_bytes", "uncompressed_bytes", "cached"}
 
 
-def extract(*args: str):  # type: ignore[no-untyped-def]
+def extract(*args: str) -> Result:
     return runner.invoke(app, ["extract", *args])
 
 
@@ -40,7 +40,7 @@ def final_path(taxi: str, month: str) -> Path:
     return data_dir() / taxi / f"{taxi}_tripdata_{month}.csv.gz"
 
 
-def error_line(result) -> str:  # type: ignore[no-untyped-def]
+def error_line(result: Result) -> str:
     lines = [ln for ln in result.stderr.splitlines() if ln.startswith("taxi-cli: error:")]
     assert len(lines) == 1, result.stderr
     return lines[0]
@@ -57,7 +57,7 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
-def as_json(result) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
+def as_json(result: Result) -> list[dict[str, object]]:
     assert result.exit_code == 0, result.stderr
     payload = json.loads(result.stdout)
     partitions: list[dict[str, object]] = payload["partitions"]

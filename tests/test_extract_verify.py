@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from taxi_cli import synthetic
-from taxi_cli.catalog import FHV, FHVHV, GREEN, YELLOW, ManifestEntry, manifest
+from taxi_cli.catalog import FHV, FHVHV, GREEN, YELLOW, ManifestEntry, TaxiType, manifest
 from taxi_cli.errors import DataError
 from taxi_cli.parquet import parquet_path_for, to_parquet
 from taxi_cli.verify import VerifyError, verify_trip_file, verify_zones
@@ -133,9 +133,9 @@ def test_real_truncated_gzip_names_the_line_where_it_stops() -> None:
         ("danielyrigney_head.csv", FHV, 100),  # same layout is an FHV spelling too
     ],
 )
-def test_real_samples_verify(tmp_path: Path, sample: str, taxi: object, rows: int) -> None:
+def test_real_samples_verify(tmp_path: Path, sample: str, taxi: TaxiType, rows: int) -> None:
     path = gz(tmp_path, (REAL / sample).read_bytes(), "sample.csv.gz")
-    assert verify_trip_file(path, taxi).rows == rows  # type: ignore[arg-type]
+    assert verify_trip_file(path, taxi).rows == rows
 
 
 def test_real_yellow_sample_ending_mid_row_is_a_truncation(tmp_path: Path) -> None:
@@ -260,10 +260,10 @@ def test_parquet_of_the_fhv_sample_renames_to_catalogue_columns(tmp_path: Path) 
     ],
 )
 def test_real_samples_convert_to_parquet(
-    tmp_path: Path, sample: str, taxi: object, rows: int, no_vendor: int
+    tmp_path: Path, sample: str, taxi: TaxiType, rows: int, no_vendor: int
 ) -> None:
     path = gz(tmp_path, (REAL / sample).read_bytes(), "sample.csv.gz")
-    df = pl.read_parquet(to_parquet(path, taxi))  # type: ignore[arg-type]
+    df = pl.read_parquet(to_parquet(path, taxi))
     assert (df.height, df["VendorID"].null_count()) == (rows, no_vendor)
     assert df.schema["congestion_surcharge"] == pl.Float64
 

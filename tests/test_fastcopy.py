@@ -254,12 +254,15 @@ def test_fast_path_load_row_ids_equal_postgresql_md5(
     calls = Counter[str]()
     real = fastcopy.encode
 
-    def counted(*args: object) -> tuple[bytes, int] | None:
-        result: tuple[bytes, int] | None = real(*args)
+    def counted(
+        block: bytes, kinds: bytes, hashed: tuple[int, ...], width: int
+    ) -> tuple[bytes, int] | None:
+        result = real(block, kinds, hashed, width)
         calls["fast" if result is not None else "fallback"] += 1
         return result
 
-    monkeypatch.setattr(rows._fastcopy, "encode", counted)
+    # rows looks `encode` up on the module at each call, so patching the module reaches it.
+    monkeypatch.setattr(fastcopy, "encode", counted)
     path = write_gz(tmp_path / "edge.csv.gz", [",".join(YELLOW.header), *EDGE * 50])
     with psycopg.connect(pg_url, autocommit=True) as conn:
         result = load_file(conn, YELLOW, path, "yellow_tripdata_2020-07.csv", sha256(path))

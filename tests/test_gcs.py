@@ -10,10 +10,11 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from taxi_cli.catalog import GREEN
 from taxi_cli.cli import app
@@ -22,6 +23,7 @@ from taxi_cli.errors import DataError
 from taxi_cli.ledger import StateLedger
 from tests.conftest import SHARED_DATA
 from tests.fixtures_gcp import Gcp, free_port
+from tests.fixtures_mirror import Mirror
 
 pytestmark = pytest.mark.integration
 
@@ -35,18 +37,18 @@ def md5_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.md5(data).digest()).decode()
 
 
-def invoke(*args: str) -> object:
+def invoke(*args: str) -> Result:
     return CliRunner().invoke(app, list(args))
 
 
-def results(stdout: str) -> list[dict[str, object]]:
+def results(stdout: str) -> list[dict[str, Any]]:
     """What each partition's destination did, from a load command's --json summary."""
     return [p["result"] for p in json.loads(stdout)["partitions"] if p["result"]]
 
 
 @pytest.fixture
-def real_green(mirror: object) -> Path:
-    return mirror.add_file(REAL_GREEN)  # type: ignore[attr-defined, no-any-return]
+def real_green(mirror: Mirror) -> Path:
+    return mirror.add_file(REAL_GREEN)
 
 
 def cached_file(name: str) -> Path:
@@ -115,8 +117,8 @@ def test_prefix_and_text_report(gcp: Gcp, real_green: Path) -> None:
     assert gcp.storage().bucket(gcp.bucket).get_blob(f"raw/tlc/{PARQUET_NAME}") is not None
 
 
-def test_zones_upload(gcp: Gcp, mirror: object) -> None:
-    mirror.add_zones()  # type: ignore[attr-defined]
+def test_zones_upload(gcp: Gcp, mirror: Mirror) -> None:
+    mirror.add_zones()
     result = invoke("load-gcs", "zones", "--json")
     assert result.exit_code == 0, result.stderr
     stored = gcp.gcs.path_of(gcp.bucket, "misc/taxi_zone_lookup.csv").read_bytes()

@@ -119,7 +119,9 @@ def test_load_pg_records_a_missing_month_and_loads_the_others(mirror: Mirror, pg
     error = next(line for line in result.stderr.splitlines() if "taxi-cli: error:" in line)
     assert "1 of 3 partitions failed (first: green 2020-05 -> pg" in error
     with psycopg.connect(pg_url) as conn:
-        ledger = dict(conn.execute("SELECT month, status FROM taxi_cli_loads").fetchall())
+        ledger: dict[str, str] = dict(
+            conn.execute("SELECT month, status FROM taxi_cli_loads").fetchall()
+        )
         rows = conn.execute("SELECT count(*) FROM green_tripdata").fetchone()
     assert ledger == {"2020-04": "done", "2020-05": "failed", "2020-06": "done"}
     assert rows == (100,)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import psycopg
 import pytest
@@ -13,7 +14,8 @@ from taxi_cli.catalog import GREEN
 from taxi_cli.cli import app
 from taxi_cli.config import load_settings
 from taxi_cli.postgres.destination import ledger_rows, record_failure
-from taxi_cli.postgres.loader import load_file
+from taxi_cli.postgres.loader import LoadResult, load_file
+from tests.fixtures_mirror import Mirror
 from tests.pg_helpers import (
     GREEN_04,
     GREEN_10,
@@ -28,16 +30,24 @@ pytestmark = pytest.mark.integration
 G04, G10 = "green_tripdata_2020-04.csv", "green_tripdata_2020-10.csv"
 
 
-def _load(conn: psycopg.Connection, path: Path, name: str, **kw: object) -> object:
-    return load_file(conn, GREEN, path, name, sha256(path), **kw)  # type: ignore[arg-type]
+class _Options(TypedDict, total=False):
+    """The `load_file` keywords these tests vary; the rest keep their defaults."""
+
+    month: str
+    mode: str
+    force: bool
+
+
+def _load(conn: psycopg.Connection, path: Path, name: str, **kw: Unpack[_Options]) -> LoadResult:
+    return load_file(conn, GREEN, path, name, sha256(path), **kw)
 
 
 def test_real_green_months_load_exactly_with_course_row_ids(pg_conn: psycopg.Connection) -> None:
     r04 = _load(pg_conn, GREEN_04, G04, month="2020-04")
     r10 = _load(pg_conn, GREEN_10, G10, month="2020-10")
-    assert (r04.rows, r10.rows) == (35_612, 95_120)  # type: ignore[attr-defined]
+    assert (r04.rows, r10.rows) == (35_612, 95_120)
     assert count(pg_conn, "green_tripdata") == 35_612 + 95_120
-    by_file = dict(
+    by_file: dict[str, int] = dict(
         pg_conn.execute("SELECT filename, count(*) FROM green_tripdata GROUP BY 1").fetchall()
     )
     assert by_file == {G04: 35_612, G10: 95_120}
@@ -62,10 +72,10 @@ def test_real_green_months_load_exactly_with_course_row_ids(pg_conn: psycopg.Con
 def test_reload_is_skipped_by_the_ledger_and_force_reloads(pg_conn: psycopg.Connection) -> None:
     first = _load(pg_conn, GREEN_04, G04)
     again = _load(pg_conn, GREEN_04, G04)
-    assert not first.skipped and again.skipped  # type: ignore[attr-defined]
-    assert again.table_rows == 35_612  # type: ignore[attr-defined]
+    assert not first.skipped and again.skipped
+    assert again.table_rows == 35_612
     forced = _load(pg_conn, GREEN_04, G04, force=True)
-    assert not forced.skipped and forced.rows == 35_612  # type: ignore[attr-defined]
+    assert not forced.skipped and forced.rows == 35_612
     assert count(pg_conn, "green_tripdata") == 35_612
     (row,) = pg_conn.execute(
         "SELECT file, sha256, rows, status, mode FROM taxi_cli_loads"
@@ -79,7 +89,7 @@ def test_replace_leaves_exactly_the_new_content_of_a_changed_file(
     _load(pg_conn, GREEN_04, G04)
     smaller = write_gz(tmp_path / "changed.csv.gz", lines_of(GREEN_04)[:1001])
     result = _load(pg_conn, smaller, G04)
-    assert result.rows == 1000  # type: ignore[attr-defined]
+    assert result.rows == 1000
     assert count(pg_conn, "green_tripdata") == 1000
     assert count(pg_conn, "green_tripdata", f"filename = '{G04}'") == 1000
 
@@ -87,9 +97,9 @@ def test_replace_leaves_exactly_the_new_content_of_a_changed_file(
 def test_merge_mode_has_the_course_semantics(pg_conn: psycopg.Connection, tmp_path: Path) -> None:
     r04 = _load(pg_conn, GREEN_04, G04, mode="merge")
     r10 = _load(pg_conn, GREEN_10, G10, mode="merge")
-    assert (r04.rows, r10.rows) == (35_612, 95_120)  # type: ignore[attr-defined]
+    assert (r04.rows, r10.rows) == (35_612, 95_120)
     again = _load(pg_conn, GREEN_04, G04, mode="merge", force=True)
-    assert again.rows == 0  # type: ignore[attr-defined]  # every id is present already
+    assert again.rows == 0  # every id is present already
     assert count(pg_conn, "green_tripdata") == 35_612 + 95_120
     # duplicates inside one file are all inserted, as the course's MERGE does
     header, row_a, row_b = lines_of(GREEN_10)[:3]
@@ -133,7 +143,7 @@ def test_ledger_api_reads_rows_and_records_failures(pg_url: str) -> None:
     assert rows[G04].status == "done"
 
 
-def test_cli_extracts_and_loads_months_and_zones(mirror, pg_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_cli_extracts_and_loads_months_and_zones(mirror: Mirror, pg_url: str) -> None:
     mirror.add_file(GREEN_04)
     mirror.add_zones()
     runner = CliRunner()
@@ -159,8 +169,8 @@ def test_cli_extracts_and_loads_months_and_zones(mirror, pg_url: str) -> None:  
     assert json.loads(rezone.stdout)["skipped"] == 1
 
 
-def test_libpq_pg_variables_are_the_target_when_pghost_is_set(  # type: ignore[no-untyped-def]
-    mirror, pg_url: str, monkeypatch: pytest.MonkeyPatch
+def test_libpq_pg_variables_are_the_target_when_pghost_is_set(
+    mirror: Mirror, pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from urllib.parse import urlsplit
 
@@ -181,5 +191,5 @@ def test_a_dropped_partition_is_reloaded_despite_the_ledger(pg_conn: psycopg.Con
     _load(pg_conn, GREEN_04, G04)
     pg_conn.execute("DROP TABLE green_tripdata_2020_04")  # someone removed the month
     again = _load(pg_conn, GREEN_04, G04)
-    assert not again.skipped and again.rows == 35_612  # type: ignore[attr-defined]
+    assert not again.skipped and again.rows == 35_612
     assert count(pg_conn, "green_tripdata") == 35_612

@@ -14,6 +14,7 @@ from taxi_cli.catalog import GREEN
 from taxi_cli.cli import app
 from taxi_cli.errors import DataError
 from taxi_cli.postgres.loader import load_file
+from tests.fixtures_mirror import Mirror
 from tests.fixtures_pg import socket_dir
 from tests.pg_helpers import GREEN_04, count, lines_of, write_gz
 
@@ -22,7 +23,7 @@ G04 = "green_tripdata_2020-04.csv"
 runner = CliRunner()
 
 
-def _serve_green_04(mirror, tmp_path: Path, lines: list[str]) -> None:  # type: ignore[no-untyped-def]
+def _serve_green_04(mirror: Mirror, tmp_path: Path, lines: list[str]) -> None:
     path = write_gz(tmp_path / "green_tripdata_2020-04.csv.gz", lines)
     mirror.add_file(path)
 
@@ -41,8 +42,8 @@ def _with_bad_value(line_no: int, column: int, value: str) -> list[str]:
     return lines
 
 
-def test_a_corrupt_row_rejects_the_file_naming_line_column_value(  # type: ignore[no-untyped-def]
-    mirror, pg_url: str, tmp_path: Path
+def test_a_corrupt_row_rejects_the_file_naming_line_column_value(
+    mirror: Mirror, pg_url: str, tmp_path: Path
 ) -> None:
     # passenger_count (position 8) is checked by the server's COPY: line mapped back
     _serve_green_04(mirror, tmp_path, _with_bad_value(5000, 7, "abc"))
@@ -57,8 +58,8 @@ def test_a_corrupt_row_rejects_the_file_naming_line_column_value(  # type: ignor
         assert ledger.fetchone() == (0,)
 
 
-def test_a_bad_hashed_value_is_caught_before_the_server(  # type: ignore[no-untyped-def]
-    mirror, pg_url: str, tmp_path: Path
+def test_a_bad_hashed_value_is_caught_before_the_server(
+    mirror: Mirror, pg_url: str, tmp_path: Path
 ) -> None:
     _serve_green_04(mirror, tmp_path, _with_bad_value(77, 9, "12,5x"[3:] + "9"))  # fare "5x9"
     result = runner.invoke(app, ["load-pg", "green", "2020-04", "--pg-url", pg_url])
@@ -78,8 +79,8 @@ def test_a_short_row_is_named_by_line(pg_conn: psycopg.Connection, tmp_path: Pat
     assert (quarantined.rows, quarantined.rejected) == (35_611, 1)
 
 
-def test_quarantine_loads_the_rest_and_records_the_rejects(  # type: ignore[no-untyped-def]
-    mirror, pg_url: str, tmp_path: Path
+def test_quarantine_loads_the_rest_and_records_the_rejects(
+    mirror: Mirror, pg_url: str, tmp_path: Path
 ) -> None:
     lines = _with_bad_value(5000, 7, "abc")
     fields = lines[19].split(",")
@@ -100,9 +101,7 @@ def test_quarantine_loads_the_rest_and_records_the_rejects(  # type: ignore[no-u
         ]
 
 
-def test_a_wrong_header_is_refused(  # type: ignore[no-untyped-def]
-    mirror, pg_url: str, tmp_path: Path
-) -> None:
+def test_a_wrong_header_is_refused(mirror: Mirror, pg_url: str, tmp_path: Path) -> None:
     yellow = (Path(__file__).parent / "data" / "real" / "yellow_tripdata_2021-01.csv").read_text()
     path = write_gz(tmp_path / "yellow.csv.gz", yellow.splitlines()[:100])
     with psycopg.connect(pg_url, autocommit=True) as conn:
@@ -130,7 +129,9 @@ def test_an_unreachable_server_exits_3_naming_the_host_password_masked() -> None
 def password_role(pg_server_url: str) -> Iterator[str]:
     """A role that must log in with a SCRAM password over the socket (pg_hba entry)."""
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        hba = Path(str(conn.execute("SHOW hba_file").fetchone()[0]))  # type: ignore[index]
+        row = conn.execute("SHOW hba_file").fetchone()
+        assert row is not None  # SHOW always returns its one row
+        hba = Path(str(row[0]))
         conn.execute("DROP ROLE IF EXISTS pw_role")
         conn.execute("CREATE ROLE pw_role LOGIN PASSWORD 'right-pw'")
         original = hba.read_text()

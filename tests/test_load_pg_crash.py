@@ -10,10 +10,12 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
 
+from tests.fixtures_mirror import Mirror
 from tests.pg_helpers import CLI, count
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -60,7 +62,9 @@ def _wait_backends_gone(conn: psycopg.Connection) -> None:
     raise AssertionError("the killed loader's backend is still there")
 
 
-def test_sigkill_mid_copy_leaves_the_previous_content(mirror, pg_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_sigkill_mid_copy_leaves_the_previous_content(
+    mirror: Mirror, pg_url: str, tmp_path: Path
+) -> None:
     mirror.add_month("yellow", "2021-01", rows=1_000, seed=1)
     _run("load-pg", "yellow", "2021-01", "--pg-url", pg_url, "-q", data_dir=str(tmp_path / "a"))
     with psycopg.connect(pg_url, autocommit=True) as conn:
@@ -102,7 +106,7 @@ def test_sigkill_mid_copy_leaves_the_previous_content(mirror, pg_url: str, tmp_p
         assert count(conn, "yellow_tripdata", f"filename = '{Y01}'") == 300_000
 
 
-def test_concurrent_loads_of_different_and_of_the_same_month(mirror, pg_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_loads_of_different_and_of_the_same_month(mirror: Mirror, pg_url: str) -> None:
     mirror.add_month("yellow", "2021-01", rows=40_000, seed=3)
     mirror.add_month("yellow", "2021-02", rows=30_000, seed=4)
     _run("extract", "yellow", "2021-01,2021-02", "-q")
@@ -115,7 +119,7 @@ def test_concurrent_loads_of_different_and_of_the_same_month(mirror, pg_url: str
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err.decode()
     with psycopg.connect(pg_url) as conn:
-        by_file = dict(
+        by_file: dict[str, int] = dict(
             conn.execute("SELECT filename, count(*) FROM yellow_tripdata GROUP BY 1").fetchall()
         )
     assert by_file == {Y01: 40_000, Y02: 30_000}

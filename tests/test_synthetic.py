@@ -61,7 +61,9 @@ def test_values_look_like_the_release(tmp_path: Path) -> None:
     assert 1 <= outside <= 20  # a few, not many
     assert "2009-01-01 00:03:41" in pickups.to_list()
     ids = df["PULocationID"].cast(pl.Int64)
-    assert ids.min() >= 1 and ids.max() <= 265
+    lowest, highest = ids.min(), ids.max()
+    assert isinstance(lowest, int) and isinstance(highest, int)
+    assert lowest >= 1 and highest <= 265
     distance = df["trip_distance"]
     assert distance.str.contains(r"^(\d+)?\.\d\d$").all()
     assert distance.str.starts_with(".").any()  # `.86`

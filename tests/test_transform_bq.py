@@ -54,9 +54,11 @@ def expected_mart(gcp: Gcp) -> dict[tuple[str, str], tuple[int, Decimal]]:
         known = [zones.get(int(loc)) for loc in (pu, do)]
         if any(z is None or z[0] == "Unknown" for z in known):
             continue
-        key = (known[0][1], pickup.strftime("%Y-%m-01"))  # type: ignore[index]
-        trips, amount = mart[key]
-        mart[key] = (trips + 1, amount + Decimal(repr(total)))
+        pickup_zone = known[0]
+        assert pickup_zone is not None  # ruled out just above; tells mypy
+        cell = (pickup_zone[1], pickup.strftime("%Y-%m-01"))
+        trips, amount = mart[cell]
+        mart[cell] = (trips + 1, amount + Decimal(repr(total)))
     return dict(mart)
 
 

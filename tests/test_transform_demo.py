@@ -81,7 +81,7 @@ def test_demo_runs_the_whole_job(
     for step in ("extract zones", "load-pg green 2020-04,2020-10", "transform", "status"):
         assert f"$ taxi-cli {step}" in result.stderr
     with psycopg.connect(pg_url) as conn:
-        loaded = dict(
+        loaded: dict[str, int] = dict(
             conn.execute("SELECT filename, count(*) FROM green_tripdata GROUP BY 1").fetchall()
         )
         top = conn.execute(

@@ -57,6 +57,7 @@ class GcsDestination:
         self.bucket = cfg.gcs_bucket
         self.prefix = normal_prefix(cfg.gcs_prefix)
         self.create_bucket = options.create_bucket
+        self.worker = options.worker
         self.out = out
         self.state = StateLedger(cfg)
         self._local = _PerThread()
@@ -101,8 +102,9 @@ class GcsDestination:
         name = object_name(self.prefix, part.taxi, part.month, str(self.fmt))
         up = self.lake().upload(local, name, fmt=str(self.fmt), source=source, out=self.out)
         detail = _object_detail(up)
+        recorded = {**detail, "worker": self.worker} if self.worker else detail
         self.state.record_done(
-            self.name, part.taxi.name, part.month, up.uri, up.source_sha256, up.rows, detail
+            self.name, part.taxi.name, part.month, up.uri, up.source_sha256, up.rows, recorded
         )
         return Loaded(self.name, part.taxi.name, part.month, up.rows, up.action, up.uri, detail)
 
@@ -213,7 +215,12 @@ class BqDestination:
             source.csv_name,
             source.sha256,
             done.rows,
-            {"table": done.table, "source": staged.where, **done.jobs},
+            {
+                "table": done.table,
+                "source": staged.where,
+                **done.jobs,
+                **({"worker": self.options.worker} if self.options.worker else {}),
+            },
         )
         return Loaded(
             self.name, part.taxi.name, part.month, done.rows, "replaced", done.table, detail

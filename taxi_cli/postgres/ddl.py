@@ -99,8 +99,15 @@ def create_ledger(schema: str) -> sql.Composed:
         "CREATE TABLE IF NOT EXISTS {} ("
         "file text PRIMARY KEY, taxi text NOT NULL, month text, sha256 text, rows bigint, "
         "mode text, started timestamptz, finished timestamptz, "
-        "status text NOT NULL CHECK (status IN ('done', 'failed')), error text)"
+        "status text NOT NULL CHECK (status IN ('done', 'failed')), error text, worker text)"
     ).format(ident(schema, LEDGER))
+
+
+def migrate_ledger(schema: str) -> sql.Composed:
+    """Columns added since the first release (IF NOT EXISTS: idempotent, forward only)."""
+    return sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS worker text").format(
+        ident(schema, LEDGER)
+    )
 
 
 def create_rejects(schema: str) -> sql.Composed:

@@ -40,8 +40,10 @@ class PgDestination:
         mode: Mode = Mode.REPLACE,
         bad_rows: BadRows = BadRows.REJECT,
         out: Output | None = None,
+        worker: str | None = None,
     ) -> None:
         self.cfg = cfg
+        self.worker = worker
         self.schema = ddl.check_schema(cfg.pg_schema)
         self.mode = mode
         self.bad_rows = bad_rows
@@ -78,6 +80,7 @@ class PgDestination:
             bad_rows=self.bad_rows,
             force=action is not Action.LOAD,
             out=self.out,
+            worker=self.worker,
         )
         return self._loaded(result)
 

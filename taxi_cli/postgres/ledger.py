@@ -12,7 +12,7 @@ from psycopg import sql
 from taxi_cli.model import LedgerRow
 from taxi_cli.postgres import ddl
 
-_COLUMNS = "file, taxi, month, sha256, rows, mode, started, finished, status, error"
+_COLUMNS = "file, taxi, month, sha256, rows, mode, started, finished, status, error, worker"
 
 
 def exists(conn: psycopg.Connection[Any], schema: str) -> bool:
@@ -32,9 +32,10 @@ def read(conn: psycopg.Connection[Any], schema: str, file: str | None = None) ->
 
 
 def _row(row: tuple[Any, ...]) -> LedgerRow:
-    file, taxi, month, sha256, rows, mode, started, finished, status, error = row
+    file, taxi, month, sha256, rows, mode, started, finished, status, error, worker = row
+    detail = {"worker": worker} if worker else {}
     return LedgerRow(
-        file, taxi, month, sha256, rows, status, error, started, finished, target="pg", mode=mode
+        file, taxi, month, sha256, rows, status, error, started, finished, detail, "pg", mode
     )
 
 
@@ -51,17 +52,18 @@ def write(
     started: datetime,
     status: str,
     error: str | None = None,
+    worker: str | None = None,
 ) -> None:
     conn.execute(
         sql.SQL(
             "INSERT INTO {} (" + _COLUMNS + ") VALUES "
-            "(%s, %s, %s, %s, %s, %s, %s, clock_timestamp(), %s, %s) "
+            "(%s, %s, %s, %s, %s, %s, %s, clock_timestamp(), %s, %s, %s) "
             "ON CONFLICT (file) DO UPDATE SET taxi = excluded.taxi, month = excluded.month, "
             "sha256 = excluded.sha256, rows = excluded.rows, mode = excluded.mode, "
             "started = excluded.started, finished = excluded.finished, "
-            "status = excluded.status, error = excluded.error"
+            "status = excluded.status, error = excluded.error, worker = excluded.worker"
         ).format(ddl.ident(schema, ddl.LEDGER)),
-        (file, taxi, month, sha256, rows, mode, started, status, error),
+        (file, taxi, month, sha256, rows, mode, started, status, error, worker),
     )
 
 

@@ -108,6 +108,7 @@ def bootstrap(conn: psycopg.Connection[Any], schema: str, taxi: TaxiType | None)
         if not has_schema:
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         conn.execute(ddl.create_ledger(schema))
+        conn.execute(ddl.migrate_ledger(schema))
         conn.execute(ddl.create_rejects(schema))
         if taxi is None:
             return None
@@ -300,8 +301,11 @@ def load_file(
     bad_rows: str = "reject",
     force: bool = False,
     out: Output | None = None,
+    worker: str | None = None,
 ) -> LoadResult:
-    """Load one .csv.gz as the rows of `csv_name` in `{schema}.{taxi}_tripdata`."""
+    """Load one .csv.gz as the rows of `csv_name` in `{schema}.{taxi}_tripdata`.
+
+    `worker` names who loaded it in the ledger (a backfill shard, host and pid)."""
     check_options(mode, bad_rows)
     if schema is None:
         schema = conn_or_cfg.pg_schema if isinstance(conn_or_cfg, Settings) else "public"
@@ -353,6 +357,7 @@ def load_file(
                         mode=mode,
                         started=started,
                         status="done",
+                        worker=worker,
                     )
             except psycopg.errors.DataError as exc:
                 raise _copy_error(exc, stream) from exc
