@@ -57,6 +57,7 @@ fmt: $(STAMP) ## format the code
 
 bench: $(STAMP) ## load-pg against COPY and the course's SQL; prints the ratios
 	$(BIN)/python -m bench.load_pg
+	$(BIN)/python -m bench.parquet $(PARQUET_BENCH_ARGS)  # PARQUET_BENCH_ARGS=--large: also 7M rows
 
 lock: $(STAMP) ## re-pin requirements/*.txt (with hashes) after a change to pyproject.toml
 	$(COMPILE) --extra test --extra lint --output-file $(LOCK_DEV)
