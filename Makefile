@@ -46,6 +46,7 @@ fmt: $(STAMP) ## format the code
 
 bench: $(STAMP) ## load-pg against COPY and the course's SQL; prints the ratios
 	$(BIN)/python -m bench.load_pg
+	$(BIN)/python -m bench.parquet $(PARQUET_BENCH_ARGS)  # PARQUET_BENCH_ARGS=--large: also 7M rows
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
