@@ -77,6 +77,7 @@ class Options:
     lake_format: LakeFormat = LakeFormat.PARQUET
     create_bucket: bool = False
     create_dataset: bool = False
+    migrate: bool = False  # bq: move an old-layout table aside and create the new one
 
 
 def make(
