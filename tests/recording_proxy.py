@@ -204,8 +204,15 @@ class RecordingProxy:
             )
         rewritten = json.loads(body)
         inner = rewritten["configuration"][kind]
-        inner["destinationTable"] = {**dest, "tableId": table}
-        inner["writeDisposition"] = "WRITE_APPEND"
+        if kind == "load":
+            inner["destinationTable"] = {**dest, "tableId": table}
+            inner["writeDisposition"] = "WRITE_APPEND"
+        else:
+            # bqemulator keeps a query's WRITE_APPEND result in the job only: insert it.
+            inner.pop("destinationTable")
+            inner.pop("writeDisposition", None)
+            inner.pop("createDisposition", None)
+            inner["query"] = f"INSERT INTO `{project}.{dataset}.{table}`\n{inner['query']}"
         return json.dumps(rewritten).encode()
 
 

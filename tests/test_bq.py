@@ -160,15 +160,15 @@ def test_main_table_schema_partitioning_and_clustering(gcp: Gcp, real_green: Pat
     assert result.exit_code == 0, result.stderr
     table = gcp.bigquery().get_table(f"{gcp.project}.{gcp.dataset}.green_tripdata")
     fields = {f.name: std_type(f.field_type) for f in table.schema}
-    assert list(fields)[:4] == ["unique_row_id", "filename", "file_month", "VendorID"]
+    assert list(fields)[:4] == ["unique_row_id", "filename", "file_month", "vendorid"]
     assert fields["file_month"] == "DATE"
-    assert fields["VendorID"] == "INT64" and fields["PULocationID"] == "INT64"
+    assert fields["vendorid"] == "INT64" and fields["pulocationid"] == "INT64"
     assert fields["passenger_count"] == "INT64"
     assert fields["fare_amount"] == "FLOAT64"
     assert fields["lpep_pickup_datetime"] == "DATETIME"
     assert table.time_partitioning.field == "file_month"
     assert table.time_partitioning.type_ == "MONTH"
-    assert table.clustering_fields == ["lpep_pickup_datetime", "PULocationID"]
+    assert table.clustering_fields == ["lpep_pickup_datetime", "pulocationid"]
     assert gcp.query(f"SELECT DISTINCT file_month FROM {gcp.table('green_tripdata')}") == [
         (date(2020, 4, 1),)
     ]

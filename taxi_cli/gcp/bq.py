@@ -477,7 +477,7 @@ class Warehouse:
         stats: list[JobStats],
     ) -> Any:
         """csv.gz: stage (checked), then one query job writes the partition."""
-        schema = bq_schema.staging_schema(taxi, "csv.gz")
+        schema = bq_schema.csv_staging_schema(taxi)
         staging = self._fresh_staging(bq_schema.staging_table_id(taxi, month), schema)
         tag = f"taxi_cli_{taxi.name}_{month.replace('-', '_')}"
         try:

@@ -2,10 +2,13 @@
 
 Main table `{dataset}.{taxi}_tripdata`, one partition per release file:
 `unique_row_id STRING, filename STRING, file_month DATE` (the first day of the file's
-month), then the release's columns under the catalogue's spelling (`VendorID`, ...),
-exactly the columns and types of the lake's Parquet object (`taxi_cli.parquet`), so a
-month is one load job from that object. BigQuery column names are case-insensitive, so
-queries may say `vendorid`. Types: ids and counts INT64, money and distance FLOAT64,
+month), then the release's columns under their lowercase names (as in Postgres): the
+columns, order and types of the lake's Parquet object (`taxi_cli.parquet`), so a month
+is one load job from that object. The object spells them as released (`VendorID`);
+BigQuery column names are case-insensitive ("a column named Column1 is considered
+identical to a column named column1", https://cloud.google.com/bigquery/docs/schemas
+#column_names), which the load relies on; `make smoke-gcp` checks it on real BigQuery.
+Types: ids and counts INT64, money and distance FLOAT64,
 timestamps DATETIME (the TLC times are local wall-clock times without a zone, like
 Postgres `timestamp`), flags and text STRING. Partitioned by `file_month` (MONTH) and
 clustered by the pickup time and the pickup location.
@@ -121,12 +124,23 @@ def _field(name: str, type_: str) -> bigquery.SchemaField:
 
 def main_schema(taxi: TaxiType) -> list[bigquery.SchemaField]:
     return [_field(n, t) for n, t in LINEAGE] + [
-        _field(c.name, MAIN_TYPES[c.kind]) for c in taxi.columns
+        _field(c.sql_name, MAIN_TYPES[c.kind]) for c in taxi.columns
     ]
 
 
+# The csv.gz staging table's column names: a CSV load maps columns by position, and a
+# name unlike the main table's keeps `CAST(src_x) AS X` unambiguous (bqemulator's
+# DuckDB otherwise keeps `x` for the output name).
+CSV_STAGING_PREFIX = "src_"
+
+
+def csv_staging_schema(taxi: TaxiType) -> list[bigquery.SchemaField]:
+    types = STAGING_TYPES["csv.gz"]
+    return [_field(CSV_STAGING_PREFIX + c.sql_name, types[c.kind]) for c in taxi.columns]
+
+
 def staging_schema(taxi: TaxiType, fmt: str) -> list[bigquery.SchemaField]:
-    """The csv.gz staging table (the release's columns, lowercase)."""
+    """A staging table of the release's columns, lowercase (Parquet: with lineage)."""
     types = STAGING_TYPES[fmt]
     lineage = [_field(n, t) for n, t in PARQUET_LINEAGE] if fmt == "parquet" else []
     return lineage + [_field(c.sql_name, types[c.kind]) for c in taxi.columns]
@@ -141,12 +155,12 @@ def ledger_schema() -> list[bigquery.SchemaField]:
 
 
 def pickup_column(taxi: TaxiType) -> str:
-    return taxi.pickup
+    return taxi.pickup.lower()
 
 
 def cluster_columns(taxi: TaxiType) -> list[str]:
     """The pickup time, then the pickup location id (every taxi type has both)."""
-    location = [c.name for c in taxi.columns if c.sql_name == "pulocationid"]
+    location = [c.sql_name for c in taxi.columns if c.sql_name == "pulocationid"]
     return [pickup_column(taxi), *location]
 
 
@@ -165,22 +179,23 @@ def render_sql(column: Column, ref: str) -> str:
     return f"COALESCE({text}, '')"
 
 
-def row_id_sql(taxi: TaxiType, alias: str = "s") -> str:
+def row_id_sql(taxi: TaxiType, alias: str = "s", prefix: str = "") -> str:
     """`TO_HEX(MD5(CONCAT(...)))` over the taxi's hashed columns, in order."""
-    parts = [render_sql(_column(taxi, n), f"{alias}.{n.lower()}") for n in taxi.hash_columns]
+    parts = [
+        render_sql(_column(taxi, n), f"{alias}.{prefix}{n.lower()}") for n in taxi.hash_columns
+    ]
     return "TO_HEX(MD5(CONCAT(" + ", ".join(parts) + ")))"
 
 
-def select_sql(taxi: TaxiType, fmt: str, alias: str = "s") -> list[str]:
+def select_sql(taxi: TaxiType, fmt: str, alias: str = "s", prefix: str = "") -> list[str]:
     """The staging columns cast to the main table's types and names, in table order."""
     types = STAGING_TYPES[fmt]
     out = []
     for c in taxi.columns:
-        ref = f"{alias}.{c.sql_name}"
+        ref = f"{alias}.{prefix}{c.sql_name}"
         same = types[c.kind] == MAIN_TYPES[c.kind]
-        out.append(
-            f"{ref} AS {c.name}" if same else f"CAST({ref} AS {MAIN_TYPES[c.kind]}) AS {c.name}"
-        )
+        value = ref if same else f"CAST({ref} AS {MAIN_TYPES[c.kind]})"
+        out.append(f"{value} AS {c.sql_name}")
     return out
 
 
@@ -205,10 +220,10 @@ def partition_select_sql(taxi: TaxiType, staging: str, filename: str, month: str
     literal = filename_literal(filename)
     source = ",\n       ".join(
         [
-            f"{row_id_sql(taxi)} AS unique_row_id",
+            f"{row_id_sql(taxi, prefix=CSV_STAGING_PREFIX)} AS unique_row_id",
             f"{literal} AS filename",
             f"DATE '{month_start(month)}' AS {PARTITION_COLUMN}",
-            *select_sql(taxi, "csv.gz"),
+            *select_sql(taxi, "csv.gz", prefix=CSV_STAGING_PREFIX),
         ]
     )
     return f"SELECT {source}\nFROM `{staging}` AS s"
