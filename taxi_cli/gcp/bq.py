@@ -183,6 +183,7 @@ class Warehouse:
         # --location / TAXI_BQ_LOCATION given on purpose: a dataset elsewhere is an error.
         self.location_explicit = location is not None or cfg.source_of("bq_location") != "default"
         self.migrate = migrate
+        self._ledger_ready = False
         self.auth = clients.bq_auth(cfg, project)
         if re.search(r"[`\s]", self.auth.project):
             raise UsageError(f"bad project id {self.auth.project!r}")
@@ -549,12 +550,15 @@ class Warehouse:
         from google.cloud import bigquery
 
         table_id = self.table_id(bq_schema.LEDGER_TABLE)
+        if self._ledger_ready:
+            return table_id
         table = bigquery.Table(table_id, schema=bq_schema.ledger_schema())
         table.description = "taxi-cli: one row per load and per failure (append-only)"
         try:
             self.client.create_table(table, exists_ok=True)
         except Exception as exc:
             raise clients.api_error(exc, f"creating table {table_id}", self.auth) from exc
+        self._ledger_ready = True
         return table_id
 
     def append_ledger(self, records: Sequence[dict[str, Any]]) -> JobStats:

@@ -267,7 +267,7 @@ class BqDestination:
 
         bucket_location = self.lake.lake().location
         if bucket_location is None:
-            log.info(
+            log.debug(
                 "the location of gs://%s was not checked against dataset %s (%s): that "
                 "needs storage.buckets.get; set TAXI_GCS_CHECK_LOCATION=1 to check it",
                 self.lake.bucket,

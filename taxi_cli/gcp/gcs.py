@@ -160,9 +160,11 @@ class Lake:
         self.auth = clients.storage_auth(cfg)
         self.client = clients.storage_client(self.auth)
         self.location: str | None = None  # known only when the bucket was read
+        self._created_in: str | None = None
         if create_bucket or read_bucket:
             self.bucket = self._open_or_create(location or cfg.bq_location, create_bucket)
-            self.location = str(self.bucket.location or "") or None
+            # A bucket made just now is where it was asked to be.
+            self.location = self._created_in or str(self.bucket.location or "") or None
         else:
             self.bucket = self.client.bucket(bucket)
 
@@ -186,9 +188,11 @@ class Lake:
             raise clients.api_error(exc, what, self.auth) from exc
         try:
             log.info("creating bucket gs://%s in %s", self.bucket_name, location)
-            return self.client.create_bucket(
+            made = self.client.create_bucket(
                 self.bucket_name, project=self.auth.project, location=location
             )
+            self._created_in = location
+            return made
         except gexc.Conflict:
             return self.client.get_bucket(self.bucket_name)
         except Exception as exc:
