@@ -7,8 +7,9 @@ conversion only, imports excluded, and its peak RSS from resource.getrusage); ro
 interleaved (the order rotates) so that noise from other processes hits every variant
 alike; medians are printed as ratios against Polars, next to the targets of issue 14:
 
-  taxi    taxi_cli.parquet.to_parquet: also computes unique_row_id (md5 of the values
-          rendered as PostgreSQL renders them), filename and file_month, and checks values.
+  taxi    taxi_cli.parquet.to_parquet of the file as `extract` hands it over (verified,
+          its sha256 known): also computes unique_row_id (md5 of the values rendered as
+          PostgreSQL renders them), filename and file_month, and checks values.
   polars  pl.scan_csv(..., schema=same types).sink_parquet(..., compression="snappy")
   duckdb  COPY (SELECT * FROM read_csv(..., columns=same types)) TO ... (snappy)
 
@@ -26,9 +27,15 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from taxi_cli.catalog import YELLOW, Kind
+
+if TYPE_CHECKING:
+    from taxi_cli.extract import Extracted
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "bench" / ".work" / "parquet"
@@ -87,26 +94,40 @@ def _duckdb(src: Path, out: Path) -> None:
     con.close()
 
 
-def _taxi(src: Path, out: Path) -> None:
+def _extracted(src: Path) -> Extracted:
+    """The file as `extract` hands it over: verified, with its sha256 (from the sidecar)."""
+    from taxi_cli.extract import Extracted
+    from taxi_cli.parquet import file_sha256
+
+    size = src.stat().st_size
+    return Extracted("yellow", MONTH, src, 0, size, 0, file_sha256(src), cached=True)
+
+
+def _taxi(src: Extracted, out: Path) -> None:
     from taxi_cli.parquet import parquet_path_for, to_parquet
 
     made = to_parquet(src, YELLOW, force=True)
-    assert made == parquet_path_for(src)
+    assert made == parquet_path_for(src.path)
     os.replace(made, out)
 
 
 def one(variant: str, src: Path, out: Path) -> dict[str, float]:
     """Run one conversion here; its wall seconds (imports excluded), CPU and peak RSS
     (a fresh process: the parent stays small, since a child inherits its peak)."""
-    run = {"taxi": _taxi, "polars": _polars, "duckdb": _duckdb}[variant]
-    if variant == "taxi":
-        import taxi_cli.parquet  # noqa: F401  (imports are outside the timing, for all)
+    run: Callable[[], None]
+    if variant == "taxi":  # `extract --format parquet`: the verified file to Parquet
+        source = _extracted(src)
+        run = partial(_taxi, source, out)
     elif variant == "polars":
-        import polars  # noqa: F401
+        import polars  # noqa: F401  (imports are outside the timing, for all)
+
+        run = partial(_polars, src, out)
     else:
         import duckdb  # noqa: F401
+
+        run = partial(_duckdb, src, out)
     start = time.perf_counter()
-    run(src, out)
+    run()
     seconds = time.perf_counter() - start
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {

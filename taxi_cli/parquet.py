@@ -10,10 +10,10 @@ Guarantees:
   timestamps (no zone), money and distance float64, flags and text strings; an empty
   field is null. An integer column accepts `2.0` (pandas round-trips write that) but
   not `2.5`; a value that does not fit its column is a DataError naming line and column.
-- Keyed by content: the file's key-value metadata records the source's sha256 and
-  `FORMAT_VERSION`; an existing Parquet is reused only when both match (and its footer
-  reads), else it is rebuilt. It is written to a temporary name and renamed, so the final
-  name only ever holds a whole file.
+- Keyed by content: the file's key-value metadata records the source's sha256,
+  `FORMAT_VERSION`, the rows and taxi-cli's version; an existing Parquet is reused only
+  when sha256 and format version match (and its footer reads), else it is rebuilt. It is
+  written to a temporary name and renamed, so the final name only holds a whole file.
 - Bounded memory, one pass, nothing uncompressed on disk: the gzip is inflated in a
   read-ahead thread into blocks of ~`BLOCK_BYTES` (whole lines); each block is parsed and
   hashed in a worker thread (Polars and numpy release the GIL) and handed, in file order,
@@ -33,18 +33,18 @@ import os
 import queue
 import threading
 import zlib
-from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 from polars.io.plugins import register_io_source
 
+from taxi_cli import __version__
 from taxi_cli.catalog import TAXIS, Kind, TaxiType
 from taxi_cli.errors import DataError
 from taxi_cli.postgres import md5vec
@@ -68,6 +68,7 @@ FORMAT_VERSION = "2"
 META_SOURCE = "taxi_cli.source_sha256"
 META_FORMAT = "taxi_cli.format"
 META_ROWS = "taxi_cli.rows"
+META_TOOL = "taxi_cli.version"
 LINEAGE = ("unique_row_id", "filename", "file_month")
 
 BLOCK_BYTES = 2 << 20  # ~22k rows; a block's working set is ~20x its size (Polars, numpy)
@@ -152,8 +153,8 @@ def to_parquet(
     An existing Parquet made from the same source bytes (sha256) by this format version is
     reused unless `force`. `csv_name` is the `filename` value (default: the file's name
     without `.gz`); `month` (YYYY-MM) gives `file_month` (default: the source's month, or
-    the one its name ends in). A value that does not fit its column raises DataError naming the line
-    and column; nothing is left under the final name then.
+    the one its name ends in). A value that does not fit its column raises DataError
+    naming the line and column; nothing is left under the final name then.
     """
     taxi = TAXIS[taxi] if isinstance(taxi, str) else taxi
     path = source if isinstance(source, Path) else source.path
@@ -163,7 +164,9 @@ def to_parquet(
         return out
     name = csv_name or path.name.removesuffix(".gz")
     month = month or (None if isinstance(source, Path) else source.month)
-    conversion = _Conversion(path, taxi, name, file_month_of(month or name))
+    conversion = _Conversion(
+        path, taxi, name, file_month_of(month or name), verified=verified is not None
+    )
     staging = out.with_name(f".{out.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         conversion.sink(staging)
@@ -217,26 +220,41 @@ def _open(raw: _Hashing, name: str) -> IO[bytes]:
     return cast(IO[bytes], io.BufferedReader(raw, 4 << 20))
 
 
-@dataclass(frozen=True)
-class _Block:
-    data: bytes
-    first_line: int  # file line number of its first line (the header is line 1)
+class _LineError(Exception):
+    """A bad line, numbered within its block; the consumer, which knows where the block
+    starts in the file, turns it into the DataError (so no thread counts every line)."""
+
+    def __init__(self, offset: int, before: str, after: str) -> None:
+        super().__init__(f"{before}+{offset}{after}")
+        self.offset, self.before, self.after = offset, before, after
 
 
-class _Blocks:
-    """Whole-line blocks of the decompressed file, read ahead in a thread (zlib releases
-    the GIL, so inflating overlaps the parsing)."""
+_Result = tuple[pl.DataFrame, int]  # a block's frame and how many file lines it spans
 
-    def __init__(self, src: IO[bytes], block_bytes: int, ahead: int = 1) -> None:
-        self._queue: queue.Queue[_Block | BaseException | None] = queue.Queue(maxsize=ahead)
+
+class _Pipeline:
+    """Whole-line blocks of the decompressed file, read ahead by a thread that also hands
+    each to the workers (ISA-L/zlib and Polars release the GIL): the workers keep busy
+    while the sink encodes, and at most `depth` results wait, in file order."""
+
+    def __init__(
+        self,
+        src: IO[bytes],
+        block_bytes: int,
+        submit: Callable[[bytes], Future[_Result]],
+        depth: int,
+    ) -> None:
+        self._queue: queue.Queue[Future[_Result] | BaseException | None] = queue.Queue(depth)
         self._stopped = threading.Event()
         self._thread = threading.Thread(
-            target=self._run, args=(src, block_bytes), name="taxi-cli-inflate", daemon=True
+            target=self._run, args=(src, block_bytes, submit), name="taxi-cli-inflate"
         )
+        self._thread.daemon = True
         self._thread.start()
 
-    def _run(self, src: IO[bytes], block_bytes: int) -> None:
-        line = 2
+    def _run(
+        self, src: IO[bytes], block_bytes: int, submit: Callable[[bytes], Future[_Result]]
+    ) -> None:
         try:
             while True:
                 data = src.read(block_bytes)
@@ -244,14 +262,20 @@ class _Blocks:
                     break
                 if not data.endswith(b"\n"):
                     data += src.readline()
-                if not self._put(_Block(data, line)):
+                while b'"' in data and data.count(b'"') % 2:  # end outside a quoted field
+                    more = src.readline()
+                    if not more:
+                        break
+                    data += more
+                future = submit(data)
+                if not self._put(future):
+                    future.cancel()
                     return
-                line += data.count(b"\n")
             self._put(None)
         except BaseException as exc:  # handed to the consuming thread
             self._put(exc)
 
-    def _put(self, item: _Block | BaseException | None) -> bool:
+    def _put(self, item: Future[_Result] | BaseException | None) -> bool:
         while not self._stopped.is_set():
             try:
                 self._queue.put(item, timeout=0.2)
@@ -260,7 +284,7 @@ class _Blocks:
                 continue
         return False
 
-    def __iter__(self) -> Iterator[_Block]:
+    def __iter__(self) -> Iterator[Future[_Result]]:
         while True:
             item = self._queue.get()
             if item is None:
@@ -272,6 +296,10 @@ class _Blocks:
     def stop(self) -> None:
         self._stopped.set()
         self._thread.join()
+        while not self._queue.empty():  # results nobody will take
+            item = self._queue.get_nowait()
+            if isinstance(item, Future):
+                item.cancel()
 
 
 # ---- one file -------------------------------------------------------------------------
@@ -280,8 +308,11 @@ class _Blocks:
 class _Conversion:
     """One csv.gz -> Parquet run: header check, blocks in workers, the streaming sink."""
 
-    def __init__(self, path: Path, taxi: TaxiType, csv_name: str, file_month: date) -> None:
+    def __init__(
+        self, path: Path, taxi: TaxiType, csv_name: str, file_month: date, *, verified: bool
+    ) -> None:
         self.path = path
+        self.verified = verified  # by extract: every line has the header's width
         self.name = path.name
         self.taxi = taxi
         self.csv_name = csv_name
@@ -309,6 +340,7 @@ class _Conversion:
                 META_SOURCE: self.sha256,
                 META_FORMAT: FORMAT_VERSION,
                 META_ROWS: str(self.rows),
+                META_TOOL: __version__,  # informative: reuse keys on the format version
                 "taxi_cli.filename": self.csv_name,
             }
 
@@ -356,13 +388,30 @@ class _Conversion:
 
     def _frames(self) -> Iterator[pl.DataFrame]:
         try:
-            with _Hashing(self.path) as raw, _open(raw, self.name) as src:
+            with (
+                _Hashing(self.path) as raw,
+                _open(raw, self.name) as src,
+                ThreadPoolExecutor(WORKERS, thread_name_prefix="taxi-cli-parquet") as pool,
+            ):
                 self._check_header(src.readline())
-                blocks = _Blocks(src, BLOCK_BYTES)
+
+                def submit(data: bytes) -> Future[_Result]:
+                    return pool.submit(self._block, data)
+
+                pipeline = _Pipeline(src, BLOCK_BYTES, submit, WORKERS)
                 try:
-                    yield from self._in_order(blocks)
+                    line = 2  # of the block's first line (the header is line 1)
+                    for future in pipeline:
+                        try:
+                            df, lines = future.result()
+                        except _LineError as exc:
+                            at = line + exc.offset
+                            raise DataError(f"{exc.before}{at}{exc.after}") from None
+                        line += lines
+                        self.rows += df.height
+                        yield df
                 finally:
-                    blocks.stop()
+                    pipeline.stop()
                 while raw.read(1 << 20):  # the digest covers the whole file
                     pass
                 self.sha256 = raw.digest.hexdigest()
@@ -370,25 +419,6 @@ class _Conversion:
             raise DataError(
                 f"{self.name}: cannot read the file ({exc}); re-extract it with --force"
             ) from exc
-
-    def _in_order(self, blocks: _Blocks) -> Iterator[pl.DataFrame]:
-        with ThreadPoolExecutor(WORKERS, thread_name_prefix="taxi-cli-parquet") as pool:
-            pending: deque[Future[pl.DataFrame]] = deque()
-            try:
-                for block in blocks:
-                    pending.append(pool.submit(self._block, block))
-                    while len(pending) >= WORKERS:
-                        yield self._take(pending.popleft())
-                while pending:
-                    yield self._take(pending.popleft())
-            finally:
-                for future in pending:
-                    future.cancel()
-
-    def _take(self, future: Future[pl.DataFrame]) -> pl.DataFrame:
-        df = future.result()
-        self.rows += df.height
-        return df
 
     def _check_header(self, line: bytes) -> None:
         text = line.removeprefix(b"\xef\xbb\xbf").decode("utf-8", "replace").strip()
@@ -400,11 +430,20 @@ class _Conversion:
 
     # ---- blocks ---------------------------------------------------------------------
 
-    def _block(self, block: _Block) -> pl.DataFrame:
-        fast = self._fast(block.data)
-        if fast is not None:
-            return fast
-        return self._lenient(block)
+    def _block(self, data: bytes) -> _Result:
+        # Polars reads a blank line as a row of NULLs and fills a short line with NULLs:
+        # blocks with blank lines, and (for a file not verified by extract, which checks
+        # every line's width) blocks with a wrong comma count, go the lenient way
+        plain = not (b"\n\n" in data or b"\n\r\n" in data or data.startswith((b"\n", b"\r\n")))
+        if plain and not self.verified:
+            lines = data.count(b"\n") + (not data.endswith(b"\n"))
+            plain = data.count(b",") == (len(self.columns) - 1) * lines
+        fast = self._fast(data) if plain else None
+        if fast is None:
+            return self._lenient(data)
+        if b'"' in data:  # a quoted field may hold a newline: count the lines
+            return fast, data.count(b"\n") + (not data.endswith(b"\n"))
+        return fast, fast.height  # no blank lines: one line per row
 
     def _lineage(self, ids: pl.Series) -> list[pl.Series | pl.Expr]:
         return [
@@ -468,26 +507,64 @@ class _Conversion:
     def _kind(self, name: str) -> Kind:
         return next(c.kind for c in self.columns if c.name == name)
 
-    def _lenient(self, block: _Block) -> pl.DataFrame:
-        """Every field as text, lenient casts; the first bad value raises DataError."""
+    def _lenient(self, block: bytes) -> _Result:
+        """Every field as text, lenient casts; the first bad value raises _LineError."""
+        data, lines, spans = self._lines(block)
         try:
             raw = pl.read_csv(
-                block.data,
+                data,
                 has_header=False,
                 schema=dict.fromkeys(self.fast_read, pl.String()),
                 quote_char='"',
                 encoding="utf8-lossy",
             )
         except pl.exceptions.PolarsError as exc:
-            raise DataError(
-                f"{self.name}: lines {block.first_line}..: cannot parse the CSV ({exc}); "
-                "the file is not in the release format (re-download it with --force)"
+            raise _LineError(
+                0,
+                f"{self.name}: lines ",
+                f"..: cannot parse the CSV ({exc}); the file is not in the release format "
+                "(re-download it with --force)",
             ) from exc
+        if raw.height != len(lines):  # quoted newlines: number the records from the first
+            lines = np.arange(raw.height)
         typed = raw.select(_typed(pl.col(c.name), c.kind).alias(c.name) for c in self.columns)
-        self._check_values(raw, typed, block.first_line)
+        self._check_values(raw, typed, lines)
         parts = [self._rendered(raw, typed, name) for name in self.hashed]
         message = pl.DataFrame(parts).select(pl.concat_str(pl.all()).alias("m")).to_series()
-        return typed.select(*self._lineage(md5_hex(message)), *[c.name for c in self.columns])
+        ids = md5_hex(message)
+        return typed.select(*self._lineage(ids), *[c.name for c in self.columns]), spans
+
+    def _lines(self, data: bytes) -> tuple[bytes, npt.NDArray[np.int64], int]:
+        """The block without blank lines (skipped, as load-pg does), the line offset of each
+        line kept, and the lines it spans; a line of the wrong width raises _LineError."""
+        buf = np.frombuffer(data, dtype=np.uint8)
+        ends = np.flatnonzero(buf == 10)
+        if data and data[-1:] != b"\n":
+            ends = np.append(ends, len(data))
+        starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
+        lengths = ends - starts
+        has_cr = lengths > 0
+        has_cr[has_cr] = buf[ends[has_cr] - 1] == 13
+        blank = (lengths - has_cr) == 0
+        numbers = np.arange(len(ends), dtype=np.int64)
+        width = len(self.columns)
+        if b'"' not in data:  # (quoted commas: Polars' parse decides)
+            commas = np.flatnonzero(buf == 44)
+            fields = np.diff(np.searchsorted(commas, np.concatenate(([-1], ends)))) + 1
+            wrong = np.flatnonzero((fields != width) & ~blank)
+            if wrong.size:
+                at = int(wrong[0])
+                raise _LineError(
+                    at,
+                    f"{self.name}: line ",
+                    f": {int(fields[at])} fields, expected {width}; the file is not in the "
+                    "release format (re-download it with --force)",
+                )
+        if not blank.any() or b'"' in data:  # (an empty line may be inside a quoted field)
+            return data, numbers, len(ends)
+        keep = np.flatnonzero(~blank)
+        kept = b"\n".join(data[int(starts[i]) : int(ends[i])] for i in keep)
+        return kept + b"\n", numbers[keep], len(ends)
 
     def _rendered(self, raw: pl.DataFrame, typed: pl.DataFrame, name: str) -> pl.Series:
         """The text PostgreSQL would hash for one column of the block ('' for NULL)."""
@@ -506,7 +583,9 @@ class _Conversion:
             return text.fill_null("").alias(name)
         return raw[name].fill_null("")
 
-    def _check_values(self, raw: pl.DataFrame, typed: pl.DataFrame, first_line: int) -> None:
+    def _check_values(
+        self, raw: pl.DataFrame, typed: pl.DataFrame, lines: npt.NDArray[np.int64]
+    ) -> None:
         """Raise DataError at the first value that does not parse as its column's type."""
         checked = [c for c in self.columns if c.kind in _WHAT]
         bad = raw.select(
@@ -517,10 +596,11 @@ class _Conversion:
             return
         row = int(rows[0])
         column = next(c for c in checked if bad[c.name][row])
-        raise DataError(
-            f"{self.name}: line {first_line + row}, column {column.name}: "
-            f"{raw[column.name][row]!r} is not {_WHAT[column.kind]}; the file is not in the "
-            "release format (fix or re-download it with --force)"
+        raise _LineError(
+            int(lines[row]),
+            f"{self.name}: line ",
+            f", column {column.name}: {raw[column.name][row]!r} is not {_WHAT[column.kind]}; "
+            "the file is not in the release format (fix or re-download it with --force)",
         )
 
 

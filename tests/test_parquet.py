@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from taxi_cli import parquet, synthetic
+from taxi_cli import __version__, parquet, synthetic
 from taxi_cli.catalog import GREEN, YELLOW
 from taxi_cli.errors import DataError
 from taxi_cli.extract import Extracted
@@ -23,6 +23,7 @@ from taxi_cli.parquet import (
     META_FORMAT,
     META_ROWS,
     META_SOURCE,
+    META_TOOL,
     is_current,
     parquet_path_for,
     to_parquet,
@@ -145,6 +146,7 @@ def test_metadata_records_source_sha256_format_and_rows(tmp_path: Path) -> None:
     assert meta[META_SOURCE] == _sha256(path)
     assert meta[META_FORMAT] == FORMAT_VERSION
     assert meta[META_ROWS] == "1000"
+    assert meta[META_TOOL] == __version__
 
 
 def test_reused_only_for_the_same_sha256_and_version(
@@ -225,3 +227,48 @@ def test_many_blocks_match_one_block(tmp_path: Path, monkeypatch: pytest.MonkeyP
     split = pl.read_parquet(to_parquet(path, GREEN, force=True))
     assert split.equals(whole)
     assert Counter(split["unique_row_id"].to_list()) == Counter(_python_ids(path, GREEN.header))
+
+
+# ---- line structure -----------------------------------------------------------------------
+
+
+def test_blank_lines_are_skipped_as_load_pg_does(tmp_path: Path) -> None:
+    lines = synthetic.csv_bytes("yellow", MONTH, 40, crlf=False).splitlines()
+    text = b"\r\n".join([*lines[:10], b"", *lines[10:], b"", b""]) + b"\r\n"
+    path = tmp_path / f"yellow_tripdata_{MONTH}.csv.gz"
+    path.write_bytes(gzip.compress(text))
+    df = pl.read_parquet(to_parquet(path, YELLOW))
+    assert df.height == 40
+    plan = hash_plan(YELLOW, YELLOW.header)
+    expected = [row_id(line.decode().split(","), plan) for line in lines[1:]]
+    assert df["unique_row_id"].to_list() == expected
+
+
+def test_a_short_line_is_named_not_filled_with_nulls(tmp_path: Path) -> None:
+    lines = synthetic.csv_bytes("yellow", MONTH, 40, crlf=False).splitlines()
+    lines[7] = lines[7].rsplit(b",", 2)[0]  # two fields short: a truncated record
+    path = tmp_path / f"yellow_tripdata_{MONTH}.csv.gz"
+    path.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
+    with pytest.raises(DataError, match=r"line 8: 16 fields, expected 18"):
+        to_parquet(path, YELLOW)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_a_quoted_newline_never_splits_a_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(parquet, "BLOCK_BYTES", 200)  # a block boundary inside the quotes
+    lines = synthetic.csv_bytes("yellow", MONTH, 30, crlf=False).splitlines()
+    flag = YELLOW.header.index("store_and_fwd_flag")
+    for i in (3, 12, 20):
+        fields = lines[i].split(b",")
+        fields[flag] = b'"N\nsecond ""line"""'
+        lines[i] = b",".join(fields)
+    path = tmp_path / f"yellow_tripdata_{MONTH}.csv.gz"
+    path.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
+    df = pl.read_parquet(to_parquet(path, YELLOW))
+    assert df.height == 30
+    assert df["store_and_fwd_flag"][11] == 'N\nsecond "line"'
+    plain = [line.replace(b'"N\nsecond ""line"""', b"N") for line in lines[1:]]
+    plan = hash_plan(YELLOW, YELLOW.header)  # the flag is not hashed
+    assert df["unique_row_id"].to_list() == [row_id(p.decode().split(","), plan) for p in plain]
