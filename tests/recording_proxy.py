@@ -68,6 +68,9 @@ class RecordingProxy:
     upstream: str  # http://127.0.0.1:PORT
     decorators: bool = False
     requests: list[Recorded] = field(default_factory=list)
+    # Failures to inject: (job kind, reason) for the next jobs.insert of that kind.
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    _failed_jobs: dict[str, bytes] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
 
@@ -79,6 +82,14 @@ class RecordingProxy:
     def clear(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.failures.clear()
+
+    def fail_next(self, kind: str, reason: str) -> None:
+        """The next `kind` job inserted finishes failed with `reason`, as BigQuery reports
+        a job error: the insert answers the job resource with `status.errorResult`, and
+        jobs.get answers the same (https://cloud.google.com/bigquery/docs/error-messages)."""
+        with self._lock:
+            self.failures.append((kind, reason))
 
     def recorded(self) -> list[Recorded]:
         with self._lock:
@@ -127,6 +138,10 @@ class RecordingProxy:
         record = Recorded(handler.command, split.path, parse_qs(split.query), body, parsed)
         with self._lock:
             self.requests.append(record)
+        injected = self._injected(handler.command, split.path, record)
+        if injected is not None:
+            self._reply(handler, 200, [("Content-Type", "application/json")], injected)
+            return
         if self.decorators and record.job:
             body = self._undecorate(split.path, record, body)
         if self.decorators and split.path.startswith("/upload/bigquery/"):
@@ -138,10 +153,37 @@ class RecordingProxy:
         headers = {
             k: v for k, v in handler.headers.items() if k.lower() not in HOP_BY_HOP | {"host"}
         }
-        status, reason, out_headers, payload = self._send(
-            handler.command, handler.path, body, headers
-        )
-        handler.send_response(status, reason)
+        status, _, out_headers, payload = self._send(handler.command, handler.path, body, headers)
+        self._reply(handler, status, out_headers, payload)
+
+    def _injected(self, method: str, path: str, record: Recorded) -> bytes | None:
+        with self._lock:
+            if method == "GET":
+                return self._failed_jobs.get(path.rsplit("/", 1)[-1])
+            kind = next((k for k, _ in self.failures if k in record.job), None)
+            if kind is None:
+                return None
+            reason = next(r for k, r in self.failures if k == kind)
+            self.failures.remove((kind, reason))
+            error = {"reason": reason, "message": f"injected by the recording proxy: {reason}"}
+            resource = {
+                "kind": "bigquery#job",
+                "jobReference": record.json["jobReference"],
+                "configuration": record.json["configuration"],
+                "status": {"state": "DONE", "errorResult": error, "errors": [error]},
+            }
+            payload = json.dumps(resource).encode()
+            self._failed_jobs[record.json["jobReference"]["jobId"]] = payload
+            return payload
+
+    def _reply(
+        self,
+        handler: BaseHTTPRequestHandler,
+        status: int,
+        out_headers: list[tuple[str, str]],
+        payload: bytes,
+    ) -> None:
+        handler.send_response(status)
         for key, value in out_headers:
             if key.lower() in HOP_BY_HOP:
                 continue

@@ -272,3 +272,39 @@ def test_smoke_gcp_without_a_project_says_what_it_needs_and_exits_2() -> None:
     assert done.returncode == 2, done.stderr
     assert "TAXI_GCP_PROJECT" in done.stderr and "TAXI_GCS_BUCKET" in done.stderr
     assert "credentials" in done.stderr
+
+
+def test_a_load_job_failing_with_a_retryable_reason_runs_again(
+    gcp: Gcp, real_green: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`backendError` is retryable ("retry the request",
+    https://cloud.google.com/bigquery/docs/error-messages): a new job, same partition."""
+    monkeypatch.setenv("TAXI_HTTP_BACKOFF", "0")
+    gcp.bq_requests.fail_next("load", "backendError")
+    result = invoke("load-bq", "green", "2020-04", "--create-dataset", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert "backendError" in result.stderr and "retrying" in result.stderr
+    inserts = [
+        r.json["jobReference"]["jobId"]
+        for r in gcp.bq_requests.recorded()
+        if "load" in r.job and "tripdata" in r.job["load"]["destinationTable"]["tableId"]
+    ]
+    assert len(inserts) == 2 and len(set(inserts)) == 2
+    assert gcp.query(f"SELECT COUNT(*) FROM {gcp.table('green_tripdata')}") == [(GREEN_ROWS,)]
+
+
+def test_a_job_failing_with_invalid_data_is_not_retried(
+    gcp: Gcp, real_green: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TAXI_HTTP_BACKOFF", "0")
+    gcp.bq_requests.fail_next("load", "invalid")
+    result = invoke("load-bq", "green", "2020-04", "--create-dataset", "--json")
+    assert result.exit_code == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert "BigQuery job taxi_cli_green_2020_04_load_" in line and "invalid: injected" in line
+    loads = [j for j in _trip_jobs(gcp, "load")]
+    assert len(loads) == 1
+    [(_, _, status, *_)] = gcp.query(
+        f"SELECT taxi, month, status FROM {gcp.table('taxi_cli_loads')}"
+    )
+    assert status == "failed"  # the failure is in the destination's ledger too
