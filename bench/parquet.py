@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 from taxi_cli.catalog import YELLOW, Kind
 
 if TYPE_CHECKING:
-    from taxi_cli.extract import Extracted
+    from taxi_cli.model import Extracted
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "bench" / ".work" / "parquet"
@@ -96,7 +96,7 @@ def _duckdb(src: Path, out: Path) -> None:
 
 def _extracted(src: Path) -> Extracted:
     """The file as `extract` hands it over: verified, with its sha256 (from the sidecar)."""
-    from taxi_cli.extract import Extracted
+    from taxi_cli.model import Extracted
     from taxi_cli.parquet import file_sha256
 
     size = src.stat().st_size

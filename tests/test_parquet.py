@@ -16,7 +16,7 @@ import pytest
 from taxi_cli import __version__, parquet, synthetic
 from taxi_cli.catalog import GREEN, YELLOW
 from taxi_cli.errors import DataError
-from taxi_cli.extract import Extracted
+from taxi_cli.model import Extracted
 from taxi_cli.parquet import (
     FORMAT_VERSION,
     LINEAGE,

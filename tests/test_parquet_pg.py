@@ -19,7 +19,7 @@ import pytest
 
 from taxi_cli.catalog import GREEN, YELLOW, TaxiType
 from taxi_cli.parquet import to_parquet
-from taxi_cli.postgres import load_file
+from taxi_cli.postgres.loader import load_file
 from tests.pg_helpers import GREEN_04, SQL_MD5, sha256, write_gz
 
 pytestmark = pytest.mark.integration
