@@ -6,7 +6,8 @@ resumes at the last chunk), carries the source's sha256 and row count as object
 metadata, and is checked afterwards: the object's md5 and crc32c must equal the local
 file's. An identical object is left alone; a different one is replaced under a
 generation precondition, so a concurrent writer makes this upload fail rather than be
-silently overwritten.
+silently overwritten. The metadata is the gcs destination's record of the month
+(`Lake.objects` lists it back); no bucket metadata is read unless asked (see `Lake`).
 """
 
 from __future__ import annotations
