@@ -207,6 +207,11 @@ def test_no_bucket_metadata_is_read_without_create_bucket(gcp: Gcp, real_green: 
     object request (`/b/{bucket}/o...`) or an upload."""
     result = invoke("load-gcs", "green", "2020-04")
     assert result.exit_code == 0, result.stderr
+    # The object is read once, before the upload; afterwards the upload's own response
+    # describes it (a reload could see, and `_discard` delete, another writer's object).
+    object_path = f"/storage/v1/b/{gcp.bucket}/o/{PARQUET_NAME.replace('/', '%2F')}"
+    reads = [r for r in gcp.gcs_requests.recorded() if (r.method, r.path) == ("GET", object_path)]
+    assert len(reads) == 1
     again = invoke("load-gcs", "green", "2020-04", "--force")
     assert again.exit_code == 0, again.stderr
     paths = {r.path for r in gcp.gcs_requests.recorded()}

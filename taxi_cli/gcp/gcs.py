@@ -267,7 +267,8 @@ class Lake:
         action = "replaced" if existing is not None else "uploaded"
         log.info("uploading %s to %s (%s bytes)", local.name, uri, f"{local_sum.size:,}")
         self._send(blob, local, local_sum, generation, out)
-        blob.reload()
+        # The upload response set our generation, md5 and crc32c on `blob`: a reload could
+        # return a concurrent writer's newer generation (and `_discard` would delete it).
         if not _same(blob, local_sum):
             self._discard(blob)
             raise DataError(
