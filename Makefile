@@ -11,7 +11,7 @@ COMPILE   = $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.
             --generate-hashes --quiet --custom-compile-command "make lock"
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint fmt bench lock docs clean
+.PHONY: help install run test test-fast lint fmt bench lock docs clean smoke-gcp
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ run: $(STAMP) ## the main job: real months into the embedded Postgres, dbt model
 
 test: $(STAMP) ## run the whole test suite (starts its own Postgres and emulators)
 	$(BIN)/pytest -q
+
+smoke-gcp: $(STAMP) ## the cloud path against a real project (TAXI_GCP_PROJECT, TAXI_GCS_BUCKET, credentials)
+	$(BIN)/python -m tests.smoke_gcp
 
 test-fast: $(STAMP) ## unit tests only, no servers
 	$(BIN)/pytest -q -m "not integration and not slow"

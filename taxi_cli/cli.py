@@ -176,6 +176,14 @@ CreateBucketOpt = Annotated[
 CreateDatasetOpt = Annotated[
     bool, typer.Option("--create-dataset", help="Create the dataset if it does not exist.")
 ]
+MigrateOpt = Annotated[
+    bool,
+    typer.Option(
+        "--migrate",
+        help="bq: keep a trip table of the old layout as TABLE_old_layout_TIME and create "
+        "the file_month layout (the months are then loaded again).",
+    ),
+]
 ModeOpt = Annotated[
     Mode,
     typer.Option(
@@ -454,6 +462,7 @@ def load_bq_cmd(
     location: LocationOpt = None,
     fmt: LakeFormatOpt = LakeFormat.PARQUET,
     create_dataset: CreateDatasetOpt = False,
+    migrate: MigrateOpt = False,
     mode: ModeOpt = Mode.REPLACE,
     force: ForceOpt = False,
     jobs: JobsOpt = 1,
@@ -479,7 +488,9 @@ def load_bq_cmd(
         bq_dataset=dataset,
         bq_location=location,
     )
-    options = DestinationOptions(mode=mode, lake_format=fmt, create_dataset=create_dataset)
+    options = DestinationOptions(
+        mode=mode, lake_format=fmt, create_dataset=create_dataset, migrate=migrate
+    )
     _load(
         cfg,
         TargetName.BQ,
@@ -566,6 +577,7 @@ def backfill_cmd(
             "target instead of a fixed share.",
         ),
     ] = False,
+    migrate: MigrateOpt = False,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -610,6 +622,7 @@ def backfill_cmd(
         create_bucket=create_bucket,
         create_dataset=create_dataset,
         worker=backfill.worker_name(share),
+        migrate=migrate,
     )
     made = destinations.make(cfg, target, options, out, reading=dry_run)
     opts = backfill.Options(

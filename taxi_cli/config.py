@@ -61,6 +61,22 @@ class Spec:
     default_doc: str = ""  # the default as documented, when it depends on the machine
 
 
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected 1/0, true/false, yes/no or on/off")
+
+
+def _default_keep_cache() -> bool:
+    """Laptops keep the cache; Cloud Run does not: its file system is memory
+    (https://cloud.google.com/run/docs/container-contract#filesystem). A Cloud Run job
+    sets CLOUD_RUN_JOB, a service K_SERVICE (same page, "Environment variables")."""
+    return not (os.environ.get("CLOUD_RUN_JOB") or os.environ.get("K_SERVICE"))
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text.strip())
@@ -257,6 +273,22 @@ SPECS: tuple[Spec, ...] = (
         help="backfill workers sharing a run, where the engine gives only an index "
         "(Kubernetes Indexed Jobs); 0 = from the engine",
     ),
+    Spec(
+        "gcs_check_location",
+        "TAXI_GCS_CHECK_LOCATION",
+        lambda: False,
+        _bool,
+        help="read the bucket's location (needs storage.buckets.get) to check it against "
+        "the dataset's; --create-bucket always does",
+    ),
+    Spec(
+        "keep_cache",
+        "TAXI_KEEP_CACHE",
+        _default_keep_cache,
+        _bool,
+        help="keep downloaded and Parquet files once a month is loaded everywhere",
+        default_doc="yes; no on Cloud Run (CLOUD_RUN_JOB or K_SERVICE set)",
+    ),
 )
 SPEC_BY_NAME = {s.name: s for s in SPECS}
 
@@ -297,6 +329,8 @@ class Settings:
     dbt_threads: int
     shard_count: int = 0
     manifest: str = ""
+    gcs_check_location: bool = False
+    keep_cache: bool = True
     sources: Mapping[str, str] = field(default_factory=dict)
     profile: str | None = None
     config_file: Path | None = None
