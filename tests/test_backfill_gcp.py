@@ -145,7 +145,9 @@ def test_failed_month_is_recorded_in_both_ledgers_and_exits_4(mirror: Mirror, da
     assert failed.status == "failed"
     assert failed.file == f"gs://{dataset.bucket}/green/green_tripdata_2020-02.parquet"
     [bq_failed] = [r for r in ledgers["bq"] if r.month == "2020-02"]
-    assert bq_failed.status == "failed" and (bq_failed.error or "").startswith("green_tripdata_2020-02")
+    assert bq_failed.status == "failed" and (bq_failed.error or "").startswith(
+        "green_tripdata_2020-02"
+    )
     assert _rows_in_bq(dataset) == {
         "green_tripdata_2020-01.csv": 40,
         "green_tripdata_2020-03.csv": 40,
