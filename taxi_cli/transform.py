@@ -18,8 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from taxi_cli import dbt_profile
-from taxi_cli.config import Settings
+from taxi_cli import dbt_profile, zones_ready
+from taxi_cli.config import Settings, exported
 from taxi_cli.console import Output
 from taxi_cli.errors import ExitCode, TaxiError, UsageError
 from taxi_cli.lock import RunLock, lock_path
@@ -201,6 +201,7 @@ def run(
     from dbt.cli.main import dbtRunner
 
     resolved = dbt_profile.resolve(cfg, target)
+    zones_ready.ensure(cfg, resolved.name)  # dim_zones needs them (a new project has none)
     work = cfg.state_path / "dbt" / resolved.name
     target_path, log_path = work / "target", work / "logs"
     target_path.mkdir(parents=True, exist_ok=True)
@@ -220,7 +221,8 @@ def run(
             test_run=test_run,
             extra_args=extra_args,
         )
-        outcome = dbtRunner(callbacks=[_Progress()]).invoke(args)
+        with exported(resolved.environment):  # the credentials file for dbt's `oauth`
+            outcome = dbtRunner(callbacks=[_Progress()]).invoke(args)
     result = TransformResult(
         target=resolved.name,
         where=resolved.description,
