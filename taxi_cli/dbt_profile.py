@@ -165,6 +165,19 @@ def bigquery_target(cfg: Settings, *, preflight: bool = True) -> DbtTarget:
     )
 
 
+def forget_cached_credentials() -> None:
+    """dbt-bigquery caches google.auth.default()'s credentials for the process (an
+    lru_cache keyed by scopes): a second transform in the same process would reuse the
+    first one's, whatever GOOGLE_APPLICATION_CREDENTIALS names now."""
+    try:
+        from dbt.adapters.bigquery import credentials
+    except ImportError:  # dbt-bigquery is not installed: nothing cached
+        return
+    cached = getattr(credentials, "_create_bigquery_defaults", None)
+    if cached is not None and hasattr(cached, "cache_clear"):
+        cached.cache_clear()
+
+
 def resolve(cfg: Settings, target: str) -> DbtTarget:
     if target == "pg":
         return postgres_target(cfg)

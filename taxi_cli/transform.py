@@ -201,7 +201,6 @@ def run(
     from dbt.cli.main import dbtRunner
 
     resolved = dbt_profile.resolve(cfg, target)
-    zones_ready.ensure(cfg, resolved.name)  # dim_zones needs them (a new project has none)
     work = cfg.state_path / "dbt" / resolved.name
     target_path, log_path = work / "target", work / "logs"
     target_path.mkdir(parents=True, exist_ok=True)
@@ -211,6 +210,7 @@ def run(
     # one dbt per target dir: two builds would overwrite each other's compiled SQL
     lock = RunLock(lock_path(cfg, f"dbt-{resolved.name}"), what=f"transform --target {target}")
     with lock, dbt_profile.profiles_dir(resolved) as profiles:
+        zones_ready.ensure(cfg, resolved.name)  # dim_zones needs them; a new project has none
         args = dbt_args(
             resolved,
             profiles=profiles,
@@ -221,6 +221,8 @@ def run(
             test_run=test_run,
             extra_args=extra_args,
         )
+        if resolved.name == "bq":
+            dbt_profile.forget_cached_credentials()
         with exported(resolved.environment):  # the credentials file for dbt's `oauth`
             outcome = dbtRunner(callbacks=[_Progress()]).invoke(args)
     result = TransformResult(

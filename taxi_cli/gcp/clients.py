@@ -101,13 +101,20 @@ def _credentials_file(path: Path) -> tuple[Any, str | None]:
     goes over the network here: with scopes, an external_account file would exchange
     its token and look the project up right away. The scopes are applied afterwards,
     where the credential type wants them; the first API call fetches the token."""
+    import warnings
+
     import google.auth
     from google.auth import exceptions as auth_exc
     from google.auth.credentials import with_scopes_if_required
 
     kind = credentials_file_type(path)
     try:
-        creds, project = google.auth.load_credentials_from_file(str(path))  # type: ignore[no-untyped-call]
+        # The file is the user's own ADC configuration, trusted as google.auth.default()
+        # trusts GOOGLE_APPLICATION_CREDENTIALS: it loads it with this call and silences
+        # the same "validate untrusted configurations" DeprecationWarning.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            creds, project = google.auth.load_credentials_from_file(str(path))  # type: ignore[no-untyped-call]
     except (auth_exc.GoogleAuthError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ConfigError(
             f"credentials file {path} is not usable as {kind}: "
