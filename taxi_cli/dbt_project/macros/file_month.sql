@@ -10,9 +10,9 @@
 {%- endmacro %}
 
 {% macro default__file_month_of(column) -%}
-    to_date(substring({{ column }} from '_(\d{4}-\d{2})'), 'YYYY-MM')
+    to_date(substring({{ column }} from '\d{4}-\d{2}'), 'YYYY-MM')
 {%- endmacro %}
 
 {% macro bigquery__file_month_of(column) -%}
-    parse_date('%Y-%m', regexp_extract({{ column }}, r'_(\d{4}-\d{2})'))
+    parse_date('%Y-%m', regexp_extract({{ column }}, r'\d{4}-\d{2}'))
 {%- endmacro %}

@@ -12,7 +12,10 @@
     materialized='incremental',
     incremental_strategy=('insert_overwrite' if target.type == 'bigquery' else 'delete+insert'),
     unique_key=(none if target.type == 'bigquery' else 'file_month'),
-    partition_by={'field': 'file_month', 'data_type': 'date', 'granularity': 'month'},
+    partition_by={
+        'field': 'file_month', 'data_type': 'date', 'granularity': 'month',
+        'copy_partitions': true,
+    },
     cluster_by=['pickup_datetime', 'pickup_location_id'],
     indexes=([] if target.type == 'bigquery' else [{'columns': ['file_month']}]),
     on_schema_change='fail',
