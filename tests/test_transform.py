@@ -447,3 +447,18 @@ def test_a_second_transform_on_the_same_target_is_refused(
         .splitlines()[-1]
         .startswith("taxi-cli: error: another transform --target pg is running (pid ")
     )
+
+
+def test_a_fact_trips_built_before_it_was_incremental_asks_for_a_full_refresh(small: str) -> None:
+    with psycopg.connect(small, autocommit=True) as conn:
+        conn.execute("CREATE TABLE fact_trips AS SELECT 'x'::text AS trip_id")  # old layout
+    code, _, err = transform()
+    assert code == 1
+    last = err.strip().splitlines()[-1]
+    assert "model fact_trips error" in last and "no source_fingerprint column" in last
+    assert "taxi-cli transform --full-refresh" in last
+    code, _, err = transform("--full-refresh")
+    assert code == 0, err
+    assert query(
+        small, "SELECT count(*) > 0, count(source_fingerprint) = count(*) FROM fact_trips"
+    )[0] == (True, True)
