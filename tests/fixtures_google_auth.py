@@ -39,6 +39,8 @@ AUDIENCE = (
 )
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
+OIDC_TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJyZXBvOnRheGkifQ.c2lnbmF0dXJl"
+OIDC_REQUEST_TOKEN = "runner-request-token"
 
 
 def _b64url_decode(part: str) -> bytes:
@@ -155,6 +157,10 @@ def _handler(server: TokenServer) -> type[BaseHTTPRequestHandler]:
             self._refuse("unknown endpoint")
 
         def do_GET(self) -> None:
+            if self.path.startswith("/oidc"):  # GitHub's ACTIONS_ID_TOKEN_REQUEST_URL
+                if self.headers.get("Authorization") != f"Bearer {OIDC_REQUEST_TOKEN}":
+                    return self._refuse("OIDC request without the runner's request token")
+                return self._reply(200, {"count": 1, "value": OIDC_TOKEN})
             if self.path.startswith("/bigquery/v2/projects/"):
                 server.api_auth.append(self.headers.get("Authorization", ""))
                 parts = self.path.split("?")[0].split("/")
@@ -237,18 +243,31 @@ def authorized_user_file(path: Path, server: TokenServer) -> Path:
     return path
 
 
-def external_account_file(path: Path, server: TokenServer, *, impersonate: bool) -> Path:
-    """A Workload Identity Federation configuration with a file-sourced OIDC token (what
+def external_account_file(
+    path: Path, server: TokenServer, *, impersonate: bool, url_sourced: bool = False
+) -> Path:
+    """A Workload Identity Federation configuration. File-sourced OIDC token: what
     `gcloud iam workload-identity-pools create-cred-config --credential-source-file`
-    writes; google-github-actions/auth writes the URL-sourced variant)."""
-    token_file = path.with_name(path.stem + "-oidc.jwt")
-    token_file.write_text("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJyZXBvOnRheGkifQ.c2lnbmF0dXJl")
+    writes. URL-sourced (`url_sourced`): what google-github-actions/auth v2 writes, the
+    token fetched from the runner's ACTIONS_ID_TOKEN_REQUEST_URL with its request token
+    (auth v2.1.9 src/client/workload_identity_federation.ts)."""
+    source: dict[str, Any]
+    if url_sourced:
+        source = {
+            "url": f"{server.url}/oidc?audience=https://iam.googleapis.com/{AUDIENCE[2:]}",
+            "headers": {"Authorization": f"Bearer {OIDC_REQUEST_TOKEN}"},
+            "format": {"type": "json", "subject_token_field_name": "value"},
+        }
+    else:
+        token_file = path.with_name(path.stem + "-oidc.jwt")
+        token_file.write_text(OIDC_TOKEN)
+        source = {"file": str(token_file)}
     info: dict[str, Any] = {
         "type": "external_account",
         "audience": AUDIENCE,
         "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
         "token_url": f"{server.url}/v1/token",
-        "credential_source": {"file": str(token_file)},
+        "credential_source": source,
         "universe_domain": "googleapis.com",
     }
     if impersonate:

@@ -22,6 +22,7 @@ from taxi_cli.cli import app
 from taxi_cli.config import exported, load_settings
 from taxi_cli.gcp import clients
 from tests.fixtures_google_auth import (
+    OIDC_TOKEN,
     PROJECT,
     SA_EMAIL,
     TokenServer,
@@ -41,6 +42,11 @@ KINDS: dict[str, tuple[str, str, str]] = {
         "impersonated-from-sts",
         "oauth",
     ),
+    "external_account+github": (  # google-github-actions/auth's file
+        "google.auth.identity_pool.Credentials",
+        "impersonated-from-sts",
+        "oauth",
+    ),
     "impersonated_service_account": (
         "google.auth.impersonated_credentials.Credentials",
         "impersonated-from-user",
@@ -56,7 +62,8 @@ def write(kind: str, tmp_path: Path, server: TokenServer) -> Path:
     if kind == "authorized_user":
         return authorized_user_file(path, server)
     if kind.startswith("external_account"):
-        return external_account_file(path, server, impersonate="+" in kind)
+        github = kind.endswith("+github")
+        return external_account_file(path, server, impersonate="+" in kind, url_sourced=github)
     return impersonated_file(path, server)
 
 
@@ -124,10 +131,8 @@ def test_the_loaders_accept_the_file_and_its_token_reaches_the_api(
     (header,) = token_server.api_auth
     token = header.removeprefix("Bearer ")
     assert token_server.issued[token] == grant
-    if kind.startswith("external_account"):  # the file-sourced OIDC token was exchanged
-        assert token_server.subject_tokens == [
-            Path(str(path).replace(".json", "-oidc.jwt")).read_text()
-        ]
+    if kind.startswith("external_account"):  # the OIDC token (file or URL) was exchanged
+        assert token_server.subject_tokens == [OIDC_TOKEN]
 
 
 def test_a_service_account_key_names_its_project(
