@@ -462,3 +462,17 @@ def test_a_fact_trips_built_before_it_was_incremental_asks_for_a_full_refresh(sm
     assert query(
         small, "SELECT count(*) > 0, count(source_fingerprint) = count(*) FROM fact_trips"
     )[0] == (True, True)
+
+
+def test_a_full_build_after_a_test_run_rebuilds_the_sampled_months(small: str) -> None:
+    code, _, err = transform("--test-run")
+    assert code == 0, err
+    (sampled,) = query(small, "SELECT count(*) FROM fact_trips")[0]
+    assert 0 < sampled <= 100
+    code, _, err = transform()
+    assert code == 0, err
+    full = query(small, FACT_ROWS)
+    assert len(full) > sampled
+    code, _, err = transform("--full-refresh")
+    assert code == 0, err
+    assert query(small, FACT_ROWS) == full

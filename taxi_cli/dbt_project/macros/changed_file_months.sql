@@ -6,10 +6,16 @@
   their unique_row_id (md5 of the row). A month that was loaded, reloaded with other
   content, or is new since the last build has a different (or no) fingerprint; that
   month's partition is rebuilt and no other. The raw side reads two columns of the raw
-  tables (unique_row_id, filename), not the rows.
+  tables (unique_row_id, filename), not the rows. A `--test-run` build (a sample) marks
+  its fingerprints, so the next full build rebuilds those months.
 #}
 {% macro source_fingerprints() -%}
-select service_type, file_month, {{ fingerprint_agg('unique_row_id') }} as source_fingerprint
+{#- a --test-run build holds a sample: its months never match a full build's #}
+select
+    service_type,
+    file_month,
+    {{ fingerprint_agg('unique_row_id') }}
+        {%- if var('is_test_run', false) %} || ':test-run'{% endif %} as source_fingerprint
 from (
     {%- for taxi in ['green', 'yellow'] %}
     select
