@@ -19,7 +19,8 @@ import os
 import re
 import socket
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -248,7 +249,9 @@ SPECS: tuple[Spec, ...] = (
         "gcp_credentials",
         "GOOGLE_APPLICATION_CREDENTIALS",
         lambda: "",
-        help="service-account key file (else Application Default Credentials)",
+        help="Google credentials file of any ADC type: service-account key, user login, "
+        "Workload Identity Federation config, impersonation (else Application Default "
+        "Credentials)",
     ),
     Spec(
         "storage_emulator_host",
@@ -289,6 +292,13 @@ SPECS: tuple[Spec, ...] = (
         help="keep downloaded and Parquet files once a month is loaded everywhere",
         default_doc="yes; no on Cloud Run (CLOUD_RUN_JOB or K_SERVICE set)",
     ),
+    Spec(
+        "bq_max_bytes_billed",
+        "TAXI_BQ_MAX_BYTES_BILLED",
+        lambda: 50_000_000_000,
+        _positive_int,
+        help="transform on BigQuery: a dbt query billing more bytes fails (0 = no cap)",
+    ),
 )
 SPEC_BY_NAME = {s.name: s for s in SPECS}
 
@@ -328,6 +338,7 @@ class Settings:
     bq_endpoint: str
     dbt_threads: int
     shard_count: int = 0
+    bq_max_bytes_billed: int = 50_000_000_000
     manifest: str = ""
     gcs_check_location: bool = False
     keep_cache: bool = True
@@ -394,6 +405,22 @@ def environ() -> Mapping[str, str]:
 def env_flag(name: str) -> str | None:
     """One raw environment variable, for the few switches that are not settings."""
     return os.environ.get(name)
+
+
+@contextmanager
+def exported(values: Mapping[str, str]) -> Iterator[None]:
+    """`values` in the process environment for the duration (for an in-process tool
+    such as dbt, whose libraries read it), the previous values restored afterwards."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def is_ci() -> bool:
