@@ -43,8 +43,9 @@ fmt: $(STAMP) ## format the code
 	$(BIN)/ruff format taxi_cli tests bench
 	$(BIN)/ruff check --fix taxi_cli tests bench
 
-bench: $(STAMP) ## load-pg against COPY and the course's SQL; prints the ratios
-	$(BIN)/python -m bench.load_pg
+bench: $(STAMP) ## load-pg against COPY, the course's SQL and DuckDB (BENCH_ARGS=--big: 7M rows)
+	$(BIN)/pip install --quiet -e ".[bench]"
+	$(BIN)/python -m bench.load_pg $(BENCH_ARGS)
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
