@@ -40,12 +40,16 @@ def open_text_lines(path: Path) -> IO[bytes]:
 
 def damaged(name: str, taxi: str, exc: BaseException) -> DataError:
     """The error for a release file whose gzip stream does not check out (CRC, length,
-    corrupt deflate data, truncation): nothing of it is loaded; it must be fetched again."""
+    corrupt deflate data, truncation): nothing of it is loaded; it must be fetched again.
+    (Any other OSError is the file not being readable at all, said as such.)"""
     what = " ".join(str(exc).split()) or type(exc).__name__
     month = name.removesuffix(".gz").removesuffix(".csv").rpartition("_")[2]
+    again = f"`taxi-cli extract {taxi} {month} --force`"
+    if isinstance(exc, OSError) and not isinstance(exc, gzip.BadGzipFile):
+        return DataError(f"{name}: cannot read the file ({what}); nothing was loaded: {again}")
     return DataError(
         f"{name}: the file is damaged ({what}); nothing of it was loaded: fetch it again "
-        f"with `taxi-cli extract {taxi} {month} --force`"
+        f"with {again}"
     )
 
 

@@ -65,6 +65,8 @@ BLOCK_BYTES = 3 << 20  # ~25 MB of working memory per MB of block, per worker: R
 WORKERS = 2  # blocks made at once (and kept in memory at once)
 MAX_RECORD = 1 << 20  # a quoted field may span lines, but no record is longer than this
 _UNCLOSED = "a quoted field is not closed"
+_TOO_LONG = f"a record longer than {MAX_RECORD:,} bytes (not a trip file?)"
+_FATAL = (_UNCLOSED, _TOO_LONG)
 _WIRE = {Kind.COUNT: ">i4", Kind.MONEY: ">f8", Kind.TIMESTAMP: ">i8"}
 _FAST_KINDS = {Kind.COUNT: b"C", Kind.MONEY: b"M", Kind.TIMESTAMP: b"S"}  # else b"T" (text)
 # Values read in bulk by Polars; each form is one whose Polars value is PostgreSQL's (no
@@ -393,6 +395,8 @@ class TripStream:
         else:
             fields = np.diff(np.searchsorted(commas, np.concatenate(([-1], ends)))) + 1
         problems = self._text_problems(block, buf, starts, ends, quotes)
+        for long in np.flatnonzero(lengths > MAX_RECORD).tolist():
+            problems[long] = _TOO_LONG
         for wrong in np.flatnonzero((fields != width) & ~blank).tolist():
             problems.setdefault(wrong, f"expected {width} fields, found {int(fields[wrong])}")
         drop = blank.copy()
@@ -400,7 +404,7 @@ class TripStream:
             text = self._line_text(block, int(starts[i]), int(ends[i]))
             reason = problems[i]
             line = int(self._lines[i])
-            if reason == _UNCLOSED:  # the rest of the file has no record boundaries
+            if reason in _FATAL:  # the rest of the file has no record boundaries
                 raise BadRow(f"{self.name}: line {line}: {reason}; fix or re-extract the file")
             if not self.quarantine:
                 if i > 0:  # a bad value on an earlier line is the first error

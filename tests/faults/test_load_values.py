@@ -268,3 +268,12 @@ def test_an_unclosed_quote_is_an_error_not_the_rest_of_the_file(
     with pytest.raises(DataError, match=r"line 3: a quoted field is not closed"):
         load_file(pg_conn, YELLOW, _file(tmp_path, rows), NAME, "q", bad_rows="quarantine")
     assert count(pg_conn, "yellow_tripdata") == 0
+
+
+def test_a_line_longer_than_any_record_is_an_error_in_bounded_memory(
+    pg_conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    rows = [_row("L0", 0, "1"), _row("L1", 6, "x" * (3 << 20)), _row("L2", 0, "1")]
+    with pytest.raises(DataError, match=r"line 3: a record longer than 1,048,576 bytes"):
+        load_file(pg_conn, YELLOW, _file(tmp_path, rows), NAME, "l", bad_rows="quarantine")
+    assert count(pg_conn, "yellow_tripdata") == 0
