@@ -1,14 +1,19 @@
 """A release CSV as COPY input: checked, row ids computed, in bounded batches.
 
-Each block of ~3 MB of CSV (inflated by zlib in a read-ahead thread) is parsed by
-Polars (numbers by the CSV reader, ids and timestamps as text); its numbers and
-timestamps are checked (a bad value is reported with its file line, column and value,
-or quarantined); it gets `unique_row_id` (the values rendered as PostgreSQL renders the
-typed columns, see `taxi_cli.rowid`, hashed by `md5vec`); and it is encoded in binary
-COPY format (`pgbinary`). Blocks are made in two threads and taken in file order.
-Memory stays at a few blocks whatever the file size. A block of canonical lines (the
-common case) is done by the C extension `_fastcopy` instead, in one pass without the GIL;
-any block it declines takes the path above, whole.
+Guarantee: every row written is what PostgreSQL makes of the same CSV text (values and
+the course's `unique_row_id`), or it is a bad row (named, or quarantined), never stored
+as something else; a file whose gzip CRC or length fails loads nothing.
+
+Each block of ~3 MB of CSV (inflated by ISA-L or zlib in a read-ahead thread, cut at a
+record boundary: a quoted field may span lines) is parsed by Polars as text; its typed
+values are converted under PostgreSQL's rules (`pgtext`; plain forms in bulk) and
+checked (a bad value is reported with its file line, column and value, or quarantined);
+it gets `unique_row_id` (the values rendered as PostgreSQL's `::text` renders them,
+hashed by `md5vec`); and it is encoded in binary COPY format (`pgbinary`). Blocks are
+made in two threads and taken in file order. Memory stays at a few blocks whatever the
+file size. A block of canonical lines (the common case) is done by the C extension
+`_fastcopy` instead, in one pass without the GIL; any block it declines takes the path
+above, whole.
 """
 
 from __future__ import annotations
