@@ -28,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -131,6 +131,12 @@ def _text_field(series: pl.Series) -> pgbinary.Text:
     return pgbinary.Text(np.array(encoded, dtype=f"S{width}"), lengths)
 
 
+def _count_lines(block: bytes) -> int:
+    """Lines in `block` (a last one without its newline counts), numpy-fast."""
+    newlines = int(np.count_nonzero(np.frombuffer(block, dtype=np.uint8) == 10))
+    return newlines + (not block.endswith(b"\n"))
+
+
 def _open_quote(block: bytes) -> bool:
     """Whether `block` (from a record start) ends inside a quoted field. As in
     PostgreSQL's CSV reader, every quote toggles quoting (an escaped `""` twice)."""
@@ -143,7 +149,9 @@ class _ReadAhead(io.RawIOBase):
     def __init__(self, src: IO[bytes], chunk: int = 1 << 20, ahead: int = 8) -> None:
         super().__init__()
         self._chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=ahead)
-        self._buf = bytearray()
+        self._pieces: deque[bytes] = deque()
+        self._off = 0  # into the first piece
+        self._avail = 0  # bytes buffered (after the offset)
         self._eof = False
         self._stopped = threading.Event()
         self._thread = threading.Thread(
@@ -166,34 +174,80 @@ class _ReadAhead(io.RawIOBase):
             if not data or isinstance(data, BaseException):
                 return
 
-    def _fill(self, until: Callable[[], bool]) -> None:
-        while not self._eof and not until():
-            data = self._chunks.get()
-            if isinstance(data, BaseException):
-                raise data
-            if not data:
-                self._eof = True
-            self._buf += data
+    def _more(self) -> bool:
+        """Take the next chunk from the thread; False at the end of the data."""
+        if self._eof:
+            return False
+        data = self._chunks.get()
+        if isinstance(data, BaseException):
+            raise data
+        if not data:
+            self._eof = True
+            return False
+        self._pieces.append(data)
+        self._avail += len(data)
+        return True
 
-    def read(self, size: int = -1) -> bytes:
-        if size < 0:
-            self._fill(lambda: False)
-            size = len(self._buf)
-        self._fill(lambda: len(self._buf) >= size)
-        out = bytes(self._buf[:size])
-        del self._buf[:size]
+    def _find_newline(self, start: int, stop: int) -> int:
+        """Offset of the first newline in [start, stop) of the buffered data, or -1."""
+        base = -self._off
+        for piece in self._pieces:
+            end = base + len(piece)
+            if end > start:
+                lo = max(start - base, 0)
+                hit = piece.find(b"\n", lo, max(lo, stop - base))
+                if hit >= 0:
+                    return base + hit
+            if end >= stop:
+                break
+            base = end
+        return -1
+
+    def _take(self, n: int) -> bytes:
+        """The first n buffered bytes, copied once."""
+        n = min(n, self._avail)
+        first = self._pieces[0] if self._pieces else b""
+        if self._off + n <= len(first):  # within one chunk
+            out = first[self._off : self._off + n]
+        else:
+            parts: list[bytes | memoryview] = []
+            need, off = n, self._off
+            for piece in self._pieces:
+                part = memoryview(piece)[off : off + need]
+                parts.append(part)
+                need -= len(part)
+                off = 0
+                if not need:
+                    break
+            out = b"".join(parts)
+        self._avail -= n
+        self._off += n
+        while self._pieces and self._off >= len(self._pieces[0]):
+            self._off -= len(self._pieces.popleft())
         return out
 
+    def read(self, size: int = -1) -> bytes:
+        while (size < 0 or self._avail < size) and self._more():
+            pass
+        return self._take(self._avail if size < 0 else size)
+
+    def read_lines(self, size: int, limit: int) -> bytes:
+        """About `size` bytes ending with a whole line (at most `size + limit`)."""
+        while self._avail < size and self._more():
+            pass
+        start = max(size - 1, 0)
+        while True:
+            stop = min(self._avail, size + limit)
+            hit = self._find_newline(start, stop)
+            if hit >= 0:
+                return self._take(hit + 1)
+            if stop >= size + limit or not self._more():
+                return self._take(stop)
+            start = stop
+
     def readline(self, size: int | None = -1) -> bytes:
-        limit = size if size is not None and size >= 0 else None
-        self._fill(lambda: b"\n" in self._buf or (limit is not None and len(self._buf) >= limit))
-        end = self._buf.find(b"\n", 0, limit)
-        end = (
-            min(len(self._buf), limit if limit is not None else len(self._buf))
-            if end < 0
-            else end + 1
-        )
-        return self.read(end)
+        limit = size if size is not None and size >= 0 else 1 << 62
+        return self.read_lines(1, limit - 1) if limit > 0 else b""
 
     def readable(self) -> bool:
         return True
@@ -204,7 +258,7 @@ class _ReadAhead(io.RawIOBase):
 
 
 @contextmanager
-def _decompressed(path: Path) -> Iterator[tuple[IO[bytes], Callable[[], int]]]:
+def _decompressed(path: Path) -> Iterator[tuple[_ReadAhead, Callable[[], int]]]:
     """The CSV bytes, and how far into the file (compressed bytes) we are. zlib inflates
     in the read-ahead thread (it releases the GIL): less CPU than a gzip process and a
     pipe, and decompression still overlaps the parsing."""
@@ -213,7 +267,7 @@ def _decompressed(path: Path) -> Iterator[tuple[IO[bytes], Callable[[], int]]]:
         size = path.stat().st_size
         ahead = _ReadAhead(src)
         try:
-            yield cast(IO[bytes], ahead), lambda: min(raw.tell(), size)
+            yield ahead, lambda: min(raw.tell(), size)
         finally:
             ahead.stop()
 
@@ -298,7 +352,7 @@ class TripStream:
             raise damaged(self.name, self.taxi.name, exc) from exc
 
     def _blocks(
-        self, src: IO[bytes], position: Callable[[], int], pool: ThreadPoolExecutor
+        self, src: _ReadAhead, position: Callable[[], int], pool: ThreadPoolExecutor
     ) -> Iterator[bytes]:
         width = check_header(self.name, src.readline(), self.taxi.accepted_headers, self.taxi.name)
         yield pgbinary.SIGNATURE
@@ -306,14 +360,14 @@ class TripStream:
         try:
             line = 2
             while True:
-                block = src.read(self.block_bytes)
+                block = src.read_lines(self.block_bytes, MAX_RECORD)
                 if not block:
                     break
                 block = self._to_record_end(src, block, line)
                 if self.progress is not None:
                     self.progress(position())
                 pending.append(pool.submit(self._own_block, block, line, width))
-                line += block.count(b"\n") + (not block.endswith(b"\n"))
+                line += _count_lines(block)
                 while len(pending) >= self.workers:
                     out = self._finish(pending.popleft())
                     if out:
@@ -327,23 +381,23 @@ class TripStream:
                 future.cancel()
         yield pgbinary.TRAILER
 
-    def _to_record_end(self, src: IO[bytes], block: bytes, line: int) -> bytes:
-        """Extend `block` to the end of its last record: the line, and further lines
-        while a quoted field is open (bounded by MAX_RECORD)."""
+    def _to_record_end(self, src: _ReadAhead, block: bytes, line: int) -> bytes:
+        """Extend `block` (whole lines) while a quoted field is open at its end: a quoted
+        field may hold line breaks. No record is longer than MAX_RECORD."""
+        too_long = len(block) >= self.block_bytes + MAX_RECORD and not block.endswith(b"\n")
+        open_quote = b'"' in block and _open_quote(block)
         parts = [block]
-        if not block.endswith(b"\n"):
-            parts.append(src.readline(MAX_RECORD))
-        open_quote = b'"' in block and _open_quote(b"".join(parts))
-        grown = len(parts[-1]) if len(parts) > 1 else 0
-        while open_quote and grown <= MAX_RECORD:
+        grown = 0
+        while open_quote and not too_long:
             more = src.readline(MAX_RECORD)
             if not more:
                 break  # end of file: the block's last record reports the open quote
             parts.append(more)
             grown += len(more)
             open_quote ^= _open_quote(more)
+            too_long = grown > MAX_RECORD
         joined = b"".join(parts) if len(parts) > 1 else block
-        if grown >= MAX_RECORD and (open_quote or not joined.endswith(b"\n")):
+        if too_long:
             where = line + joined.count(b"\n")
             raise BadRow(
                 f"{self.name}: near line {where:,}: a record longer than {MAX_RECORD:,} "
