@@ -58,9 +58,10 @@ fmt: $(STAMP) ## format the code
 	$(BIN)/ruff format taxi_cli tests bench
 	$(BIN)/ruff check --fix taxi_cli tests bench
 
-bench: $(STAMP) ## load-pg against COPY and the course's SQL; prints the ratios
-	$(BIN)/python -m bench.load_pg
-	$(BIN)/python -m bench.parquet $(PARQUET_BENCH_ARGS)  # PARQUET_BENCH_ARGS=--large: also 7M rows
+bench: $(STAMP) ## load-pg against COPY, the course's SQL and DuckDB, and the Parquet conversion against Polars (BENCH_ARGS=--big, PARQUET_BENCH_ARGS=--large: 7M rows)
+	$(BIN)/pip install --quiet -e ".[bench]"
+	$(BIN)/python -m bench.load_pg $(BENCH_ARGS)
+	$(BIN)/python -m bench.parquet $(PARQUET_BENCH_ARGS)
 
 lock: $(STAMP) ## re-pin requirements/*.txt (with hashes) after a change to pyproject.toml
 	$(COMPILE) --extra test --extra lint --output-file $(LOCK_DEV)
