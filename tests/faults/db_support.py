@@ -170,6 +170,8 @@ class TcpFront:
                 try:
                     if s.family == socket.AF_INET:  # linger 0: close() sends RST
                         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    else:  # the server's side: shutdown wakes the pipe blocked in recv()
+                        s.shutdown(socket.SHUT_RDWR)  # and the backend sees the hang-up
                     s.close()
                 except OSError:
                     pass

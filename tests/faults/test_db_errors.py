@@ -109,8 +109,9 @@ def test_a_role_without_any_grant(mirror: Mirror, pg_url: str, admin) -> None:  
     line = _failed(cli("status", "--pg-url", url))
     assert "reading the load ledger" in line and "permission denied for table" in line
     assert "GRANT SELECT" in line
+    # load-pg plans from the ledger first, like backfill: that read is what fails
     line = _failed(cli("load-pg", "green", "2020-01", "--pg-url", url, "--force"))
-    assert "must be owner of table green_tripdata_2020_01" in line and "OWNER TO" in line
+    assert "permission denied for table taxi_cli_loads" in line and "GRANT SELECT" in line
     line = _failed(cli("backfill", "green", "2020-01", "--pg-url", url, "--dry-run"))
     assert "permission denied for table taxi_cli_loads" in line
     assert _ids(admin) == before
@@ -177,7 +178,7 @@ def test_a_full_disk_on_the_server(
     mirror.add_month("green", "2020-01", rows=60_000, seed=5)  # the month grew upstream
     url = f"{pg_url}&options=-c%20default_tablespace%3D{small_tablespace}&password={SECRET}"
     fresh = {"TAXI_DATA_DIR": str(Path(tempfile.mkdtemp(prefix="taxi-cli-dl-")))}
-    line = _failed(cli("load-pg", "green", "2020-01", "--pg-url", url, "-q", env=fresh))
+    line = _failed(cli("load-pg", "green", "2020-01", "--pg-url", url, "-q", "--force", env=fresh))
     assert "disk is full" in line and "No space left on device" in line
     assert _ids(admin) == before
 
@@ -209,9 +210,12 @@ def test_a_lost_connection_fails_load_pg_and_keeps_the_rows(  # type: ignore[no-
     _wait_for_copy(admin, proc)
     tcp_front.cut()
     run = finish(proc)
-    line = _failed(run)
-    assert "lost the connection" in line and "run again" in line
-    assert _ids(admin) == before
+    # a lost connection is transient: the partition is retried on a new one, and the
+    # month lands once, whole; what the cut transaction had written never shows
+    assert run.code == 0, run.err
+    assert "lost the connection" in run.err and "retrying" in run.err
+    assert count(admin, "green_tripdata") == 300_000
+    assert _ids(admin) != before
 
 
 def _wait_for_lock_wait(conn: psycopg.Connection, proc: subprocess.Popen[str]) -> int:
@@ -304,8 +308,12 @@ def test_a_server_that_vanishes_without_a_reset(  # type: ignore[no-untyped-def]
     proc = start("load-pg", "green", "2020-01", "--pg-url", url, env=fresh)
     _wait_for_copy(admin, proc)
     tcp_front.freeze()
-    line = _failed(finish(proc, timeout=240))
-    assert "lost the connection" in line and "run again" in line
+    run = finish(proc, timeout=240)
+    # the loss is retried like any transient failure; the frozen peer then does not
+    # answer at all, which stops the run as "cannot connect" (exit 3) in one line
+    line = _failed(run, code=3)
+    assert "cannot connect" in line
+    assert "lost the connection" in run.err and "retrying" in run.err
     assert count(admin, "green_tripdata") == 0
     assert admin.execute("SELECT count(*) FROM taxi_cli_loads").fetchone() == (0,)
 

@@ -24,7 +24,7 @@ MIB = 1 << 20
 PEAK_BOUND_MIB = 320
 
 _PROBE = """
-import json, resource, sys
+import json, sys
 from pathlib import Path
 from taxi_cli.catalog import GREEN
 from taxi_cli.verify import VerifyError, verify_trip_file
@@ -33,7 +33,10 @@ try:
     result = {"rows": v.rows, "uncompressed": v.uncompressed_bytes}
 except VerifyError as exc:
     result = {"error": str(exc), "line": exc.line}
-result["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM is this process image's own high-water mark; ru_maxrss would carry over the
+# peak of the pytest process that forked it (Linux keeps it across exec)
+hwm = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM"))
+result["peak_mib"] = int(hwm.split()[1]) / 1024
 print(json.dumps(result))
 """
 

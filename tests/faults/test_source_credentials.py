@@ -147,7 +147,7 @@ def test_log_lines_of_any_module_are_masked(
     mirror.fail(rel_path("green", "2021-01"), [500] * 50)
     for fmt in ("text", "json"):
         result = cli(
-            "backfill", "green", "2021-01", "--catch-up", "--target", "gcs", "--dry-run",
+            "backfill", "green", "2021-01", "--catch-up", "--target", "pg", "--dry-run",
             "--log-format", fmt,
         )  # fmt: skip
         assert "probe of" in result.stderr, result.stderr

@@ -103,7 +103,7 @@ def test_catch_up_against_an_unreachable_source_exits_3_not_up_to_date(
     monkeypatch.setenv("TAXI_HTTP_BACKOFF", "0.01")
     for retries in ("0", "50"):
         monkeypatch.setenv("TAXI_HTTP_RETRIES", retries)
-        result = cli("backfill", "green", "--catch-up", "--target", "gcs", "--dry-run")
+        result = cli("backfill", "green", "--catch-up", "--target", "pg", "--dry-run")
         assert result.exit_code == ExitCode.CONNECTION, result.stderr
         line = error_line(result)
         assert f"cannot connect to 127.0.0.1:{port}" in line and "pw123" not in result.stderr
