@@ -147,10 +147,10 @@ def test_fact_trips_is_partitioned_by_file_month_and_a_new_month_replaces_one_pa
     for args in (("zones",), ("green", "2020-04")):
         code, _, err = cli("load-bq", *args, "--create-dataset", "--format", "csv.gz")
         assert code == 0, err
-    with recording_proxy(gcp.bq.url) as proxy:
+    with recording_proxy(gcp.bq_requests.url) as proxy:
         monkeypatch.setenv("TAXI_BQ_ENDPOINT", proxy.url)
         code, out, err = cli("transform", "--target", "bq", "--json")
-        monkeypatch.setenv("TAXI_BQ_ENDPOINT", gcp.bq.url)
+        monkeypatch.setenv("TAXI_BQ_ENDPOINT", gcp.bq_requests.url)
     assert code == 0, err
     queries = _queries(proxy)
     assert queries and all(q["maximumBytesBilled"] == "50000000000" for q in queries)
@@ -166,7 +166,7 @@ def test_fact_trips_is_partitioned_by_file_month_and_a_new_month_replaces_one_pa
 
     code, _, err = cli("load-bq", "green", "2020-05", "--format", "csv.gz")
     assert code == 0, err
-    with recording_proxy(gcp.bq.url) as proxy:
+    with recording_proxy(gcp.bq_requests.url) as proxy:
         monkeypatch.setenv("TAXI_BQ_ENDPOINT", proxy.url)
         code, out, err = cli("transform", "--target", "bq", "--json")
     assert "fact_trips: rebuilding file months 2020-05-01" in " ".join(err.split())
