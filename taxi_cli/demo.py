@@ -57,7 +57,7 @@ def commands(taxi: str, months: str) -> list[list[str]]:
         ["extract", taxi, months],
         ["load-pg", "zones"],
         ["load-pg", taxi, months],
-        ["transform"],
+        ["transform", "--full-refresh"],  # the demo rebuilds the models from scratch
     ]
     if any(c.name == "status" for c in app.registered_commands):
         steps.append(["status"])
