@@ -20,6 +20,7 @@ from taxi_cli import __version__
 from taxi_cli.catalog import Partition
 from taxi_cli.choices import (
     BadRows,
+    Checks,
     DbAction,
     ExtractFormat,
     LakeFormat,
@@ -195,6 +196,15 @@ JobsOpt = Annotated[
 FailFastOpt = Annotated[
     bool, typer.Option("--fail-fast", help="Stop after the first failed partition.")
 ]
+ChecksOpt = Annotated[
+    Checks | None,
+    typer.Option(
+        "--checks",
+        help="A breached data check: warn (load, record it) or fail (the partition fails) "
+        "[env TAXI_CHECKS; default: warn]",
+        show_default=False,
+    ),
+]
 
 
 class _Globals:
@@ -325,6 +335,7 @@ def load_pg_cmd(
     schema: SchemaOpt = None,
     mode: ModeOpt = Mode.REPLACE,
     bad_rows: BadRowsOpt = BadRows.REJECT,
+    checks: ChecksOpt = None,
     force: ForceOpt = False,
     jobs: JobsOpt = 1,
     fail_fast: FailFastOpt = False,
@@ -351,6 +362,7 @@ def load_pg_cmd(
         source_url=source_url,
         manifest=manifest,
         pg_data=pg_data,
+        checks=checks,
     )
     options = DestinationOptions(mode=mode, bad_rows=bad_rows)
     _load(
@@ -512,6 +524,7 @@ def backfill_cmd(
     ] = False,
     mode: ModeOpt = Mode.REPLACE,
     bad_rows: BadRowsOpt = BadRows.REJECT,
+    checks: ChecksOpt = None,
     data_dir: DataDirOpt = None,
     source_url: SourceUrlOpt = None,
     manifest: ManifestOpt = None,
@@ -555,6 +568,7 @@ def backfill_cmd(
         gcp_project=project,
         bq_dataset=dataset,
         bq_location=location,
+        checks=checks,
     )
     options = DestinationOptions(
         mode=mode, bad_rows=bad_rows, create_bucket=create_bucket, create_dataset=create_dataset
@@ -583,18 +597,79 @@ def status_cmd(
     schema: SchemaOpt = None,
     pg_data: PgDataOpt = None,
     json_out: JsonOpt = False,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain", help="Explain why counts by file and by pickup date differ, then stop."
+        ),
+    ] = False,
 ) -> None:
     """What a target holds: months by taxi type, state and rows, totals per year.
 
+    A total that equals a published figure (the course's answers) is marked ✓.
     Read-only: with nothing loaded it says so, and it never creates a database, a data
     dir or a server to find that out.
     """
     from taxi_cli import destinations, status
 
+    if explain:
+        from taxi_cli.figures import TRAP
+
+        typer.echo(TRAP, nl=False)
+        return
     out = output(json_out=json_out)
     cfg = settings(pg_url=pg_url, pg_schema=schema, pg_data=pg_data)
     (made,) = destinations.make(cfg, TargetName(str(target)), reading=True)
     status.render(status.build(str(target), made.ledger(read_only=True)), out)
+
+
+@app.command("check")
+@reports_errors
+def check_cmd(
+    taxis: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[TAXIS]", help="Taxi types: green, yellow,green, all.", show_default=False
+        ),
+    ] = None,
+    months: MonthsArg = None,
+    target: Annotated[
+        StatusTarget, typer.Option("--target", "-t", help="Which destination to check.")
+    ] = StatusTarget.PG,
+    checks: ChecksOpt = None,
+    pg_url: PgUrlOpt = None,
+    schema: SchemaOpt = None,
+    pg_data: PgDataOpt = None,
+    bucket: BucketOpt = None,
+    prefix: PrefixOpt = None,
+    project: ProjectOpt = None,
+    dataset: DatasetOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Reconcile what a target holds now with its ledger, its source and the published
+    figures: a table of ✓/✗ per partition and per figure; exit 1 on any mismatch.
+
+    Rows are counted in the destination (pg: per filename in the tables), not taken from
+    the ledger. Read-only.
+    """
+    from taxi_cli import check, destinations
+    from taxi_cli.catalog import parse_taxis, select
+
+    partitions = select(taxis, months) if taxis and months else None
+    only = [t.name for t in parse_taxis(taxis)] if taxis else None
+    out = output(json_out=json_out)
+    cfg = settings(
+        pg_url=pg_url,
+        pg_schema=schema,
+        pg_data=pg_data,
+        gcs_bucket=bucket,
+        gcs_prefix=prefix,
+        gcp_project=project,
+        bq_dataset=dataset,
+        checks=checks,
+    )
+    (made,) = destinations.make(cfg, TargetName(str(target)), reading=True)
+    check.run(made, out, partitions=partitions, taxis=only, strict=cfg.checks == Checks.FAIL)
 
 
 @app.command("schedule")

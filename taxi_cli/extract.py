@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.progress import Progress, TaskID
 
+from taxi_cli import upstream
 from taxi_cli.catalog import (
     ZONES_FILE,
     ManifestEntry,
@@ -310,6 +311,7 @@ def _ensure_locked(
             bar.finish()
         sidecar_path(final).unlink(missing_ok=True)
         _durable_replace(part, final)
+        upstream.record(final, *download.validators(part))  # which asset version this is
         download.discard(part)
         _write_sidecar(final, verified)
         if verified.note:
@@ -434,6 +436,8 @@ def ensure_file(
             client=http,
             bars=bars,
         )
+    etag, modified = upstream.recorded(final)
+    result = replace(result, etag=etag, last_modified=modified)
     if parquet:
         from taxi_cli.parquet import to_parquet
 

@@ -18,9 +18,10 @@ from taxi_cli.config import Settings
 from taxi_cli.errors import TaxiError
 from taxi_cli.model import Extracted, LedgerRow, Loaded, Partition
 from taxi_cli.plan import Action
-from taxi_cli.postgres import ddl, embedded, target
+from taxi_cli.postgres import ddl, embedded, reconcile, target
 from taxi_cli.postgres import ledger as _ledger
 from taxi_cli.postgres.loader import LoadResult, bootstrap, load_file
+from taxi_cli.quality import Limits
 
 if TYPE_CHECKING:
     from taxi_cli.console import Output
@@ -81,8 +82,16 @@ class PgDestination:
             force=action is not Action.LOAD,
             out=self.out,
             worker=self.worker,
+            source=reconcile.Source(
+                source.rows, source.uncompressed_bytes, source.upstream, Limits.of(self.cfg)
+            ),
         )
         return self._loaded(result)
+
+    def actual_rows(self) -> dict[str, int]:
+        """filename -> rows the trip tables hold now (not the ledger's word for it)."""
+        with connect(self.cfg) as conn:
+            return reconcile.actual_rows(conn, self.schema)
 
     def _loaded(self, result: LoadResult) -> Loaded:
         table = ddl.ZONES if result.taxi == "zones" else f"{result.taxi}_tripdata"
