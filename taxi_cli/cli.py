@@ -507,7 +507,8 @@ def backfill_cmd(
         typer.Option(
             "--reprocess",
             help="none: only what is not done; failed: also retry failed; "
-            "completed (or all): reload everything.",
+            "completed (or all): reload everything; changed: also reload the done months "
+            "whose release asset changed upstream.",
         ),
     ] = Reprocess.NONE,
     jobs: JobsOpt = 2,
@@ -519,7 +520,8 @@ def backfill_cmd(
         bool,
         typer.Option(
             "--catch-up",
-            help="From the first month not done to the newest upstream (MONTHS optional).",
+            help="From the first month not done to the newest upstream (MONTHS optional); "
+            "also reloads months changed upstream [TAXI_CATCH_UP_CHANGED].",
         ),
     ] = False,
     mode: ModeOpt = Mode.REPLACE,

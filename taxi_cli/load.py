@@ -25,7 +25,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -182,6 +182,8 @@ def plan_partitions(
     *,
     reprocess: Reprocess,
     backwards: bool = False,
+    changed: Mapping[tuple[str, str], str] | None = None,
+    reload_changed: bool | None = None,
 ) -> list[PlanItem]:
     return make_plan(
         partitions,
@@ -190,6 +192,8 @@ def plan_partitions(
         reprocess=reprocess,
         local_sha256=lambda part: extract.cached_sha256(cfg, part.taxi, part.month),
         backwards=backwards,
+        changed=changed,
+        reload_changed=reload_changed,
     )
 
 
@@ -707,6 +711,7 @@ class Runner:
                     client=client,
                     parquet=parquet,
                     on_bytes=on_bytes,
+                    force=any(i.refetch for i in unit.items),  # re-published upstream
                 ),
             )
         except _Failed as failed:
