@@ -129,16 +129,15 @@ def _gcs_rows(destination: Any, entries: Sequence[LedgerRow]) -> dict[str, int]:
     """The row count each object carries (its `taxi-cli-rows` metadata, set at upload)."""
     counts: dict[str, int] = {}
     lake = destination.lake()
-    for entry in entries:
-        if entry.month is None or entry.taxi not in TAXIS:
+    for entry in entries:  # the gcs ledger's `file` is the object's URI
+        if entry.month is None or entry.taxi not in TAXIS or not entry.file.startswith("gs://"):
             continue
-        uri = destination.object_uri(Partition(TAXIS[entry.taxi], entry.month))
-        blob = lake.get(uri.split("/", 3)[3])
+        blob = lake.get(entry.file.split("/", 3)[3])
         if blob is None:
             continue
         rows = (blob.metadata or {}).get("taxi-cli-rows")
         if rows is not None and str(rows).isdigit():
-            counts[TAXIS[entry.taxi].csv_name(entry.month)] = int(rows)
+            counts[entry.file] = int(rows)
     return counts
 
 
