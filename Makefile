@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint fmt bench docs clean
+.PHONY: help install run test test-fast lint fmt bench docs clean browser
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -46,6 +46,15 @@ fmt: $(STAMP) ## format the code
 
 bench: $(STAMP) ## load-pg against COPY and the course's SQL; prints the ratios
 	$(BIN)/python -m bench.load_pg
+
+# The report test opens the HTML in a real browser: Debian's headless Chromium. apt needs
+# root, so this installs it as root or in CI and otherwise says how.
+browser: ## headless Chromium for the report test (Debian package `chromium`)
+	@if command -v chromium >/dev/null; then echo "chromium: $$(command -v chromium)"; \
+	elif [ "$$(id -u)" = 0 ] || [ -n "$$CI" ]; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends chromium; \
+	else echo "run as root (or in CI): apt-get install -y chromium" >&2; exit 1; fi
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

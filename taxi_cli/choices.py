@@ -43,6 +43,11 @@ class Checks(StrEnum):
     FAIL = "fail"  # fail the partition; nothing of it commits
 
 
+class ReportFormat(StrEnum):
+    HTML = "html"  # one self-contained file with SVG charts
+    MD = "md"  # Markdown tables, for a CI job summary
+
+
 class TargetName(StrEnum):
     """Where a backfill goes; `gcs+bq` uploads, then loads BigQuery from that object."""
 

@@ -26,6 +26,7 @@ from taxi_cli.choices import (
     LakeFormat,
     LogFormat,
     Mode,
+    ReportFormat,
     Reprocess,
     ScheduleKind,
     StatusTarget,
@@ -672,6 +673,82 @@ def check_cmd(
     )
     (made,) = destinations.make(cfg, TargetName(str(target)), reading=True)
     check.run(made, out, partitions=partitions, taxis=only, strict=cfg.checks == Checks.FAIL)
+
+
+@app.command("runs")
+@reports_errors
+def runs_cmd(
+    target: Annotated[
+        StatusTarget, typer.Option("--target", "-t", help="Whose run history (pg keeps one).")
+    ] = StatusTarget.PG,
+    pg_url: PgUrlOpt = None,
+    schema: SchemaOpt = None,
+    pg_data: PgDataOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Past load runs, newest first: start, seconds, partitions done/failed, rows, the
+    command line (secrets masked). Read-only."""
+    from rich.table import Table
+
+    from taxi_cli import destinations
+
+    out = output(json_out=json_out)
+    cfg = settings(pg_url=pg_url, pg_schema=schema, pg_data=pg_data)
+    (made,) = destinations.make(cfg, TargetName(str(target)), reading=True)
+    reader = getattr(made, "runs", None)
+    if reader is None:
+        raise UsageError(f"{target} keeps no run history yet; use --target pg")
+    found = reader()
+    if out.json:
+        out.emit_json({"target": str(target), "runs": [r.as_json() for r in found]})
+        return
+    if not found:
+        out.out.print(f"no run recorded in {target} yet")
+        return
+    grid = Table(title=f"taxi-cli runs: {target}", title_justify="left", show_edge=False)
+    for name in ("started", "finished", "done", "skipped", "failed", "rows", "command"):
+        grid.add_column(name, justify="right" if name in ("done", "failed", "rows") else "left")
+    for r in found:
+        grid.add_row(
+            f"{r.started:%Y-%m-%d %H:%M:%S}",
+            f"{r.finished:%H:%M:%S}",
+            str(r.done),
+            str(r.skipped),
+            str(r.failed),
+            f"{r.rows:,}",
+            r.command,
+        )
+    out.out.print(grid)
+
+
+@app.command("report")
+@reports_errors
+def report_cmd(
+    out_path: Annotated[
+        str, typer.Option("--out", "-o", metavar="FILE", help="Where to write the report.")
+    ] = "report.html",
+    fmt: Annotated[
+        ReportFormat, typer.Option("--format", help="html (self-contained, charts) or md.")
+    ] = ReportFormat.HTML,
+    target: Annotated[
+        StatusTarget, typer.Option("--target", "-t", help="Which destination to report on.")
+    ] = StatusTarget.PG,
+    pg_url: PgUrlOpt = None,
+    schema: SchemaOpt = None,
+    pg_data: PgDataOpt = None,
+) -> None:
+    """Write one self-contained HTML report (no network needed to open it): months
+    loaded, rows against published figures, checks, runs, revenue (dbt mart)."""
+    from pathlib import Path
+
+    from taxi_cli import destinations, report
+
+    out = output()
+    cfg = settings(pg_url=pg_url, pg_schema=schema, pg_data=pg_data)
+    (made,) = destinations.make(cfg, TargetName(str(target)), reading=True)
+    path = Path(out_path).expanduser()
+    data = report.write(made, path, str(fmt))
+    out.out.print(f"{path}: {len(data.entries)} partitions, {len(data.runs)} runs")
 
 
 @app.command("schedule")

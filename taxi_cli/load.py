@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx
@@ -231,10 +232,42 @@ def execute(
     claims: ClaimSource | None = None,
 ) -> Summary:
     """Run a plan, print its summary, and raise for what failed."""
+    started = datetime.now(UTC)
     summary = Runner(cfg, opts, destinations, partitions, plan, out, claims).run()
+    record_run(destinations, summary, started, opts)
     report(summary, out, f"{opts.label} summary")
     raise_for(summary, opts.retry_hint)
     return summary
+
+
+def record_run(
+    destinations: Sequence[Destination], summary: Summary, started: datetime, opts: RunOptions
+) -> None:
+    """The run into each destination's run history (pg); a failure to record is logged."""
+    from taxi_cli.runs import RunRecord, command_line
+
+    failed = summary.count("failed") + (1 if summary.fatal else 0)
+    run = RunRecord(
+        started,
+        datetime.now(UTC),
+        command_line(),
+        opts.label,
+        opts.worker,
+        summary.count("done"),
+        summary.count("skipped"),
+        summary.count("failed"),
+        summary.rows,
+        summary.seconds,
+        "failed" if failed else "ok",
+    )
+    for destination in destinations:
+        recorder = getattr(destination, "record_run", None)
+        if recorder is None:
+            continue
+        try:
+            recorder(run)
+        except Exception as exc:  # the history is a report, not the ledger of record
+            log.warning("could not record the run in %s: %s", destination.name, exc)
 
 
 def raise_for(summary: Summary, retry_hint: str = RunOptions.retry_hint) -> None:
