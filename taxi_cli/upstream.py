@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +31,7 @@ log = logging.getLogger("taxi_cli.upstream")
 
 SUFFIX = ".upstream.json"
 WORKERS = 8  # HEADs in flight: the release host answers each in ~100 ms
+_FIRST = threading.Lock()
 
 
 def sidecar(path: Path) -> Path:
@@ -66,11 +68,18 @@ def of_ledger(entry: LedgerRow) -> Upstream | None:
     return Upstream.from_json(entry.detail.get("upstream"))
 
 
-def head(client: httpx.Client, url: str) -> Upstream | None:
+def head(
+    client: httpx.Client, url: str, unreachable: threading.Event | None = None
+) -> Upstream | None:
     """The asset's current version: HEAD (following the host's redirect), else a GET of
-    its first byte (signed storage URLs may refuse HEAD); None when it does not answer."""
+    its first byte (signed storage URLs may refuse HEAD); None when it does not answer.
+
+    `unreachable` is set when the host cannot be connected to, and then no more months
+    are asked (each would wait for the same connect timeout)."""
     import httpx
 
+    if unreachable is not None and unreachable.is_set():
+        return None
     try:
         response = client.head(url, follow_redirects=True)
         if response.status_code in (403, 405):
@@ -80,6 +89,13 @@ def head(client: httpx.Client, url: str) -> Upstream | None:
                 return _version(response)
         return _version(response)
     except httpx.HTTPError as exc:
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout) and unreachable:
+            with _FIRST:  # concurrent HEADs fail together: say it once
+                first = not unreachable.is_set()
+                unreachable.set()
+            if first:
+                log.warning("cannot reach %s to compare versions: %s", url, exc)
+            return None
         log.warning("cannot ask %s for its version: %s", url, exc)
         return None
 
@@ -111,10 +127,12 @@ def versions(
 
     own = client is None
     http = client or make_client(cfg)
+    unreachable = threading.Event()
     try:
         with ThreadPoolExecutor(max_workers=min(WORKERS, len(wanted))) as pool:
             urls = [taxi_url(cfg.source_url, by_key[k].taxi, k[1]) for k in wanted]
-            return dict(zip(wanted, pool.map(lambda url: head(http, url), urls), strict=True))
+            answers = pool.map(lambda url: head(http, url, unreachable), urls)
+            return dict(zip(wanted, answers, strict=True))
     finally:
         if own:
             http.close()
