@@ -39,6 +39,8 @@ lint: $(STAMP) ## ruff, mypy --strict, import layering, hadolint, workflow and C
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	$(BIN)/kubernetes-validate --quiet --strict -k 1.30.0 deploy/k8s-indexed-job.yaml
+	$(BIN)/check-jsonschema --schemafile deploy/schemas/cloud-run-job-v1.schema.json deploy/cloud-run-job.yaml
 
 fmt: $(STAMP) ## format the code
 	$(BIN)/ruff format taxi_cli tests bench
@@ -46,6 +48,7 @@ fmt: $(STAMP) ## format the code
 
 bench: $(STAMP) ## load-pg against COPY and the course's SQL; prints the ratios
 	$(BIN)/python -m bench.load_pg
+	$(BIN)/python -m bench.parquet $(PARQUET_BENCH_ARGS)  # PARQUET_BENCH_ARGS=--large: also 7M rows
 
 # The report test opens the HTML in a real browser: Debian's headless Chromium. apt needs
 # root, so this installs it as root or in CI and otherwise says how.

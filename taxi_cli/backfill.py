@@ -16,9 +16,10 @@ known release window: the window is a hint, the source is the truth.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import httpx
@@ -28,7 +29,7 @@ from rich.text import Text
 from taxi_cli import extract, load, upstream
 from taxi_cli.catalog import Partition, TaxiType, month_range, next_month, taxi_url
 from taxi_cli.choices import Reprocess, TargetName
-from taxi_cli.config import Settings
+from taxi_cli.config import Settings, hostname
 from taxi_cli.console import Output
 from taxi_cli.destinations import Destination, lock_name
 from taxi_cli.download import make_client
@@ -37,10 +38,12 @@ from taxi_cli.lock import RunLock, lock_path
 from taxi_cli.model import LedgerRow, Upstream
 from taxi_cli.plan import PlanItem
 from taxi_cli.retry import retrying
+from taxi_cli.shard import Shard, shard_of
 
 log = logging.getLogger("taxi_cli.backfill")
 
 MAX_PROBES = 36
+SHARD_WAIT = 6 * 3600.0  # a second worker on the same shard waits for the first this long
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,15 @@ class Options:
     fail_fast: bool = False
     catch_up: bool = False
     log_json: bool = False  # stderr carries JSON events only: no plan table there
+    shard: Shard | None = None  # this worker's share of the plan (taxi_cli.shard)
+    shard_count: int = 0  # label every plan item with its shard (a CI matrix), 0 = no
+    claim: bool = False  # pull partitions from a claims table instead (pg)
+
+
+def worker_name(shard: Shard | None) -> str:
+    """Who runs: recorded in the ledger with each partition it loads."""
+    me = f"{hostname()}:{os.getpid()}"
+    return f"shard {shard.name} {me}" if shard else me
 
 
 # ---- catch-up ---------------------------------------------------------------------------
@@ -171,7 +183,18 @@ def plan_run(
             reload_changed = True
             partitions += _done_before(ledgers, taxis, partitions)
     assert partitions is not None  # the CLI requires MONTHS unless --catch-up
-    changed = drift(cfg, partitions, ledgers)
+    if opts.shard is not None:
+        mine = opts.shard.pick(partitions)
+        log.info(
+            "shard %s (from %s): %d of %d partitions",
+            opts.shard.name,
+            opts.shard.source,
+            len(mine),
+            len(partitions),
+            extra={"shard": opts.shard.name},
+        )
+        partitions = mine
+    changed = drift(cfg, partitions, ledgers)  # this shard's done months only
     if opts.catch_up:  # the done months outside the range were only asked about
         partitions = [
             p
@@ -188,6 +211,12 @@ def plan_run(
         changed=changed,
         reload_changed=reload_changed,
     )
+    count = opts.shard.count if opts.shard else opts.shard_count
+    if count:
+        by_key = {(p.taxi.name, p.month): p for p in partitions}
+        plan = [
+            replace(i, shard=f"{shard_of(by_key[(i.taxi, i.month)], count)}/{count}") for i in plan
+        ]
     return plan, list(partitions)
 
 
@@ -260,12 +289,25 @@ def plan_table(plan: Sequence[PlanItem], title: str) -> Table:
 
 
 @contextmanager
-def _locks(cfg: Settings, destinations: Sequence[Destination]) -> Iterator[None]:
+def _locks(
+    cfg: Settings, destinations: Sequence[Destination], shard: Shard | None
+) -> Iterator[None]:
+    """One backfill per target; with shards, one worker per shard of a target.
+
+    Workers of different shards run at once. Two workers given the same shard (an
+    engine's retry, a mistaken count, two machines) take turns: the second waits for the
+    first, then finds its partitions done. Overlapping shares take turns partition by
+    partition on the destinations' own per-file locks.
+    """
     with ExitStack() as stack:
         # Sorted, so two runs over overlapping targets cannot deadlock each other.
         for destination in sorted(destinations, key=lambda d: d.name):
-            what = f"backfill into {destination.identity()}"
-            stack.enter_context(RunLock(lock_path(cfg, lock_name(destination)), what=what))
+            name, what = lock_name(destination), f"backfill into {destination.identity()}"
+            if shard is not None:
+                name += f"-shard-{shard.index}-of-{shard.count}"
+                what += f" (shard {shard.name})"
+            lock = RunLock(lock_path(cfg, name), what=what, wait=SHARD_WAIT if shard else 0.0)
+            stack.enter_context(lock)
         yield
 
 
@@ -289,7 +331,9 @@ def run(
         else:
             out.out.print(plan_table(plan, f"backfill plan ({opts.target}, dry run)"))
         return load.Summary([load.Outcome(item, "not run") for item in plan])
-    with _locks(cfg, destinations):
+    # --claim workers share the whole run: the claims table, not a lock, keeps them apart.
+    locks = _locks(cfg, destinations, opts.shard) if not opts.claim else nullcontext()
+    with locks:
         for destination in destinations:
             destination.check()
         plan, covered = plan_run(cfg, opts, destinations, partitions, taxis)
@@ -305,7 +349,14 @@ def run(
         run_opts = load.RunOptions(
             jobs=opts.jobs,
             fail_fast=opts.fail_fast,
-            label="backfill",
+            label="backfill" + (f" shard {opts.shard.name}" if opts.shard else ""),
             retry_hint="rerun with --reprocess failed to retry them",
+            worker=worker_name(opts.shard),
         )
-        return load.execute(cfg, plan, covered, destinations, out, run_opts)
+        claims = None
+        if opts.claim:
+            from taxi_cli.postgres.claims import Claims
+
+            runnable = list(dict.fromkeys(f"{i.taxi} {i.month}" for i in plan if i.runs))
+            claims = Claims(cfg, runnable)
+        return load.execute(cfg, plan, covered, destinations, out, run_opts, claims)

@@ -541,13 +541,40 @@ def backfill_cmd(
     location: LocationOpt = None,
     create_bucket: CreateBucketOpt = False,
     create_dataset: CreateDatasetOpt = False,
+    shard_spec: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            metavar="I/N",
+            help="Take share I of N (0-based) of the plan; default: from the engine's "
+            "environment (Cloud Run Jobs, Kubernetes Indexed Jobs, AWS Batch arrays).",
+        ),
+    ] = None,
+    shard_count: Annotated[
+        int | None,
+        typer.Option(
+            "--shard-count",
+            min=1,
+            metavar="N",
+            help="How many workers share the run, where the engine gives only an index "
+            "[env TAXI_SHARD_COUNT]; with --dry-run, label each partition with its shard.",
+        ),
+    ] = None,
+    claim: Annotated[
+        bool,
+        typer.Option(
+            "--claim",
+            help="pg: workers pull the next undone partition from a claims table in the "
+            "target instead of a fixed share.",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
     log_format: LogFormatOpt = LogFormat.TEXT,
 ) -> None:
     """Load a range of months into a target, resumably; rerun to finish what is left."""
-    from taxi_cli import backfill, destinations
+    from taxi_cli import backfill, destinations, shard
     from taxi_cli.catalog import parse_taxis, select
 
     if taxis.strip().lower() == "zones":
@@ -556,6 +583,11 @@ def backfill_cmd(
         )
     if months is None and not catch_up:
         raise UsageError("MONTHS is required (e.g. 2020-01..2020-06), unless --catch-up")
+    if claim and target is not TargetName.PG:
+        raise UsageError("--claim takes partitions from a table in PostgreSQL: use --target pg")
+    if claim and shard_spec:
+        raise UsageError("--claim and --shard are two ways to split a run: choose one")
+    explicit = shard.parse(shard_spec) if shard_spec else None
     partitions = select(taxis, months) if months else None
     taxi_types = parse_taxis(taxis)
     out = output(quiet, json_out, verbose, log_format)
@@ -572,9 +604,15 @@ def backfill_cmd(
         bq_dataset=dataset,
         bq_location=location,
         checks=checks,
+        shard_count=shard_count,
     )
+    share = explicit or (None if claim else shard.from_engine(cfg.engine_env, cfg.shard_count))
     options = DestinationOptions(
-        mode=mode, bad_rows=bad_rows, create_bucket=create_bucket, create_dataset=create_dataset
+        mode=mode,
+        bad_rows=bad_rows,
+        create_bucket=create_bucket,
+        create_dataset=create_dataset,
+        worker=backfill.worker_name(share),
     )
     made = destinations.make(cfg, target, options, out, reading=dry_run)
     opts = backfill.Options(
@@ -586,6 +624,9 @@ def backfill_cmd(
         fail_fast=fail_fast,
         catch_up=catch_up,
         log_json=log_format is LogFormat.JSON,
+        shard=share,
+        shard_count=cfg.shard_count,
+        claim=claim,
     )
     backfill.run(cfg, opts, partitions, taxi_types, made, out)
 

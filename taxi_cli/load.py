@@ -111,6 +111,7 @@ class Outcome:
             "target": self.item.target,
             "action": str(self.item.action),
             "reason": self.item.reason,
+            "shard": self.item.shard,
             "state": self.state,
             "rows": self.rows,
             "seconds": sec(self.seconds),

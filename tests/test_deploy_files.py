@@ -280,3 +280,49 @@ def test_compose_taxi_cli_service_is_optional_and_waits_for_a_healthy_postgres()
     assert cli["command"][0] == "backfill" and "--target" in cli["command"]
     assert check_call(cli["command"]) is None, check_call(cli["command"])
     assert "profiles" not in db, "the database runs without the etl profile"
+
+
+# ---- scale-out: the Kubernetes Indexed Job, the Cloud Run job, the matrix workflow ------
+
+
+def _yaml(path: str) -> Any:
+    return yaml.safe_load((REPO / path).read_text())
+
+
+def test_the_indexed_job_passes_its_count_and_runs_a_backfill_the_cli_accepts() -> None:
+    from tests.test_cli_docs import parse_example
+
+    job = _yaml("deploy/k8s-indexed-job.yaml")
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed" and spec["backoffLimitPerIndex"] >= 1
+    (container,) = spec["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["TAXI_SHARD_COUNT"] == str(spec["completions"])  # the index comes from k8s
+    assert check_call(container["args"]) is None
+    parse_example(container["args"])
+
+
+def test_the_cloud_run_job_runs_tasks_in_parallel_with_retries() -> None:
+    from tests.test_cli_docs import parse_example
+
+    job = _yaml("deploy/cloud-run-job.yaml")
+    execution = job["spec"]["template"]["spec"]
+    assert execution["taskCount"] > execution["parallelism"] >= 1
+    task = execution["template"]["spec"]
+    assert task["maxRetries"] >= 1
+    (container,) = task["containers"]
+    assert check_call(container["args"]) is None
+    parse_example(container["args"])
+    # Cloud Run gives each task CLOUD_RUN_TASK_INDEX/COUNT: no shard is set by hand
+    assert "--shard" not in container["args"]
+
+
+def test_the_matrix_workflow_plans_then_runs_one_job_per_shard() -> None:
+    flow = _yaml(".github/workflows/backfill-matrix.yml")
+    plan = "\n".join(s.get("run", "") for s in flow["jobs"]["plan"]["steps"])
+    assert "--dry-run --json" in plan and "--shard-count" in plan
+    load = flow["jobs"]["load"]
+    assert load["strategy"]["matrix"]["shard"] == "${{ fromJSON(needs.plan.outputs.shards) }}"
+    assert "max-parallel" in load["strategy"]
+    run = "\n".join(s.get("run", "") for s in load["steps"])
+    assert '--shard "$SHARD"' in run

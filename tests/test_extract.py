@@ -18,6 +18,7 @@ from typer.testing import CliRunner, Result
 from taxi_cli import synthetic
 from taxi_cli.catalog import GREEN, manifest
 from taxi_cli.cli import app
+from taxi_cli.parquet import LINEAGE
 from tests.fixtures_mirror import REAL, ZONES_PATH, Mirror, rel_path
 
 pytestmark = pytest.mark.integration
@@ -348,7 +349,7 @@ def test_format_parquet_writes_typed_columns(mirror: Mirror) -> None:
     assert parquet == data_dir() / "green" / "green_tripdata_2020-04.parquet"
     df = pl.read_parquet(parquet)
     assert df.height == 35_612
-    assert df.columns == list(GREEN.header)
+    assert df.columns == [*LINEAGE, *GREEN.header]
     assert df.schema["VendorID"] == pl.Int64
     assert df.schema["passenger_count"] == pl.Int64
     assert df.schema["lpep_pickup_datetime"] == pl.Datetime("us")

@@ -12,7 +12,7 @@ import pytest
 from taxi_cli import synthetic
 from taxi_cli.catalog import FHV, FHVHV, GREEN, YELLOW, ManifestEntry, TaxiType, manifest
 from taxi_cli.errors import DataError
-from taxi_cli.parquet import parquet_path_for, to_parquet
+from taxi_cli.parquet import LINEAGE, parquet_path_for, to_parquet
 from taxi_cli.verify import VerifyError, verify_trip_file, verify_zones
 from tests.fixtures_mirror import REAL, SHARED_DATA
 
@@ -207,7 +207,7 @@ def test_parquet_types_and_nulls(tmp_path: Path) -> None:
     assert df["store_and_fwd_flag"].null_count() == 600
     raw = pl.read_csv(path, infer_schema=False)
     assert df["trip_distance"].to_list() == raw["trip_distance"].cast(pl.Float64).to_list()
-    assert not list(tmp_path.glob(".parquet-*"))  # the temporary CSV is gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name, out.name]  # no leftovers
 
 
 def test_parquet_accepts_integral_floats_and_rejects_fractions(tmp_path: Path) -> None:
@@ -242,7 +242,7 @@ def test_parquet_of_the_fhv_sample_renames_to_catalogue_columns(tmp_path: Path) 
         tmp_path, (REAL / "danielyrigney_head.csv").read_bytes(), "fhv_tripdata_2021-06.csv.gz"
     )
     df = pl.read_parquet(to_parquet(path, FHV))
-    assert df.columns == list(FHV.header)
+    assert df.columns == [*LINEAGE, *FHV.header]
     assert df.schema["PUlocationID"] == pl.Int64 and df.height == 100
     path = gz(tmp_path, (REAL / "fhv_tripdata.csv").read_bytes(), "fhv_tripdata_2025-01.csv.gz")
     df = pl.read_parquet(to_parquet(path, FHV))
@@ -263,7 +263,7 @@ def test_real_samples_convert_to_parquet(
     tmp_path: Path, sample: str, taxi: TaxiType, rows: int, no_vendor: int
 ) -> None:
     path = gz(tmp_path, (REAL / sample).read_bytes(), "sample.csv.gz")
-    df = pl.read_parquet(to_parquet(path, taxi))
+    df = pl.read_parquet(to_parquet(path, taxi, month="2020-01"))
     assert (df.height, df["VendorID"].null_count()) == (rows, no_vendor)
     assert df.schema["congestion_surcharge"] == pl.Float64
 

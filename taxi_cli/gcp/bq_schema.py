@@ -48,6 +48,8 @@ STAGING_TYPES = {
     "parquet": {**MAIN_TYPES, Kind.ID: "INT64"},
 }
 LINEAGE = (("unique_row_id", "STRING"), ("filename", "STRING"))
+# The columns a Parquet object carries before the release's (see taxi_cli.parquet).
+PARQUET_LINEAGE = (*LINEAGE, ("file_month", "DATE"))
 ZONES_TABLE = "taxi_zone_lookup"
 ZONES_TYPES = ("INT64", "STRING", "STRING", "STRING")
 
@@ -84,7 +86,8 @@ def main_schema(taxi: TaxiType) -> list[bigquery.SchemaField]:
 
 def staging_schema(taxi: TaxiType, fmt: str) -> list[bigquery.SchemaField]:
     types = STAGING_TYPES[fmt]
-    return [_field(c.sql_name, types[c.kind]) for c in taxi.columns]
+    lineage = [_field(n, t) for n, t in PARQUET_LINEAGE] if fmt == "parquet" else []
+    return lineage + [_field(c.sql_name, types[c.kind]) for c in taxi.columns]
 
 
 def zones_schema() -> list[bigquery.SchemaField]:
