@@ -247,6 +247,8 @@ def record_run(
     """The run into each destination's run history (pg); a failure to record is logged."""
     from taxi_cli.runs import RunRecord, command_line
 
+    if isinstance(summary.fatal, ConnectError):
+        return  # nowhere to record it: the destination could not be reached
     failed = summary.count("failed") + (1 if summary.fatal else 0)
     run = RunRecord(
         started,
