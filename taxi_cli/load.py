@@ -97,6 +97,7 @@ class Outcome:
     download_seconds: float | None = None
     verify_seconds: float | None = None
     load_seconds: float | None = None
+    downloaded_bytes: int = 0  # what this run fetched for it (0 when cached)
     loaded: Loaded | None = None
     exc: TaxiError | None = field(default=None, repr=False)
 
@@ -262,6 +263,8 @@ def record_run(
         summary.rows,
         summary.seconds,
         "failed" if failed else "ok",
+        # a file loaded into two destinations was downloaded once
+        sum({(o.item.taxi, o.item.month): o.downloaded_bytes for o in summary.outcomes}.values()),
     )
     for destination in destinations:
         recorder = getattr(destination, "record_run", None)
@@ -791,6 +794,7 @@ class Runner:
                     fetched.download_seconds + fetched.verify_seconds + load_s,
                     attempts=attempts,
                     download_seconds=fetched.download_seconds,
+                    downloaded_bytes=0 if fetched.cached else fetched.compressed_bytes,
                     verify_seconds=fetched.verify_seconds,
                     load_seconds=load_s,
                     loaded=result,

@@ -194,6 +194,7 @@ PARTITION_HEAD = (
 )
 FIGURE_HEAD = ["figure", "published", "loaded", "ok", "source"]
 RUN_HEAD = ["started", "seconds", "run", "command", "worker", "done", "skipped", "failed", "rows"]
+RUN_HEAD += ["downloaded MiB"]
 
 
 def _figure_rows(data: Data) -> list[list[str]]:
@@ -221,6 +222,7 @@ def _run_rows(data: Data) -> list[list[str]]:
             str(r.skipped),
             str(r.failed),
             _n(r.rows),
+            f"{r.downloaded_bytes / (1 << 20):,.1f}",
         ]
         for r in data.runs
     ]

@@ -53,6 +53,7 @@ class RunRecord:
     rows: int
     seconds: float
     status: str  # ok | failed
+    downloaded_bytes: int = 0  # bytes fetched from the source (cached files: none)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -67,4 +68,5 @@ class RunRecord:
             "rows": self.rows,
             "seconds": round(self.seconds, 3),
             "status": self.status,
+            "downloaded_bytes": self.downloaded_bytes,
         }

@@ -64,6 +64,8 @@ def test_runs_lists_the_past_runs(loaded: str) -> None:
         ("backfill", 2, 0, 0),
     ]
     assert runs[1]["rows"] == 35_612 + 95_120 and runs[1]["status"] == "ok"
+    sizes = GREEN_04.stat().st_size + GREEN_10.stat().st_size
+    assert (runs[1]["downloaded_bytes"], runs[0]["downloaded_bytes"]) == (sizes, 0)
     assert runs[1]["started"] <= runs[1]["finished"] <= runs[0]["started"]
     text = runner.invoke(app, ["runs", "--pg-url", loaded])
     assert text.exit_code == 0 and "130,732" in text.stdout

@@ -11,7 +11,10 @@ from taxi_cli.postgres import ddl
 from taxi_cli.runs import RunRecord
 
 RUNS = "taxi_cli_runs"
-_COLUMNS = "started, finished, command, label, worker, done, skipped, failed, rows, seconds, status"
+_COLUMNS = (
+    "started, finished, command, label, worker, done, skipped, failed, rows, seconds, status, "
+    "downloaded_bytes"
+)
 
 
 def create(schema: str) -> sql.Composed:
@@ -19,7 +22,8 @@ def create(schema: str) -> sql.Composed:
         "CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, started timestamptz NOT NULL, "
         "finished timestamptz NOT NULL, command text NOT NULL, label text NOT NULL, "
         "worker text, done integer NOT NULL, skipped integer NOT NULL, failed integer NOT NULL, "
-        "rows bigint NOT NULL, seconds double precision NOT NULL, status text NOT NULL)"
+        "rows bigint NOT NULL, seconds double precision NOT NULL, status text NOT NULL, "
+        "downloaded_bytes bigint NOT NULL DEFAULT 0)"
     ).format(ddl.ident(schema, RUNS))
 
 
@@ -29,7 +33,7 @@ def write(conn: psycopg.Connection[Any], schema: str, run: RunRecord) -> None:
         conn.execute(create(schema))
         conn.execute(
             sql.SQL(
-                "INSERT INTO {} (" + _COLUMNS + ") VALUES (" + ", ".join(["%s"] * 11) + ")"
+                "INSERT INTO {} (" + _COLUMNS + ") VALUES (" + ", ".join(["%s"] * 12) + ")"
             ).format(ddl.ident(schema, RUNS)),
             (
                 run.started,
@@ -43,6 +47,7 @@ def write(conn: psycopg.Connection[Any], schema: str, run: RunRecord) -> None:
                 run.rows,
                 run.seconds,
                 run.status,
+                run.downloaded_bytes,
             ),
         )
 
@@ -62,7 +67,9 @@ def read(conn: psycopg.Connection[Any], schema: str, limit: int = 100) -> list[R
 
 
 def _record(row: tuple[Any, ...]) -> RunRecord:
-    started, finished, command, label, worker, done, skipped, failed, count, seconds, status = row
+    started, finished, command, label, worker, done, skipped, failed, count, seconds, status = row[
+        :11
+    ]
     return RunRecord(
         started,
         finished,
@@ -75,4 +82,5 @@ def _record(row: tuple[Any, ...]) -> RunRecord:
         int(count),
         float(seconds),
         status,
+        int(row[11] or 0),
     )
