@@ -21,14 +21,11 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/taxi-cli
-# Dependencies first, from pyproject.toml alone (an empty package stands in for ours), so
-# that a code change does not reinstall dbt, polars and the Google clients.
-COPY pyproject.toml README.md ./
-RUN mkdir taxi_cli \
-    && touch taxi_cli/__init__.py \
-    && /opt/taxi-cli/bin/pip install . \
-    && /opt/taxi-cli/bin/pip uninstall --yes taxi-cli \
-    && rm -rf taxi_cli build
+# Dependencies first, exactly the locked versions (each file checked against its hash),
+# so that a code change does not reinstall dbt, polars and the Google clients.
+COPY requirements/runtime.txt ./requirements/
+RUN /opt/taxi-cli/bin/pip install --require-hashes --no-deps -r requirements/runtime.txt
+COPY pyproject.toml setup.py README.md ./
 COPY taxi_cli ./taxi_cli
 # Then a wheel (exactly what `pip install .` ships: code, dbt project, release manifest).
 RUN /opt/taxi-cli/bin/pip wheel --no-deps --wheel-dir /wheels . \

@@ -3,17 +3,25 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The lock files: every package pinned with its hashes (`make lock` re-pins them from
+# pyproject.toml's ranges). dev = the app + test + lint extras; runtime = the app only.
+LOCK_DEV := requirements/dev.txt
+LOCK_RUN := requirements/runtime.txt
+COMPILE   = $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 \
+            --generate-hashes --quiet --custom-compile-command "make lock"
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint fmt bench docs clean browser
+.PHONY: help install run test test-fast lint fmt bench lock docs clean browser
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py $(LOCK_DEV)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test,lint]"
+	# exactly the locked versions, each file checked against its hash; then taxi-cli itself
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r $(LOCK_DEV)
+	$(BIN)/pip install --quiet --no-deps -e .
 	# bqemulator needs DuckDB's spatial extension; it ships in a wheel and is installed offline once.
 	$(BIN)/python -c "import duckdb_extensions; duckdb_extensions.import_extension('spatial')"
 	touch $(STAMP)
@@ -24,6 +32,7 @@ install: $(STAMP) ## create .venv and install taxi-cli with its test and lint ex
 # files from tests/data on 127.0.0.1 and says so; otherwise it uses the release host.
 run: $(STAMP) ## the main job: real months into the embedded Postgres, dbt models, status
 	$(BIN)/python -m taxi_cli.demo --local-mirror tests/data/real tests/data
+	@echo "taxi-cli is installed in $(VENV): run $(BIN)/taxi-cli --help, or first 'source $(BIN)/activate'"
 
 test: $(STAMP) ## run the whole test suite (starts its own Postgres and emulators)
 	$(BIN)/pytest -q
@@ -49,6 +58,10 @@ fmt: $(STAMP) ## format the code
 bench: $(STAMP) ## load-pg against COPY and the course's SQL; prints the ratios
 	$(BIN)/python -m bench.load_pg
 	$(BIN)/python -m bench.parquet $(PARQUET_BENCH_ARGS)  # PARQUET_BENCH_ARGS=--large: also 7M rows
+
+lock: $(STAMP) ## re-pin requirements/*.txt (with hashes) after a change to pyproject.toml
+	$(COMPILE) --extra test --extra lint --output-file $(LOCK_DEV)
+	$(COMPILE) --output-file $(LOCK_RUN)
 
 # The report test opens the HTML in a real browser: Debian's headless Chromium. apt needs
 # root, so this installs it as root or in CI and otherwise says how.

@@ -32,7 +32,7 @@ from taxi_cli.choices import Reprocess, TargetName
 from taxi_cli.config import Settings, hostname
 from taxi_cli.console import Output
 from taxi_cli.destinations import Destination, lock_name
-from taxi_cli.download import make_client
+from taxi_cli.download import CONNECT_RETRIES, connect_error, make_client
 from taxi_cli.errors import TransientError
 from taxi_cli.lock import RunLock, lock_path
 from taxi_cli.model import LedgerRow, Upstream
@@ -74,8 +74,21 @@ class _Unanswered(TransientError):
     pass
 
 
+class _Unreachable(Exception):
+    """The probe's connection failed: the host never answered."""
+
+    def __init__(self, exc: httpx.TransportError) -> None:
+        super().__init__(f"{type(exc).__name__}: {exc}")
+        self.reason = f"{type(exc).__name__}: {exc}"
+        self.timed_out = isinstance(exc, httpx.ConnectTimeout)
+
+
 def probe_month(cfg: Settings, client: httpx.Client, taxi: TaxiType, month: str) -> bool | None:
-    """Does the month exist upstream? True/False, or None when the host does not answer."""
+    """Does the month exist upstream? True/False, or None when the host does not answer.
+
+    A host that cannot be reached at all (refused, no DNS, no route) is not "up to date":
+    after `CONNECT_RETRIES` short retries (none after a connect timeout) it raises the
+    ConnectError (exit 3) instead."""
     url = taxi_url(cfg.source_url, taxi, month)
 
     def head() -> bool | None:
@@ -83,6 +96,8 @@ def probe_month(cfg: Settings, client: httpx.Client, taxi: TaxiType, month: str)
             # Not following the redirect: GitHub answers an existing asset with a 302 to a
             # signed storage URL (which may refuse HEAD), and a missing one with a 404.
             response = client.head(url, follow_redirects=False)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise _Unreachable(exc) from exc
         except httpx.HTTPError as exc:
             raise _Unanswered(f"{type(exc).__name__}: {exc}") from exc
         if response.status_code in (404, 410):
@@ -94,13 +109,24 @@ def probe_month(cfg: Settings, client: httpx.Client, taxi: TaxiType, month: str)
         log.warning("probe of %s failed: HTTP %s", url, response.status_code)
         return None
 
+    failures = {"unreachable": 0, "unanswered": 0}
+
+    def retryable(exc: BaseException) -> bool:
+        kind = "unreachable" if isinstance(exc, _Unreachable) else "unanswered"
+        failures[kind] += 1
+        if isinstance(exc, _Unreachable):
+            return failures[kind] <= CONNECT_RETRIES and not exc.timed_out
+        return isinstance(exc, _Unanswered) and failures[kind] <= cfg.http_retries
+
     try:
         found, _ = retrying(
             head,
             cfg=cfg,
-            attempts=cfg.http_retries + 1,
-            retryable=lambda exc: isinstance(exc, _Unanswered),
+            attempts=max(cfg.http_retries, CONNECT_RETRIES) + 1,
+            retryable=retryable,
         )
+    except _Unreachable as exc:
+        raise connect_error(url, exc.reason) from exc
     except _Unanswered as exc:
         log.warning("probe of %s failed: %s", url, exc)
         return None

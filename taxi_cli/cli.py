@@ -16,7 +16,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 
-from taxi_cli import __version__
+from taxi_cli import console
 from taxi_cli.catalog import Partition
 from taxi_cli.choices import (
     BadRows,
@@ -50,7 +50,7 @@ app = typer.Typer(
     epilog=EPILOG,
     no_args_is_help=True,
     pretty_exceptions_enable=False,  # rich tracebacks print locals, DSNs included
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish)
     rich_markup_mode=None,  # help texts show [env VAR] literally, not as rich markup
 )
 
@@ -63,14 +63,20 @@ def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        console.reset()  # a fresh stderr console and text errors until output() says json
         try:
             return func(*args, **kwargs)
         except TaxiError as exc:
-            typer.echo(f"taxi-cli: error: {mask_dsn(str(exc))}", err=True)
+            console.error_line(mask_dsn(str(exc)), int(exc.exit_code))
             raise typer.Exit(int(exc.exit_code)) from exc
         except KeyboardInterrupt as exc:
-            typer.echo("taxi-cli: interrupted", err=True)
+            console.error_line("interrupted", int(ExitCode.INTERRUPTED), label="")
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from exc
+        except OSError as exc:  # last resort: library code names its own paths first
+            from taxi_cli.oserrors import describe
+
+            typer.echo(f"taxi-cli: error: {mask_dsn(describe(exc))}", err=True)
+            raise typer.Exit(int(ExitCode.RUNTIME)) from exc
 
     wrapper.error_boundary = True  # type: ignore[attr-defined]  # checked by the tests
     return wrapper
@@ -226,12 +232,14 @@ def output(
 ) -> Output:
     """Set up logging and the result channels for one command."""
     setup_logging(quiet=quiet, verbose=verbose, fmt=str(log_format))
-    return Output(quiet=quiet, json=json_out)
+    return Output(quiet=quiet, json=json_out, log_json=log_format == LogFormat.JSON)
 
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"taxi-cli {__version__}")
+        from taxi_cli import versions
+
+        typer.echo(versions.report(), nl=False)
         raise typer.Exit()
 
 
@@ -244,7 +252,13 @@ def _root(
         str | None, typer.Option("--profile", help="Config file profile [env TAXI_PROFILE]")
     ] = None,
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Show the version and those of Python, Polars, psycopg, dbt, PostgreSQL.",
+        ),
     ] = False,
 ) -> None:
     """Extract, load, backfill and transform the NYC TLC trip records."""
@@ -821,6 +835,9 @@ def schedule_cmd(
     install: Annotated[
         bool, typer.Option("--install", help="systemd: write the units to ~/.config/systemd/user.")
     ] = False,
+    uninstall: Annotated[
+        bool, typer.Option("--uninstall", help="systemd: stop and remove the units it installed.")
+    ] = False,
 ) -> None:
     """Print a crontab entry or systemd units that run the catch-up backfill monthly."""
     from taxi_cli import schedule
@@ -828,7 +845,14 @@ def schedule_cmd(
     output()
     cfg = settings()
     text, notes = schedule.run(
-        cfg, str(kind), taxis=taxis, target=str(target), at=at, timezone=timezone, install=install
+        cfg,
+        str(kind),
+        taxis=taxis,
+        target=str(target),
+        at=at,
+        timezone=timezone,
+        install=install,
+        uninstall=uninstall,
     )
     typer.echo(text, nl=False)
     for note in notes:
@@ -849,7 +873,26 @@ def transform_cmd(
         TransformTarget, typer.Option("--target", "-t", help="Where the loaded tables are.")
     ] = TransformTarget.PG,
     select: Annotated[
-        str | None, typer.Option("--select", "-s", help="dbt node selection, e.g. fact_trips+.")
+        str | None,
+        typer.Option(
+            "--select", "-s", metavar="SELECTOR", help="dbt node selection, e.g. fact_trips+."
+        ),
+    ] = None,
+    exclude: Annotated[
+        str | None,
+        typer.Option(
+            "--exclude", metavar="SELECTOR", help="dbt nodes to leave out, e.g. test_type:data."
+        ),
+    ] = None,
+    dbt_vars: Annotated[
+        str | None,
+        typer.Option(
+            "--vars", metavar="YAML", help="dbt vars as a YAML mapping, e.g. '{is_test_run: true}'."
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", metavar="N", help="dbt threads (default: the profile's)."),
     ] = None,
     full_refresh: Annotated[
         bool, typer.Option("--full-refresh", help="Rebuild incremental models from scratch.")
@@ -869,7 +912,8 @@ def transform_cmd(
 ) -> None:
     """Build the dbt models (staging, fact_trips, revenue mart) and run their tests.
 
-    Arguments after `--` go to `dbt build` as they are, e.g. `-- --fail-fast`.
+    dbt's selection flags work directly (--select, --exclude, --vars, --threads,
+    --full-refresh); any other `dbt build` argument goes after `--`, e.g. `-- --fail-fast`.
     """
     from taxi_cli import transform
 
@@ -882,6 +926,9 @@ def transform_cmd(
         full_refresh=full_refresh,
         test_run=test_run,
         extra_args=list(ctx.args),
+        exclude=exclude,
+        variables=dbt_vars,
+        threads=threads,
     )
     transform.report(result, out)
     transform.check(result)

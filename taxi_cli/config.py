@@ -14,7 +14,9 @@ below. `Settings.source_of(name)` says where each value came from, for `config s
 from __future__ import annotations
 
 import difflib
+import math
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Callable, Mapping
@@ -60,14 +62,22 @@ class Spec:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError("must be a whole number >= 0") from None
     if value < 0:
         raise ValueError("must be >= 0")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("must be a number >= 0") from None
+    if not math.isfinite(value):  # float() accepts nan, inf and 1e999
+        raise ValueError("must be a finite number >= 0")
     if value < 0:
         raise ValueError("must be >= 0")
     return value
@@ -99,12 +109,82 @@ def _checks(text: str) -> str:
     return text
 
 
+def _seconds(text: str) -> float:
+    value = _positive_float(text)
+    if value == 0:
+        raise ValueError("must be more than 0 seconds")
+    return value
+
+
+_PG_SCHEMES = ("postgresql", "postgres")
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _pg_url(text: str) -> str:
+    """A PostgreSQL URL (or libpq key=value string) libpq will parse as meant.
+
+    The messages never quote the value: a malformed URL defeats the password mask.
+    """
+    value = text.strip()
+    if not value:
+        return ""
+    example = "postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+    if "://" not in value:
+        if "=" not in value:
+            raise ValueError(f"not a URL: expected {example}")
+        _libpq_parse(value, "not a valid key=value connection string")
+        return value
+    scheme, _, rest = value.partition("://")
+    if scheme.lower() not in _PG_SCHEMES:
+        shown = scheme if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,20}", scheme) else "?"
+        raise ValueError(f"scheme {shown!r} is not postgresql:// or postgres://; use {example}")
+    if rest.count("@") > 1:
+        raise ValueError("an unencoded '@' in the user name or password: write it as %40")
+    userinfo, at, hostpart = rest.rpartition("@")
+    if at and re.search(r"[/?#]", userinfo):
+        raise ValueError(
+            "an unencoded '/', '?' or '#' in the user name or password: "
+            "percent-encode it (%2F, %3F, %23)"
+        )
+    if _BAD_PERCENT.search(value):
+        raise ValueError("an unencoded '%' (not followed by two hex digits): write it as %25")
+    hosts = re.split(r"[/?]", hostpart, maxsplit=1)[0]
+    for host in hosts.split(","):
+        port = host.rpartition("]")[2].partition(":")[2] if host.startswith("[") else ""
+        if not host.startswith("["):
+            port = host.partition(":")[2]
+        if port and not port.isdigit():
+            raise ValueError("the port is not a number")
+    _libpq_parse(value, "libpq cannot parse it")
+    return value
+
+
+def _libpq_parse(value: str, what: str) -> None:
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(value)
+    except ProgrammingError as exc:
+        # libpq's message quotes the bad token, which may be the password: name it instead
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        param = re.match(r'invalid URI query parameter: "([A-Za-z_]{1,40})"', reason)
+        if param:
+            raise ValueError(f"unknown URL parameter {param.group(1)!r}") from None
+        if "spaces" in reason:
+            raise ValueError("a space: percent-encode it as %20") from None
+        if "percent" in reason:
+            raise ValueError("a bad percent-encoding: write '%' as %25") from None
+        raise ValueError(what) from None
+
+
 SPECS: tuple[Spec, ...] = (
     Spec(
         "source_url",
         "TAXI_SOURCE_URL",
         lambda: DEFAULT_SOURCE_URL,
         help="release host to download from (a mirror with the same layout)",
+        secret="dsn",  # a private mirror's URL may carry user:password
     ),
     Spec(
         "data_dir",
@@ -145,7 +225,7 @@ SPECS: tuple[Spec, ...] = (
         "http_timeout",
         "TAXI_HTTP_TIMEOUT",
         lambda: 60.0,
-        _positive_float,
+        _seconds,
         help="seconds without progress before a download attempt fails",
     ),
     Spec(
@@ -159,6 +239,7 @@ SPECS: tuple[Spec, ...] = (
         "pg_url",
         "TAXI_PG_URL",
         lambda: "",
+        _pg_url,
         secret="dsn",
         help="PostgreSQL URL; else PG* variables when PGHOST is set; else embedded",
     ),
@@ -377,9 +458,13 @@ def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | Non
             what = "is not a file" if path.exists() else "does not exist"
             raise ConfigError(f"config file {path} (from {how}) {what}")
         return path
-    for candidate, _ in candidates:
+    for candidate, how in candidates:
         if candidate.is_file():
             return candidate
+        if candidate.exists():  # a directory (or a socket) where the config file belongs
+            raise ConfigError(
+                f"config file {candidate} (from {how}) is not a file; remove or rename it"
+            )
     return None
 
 
@@ -395,11 +480,23 @@ def _read_profile(path: Path, profile: str | None) -> tuple[dict[str, Any], str 
     """The file's values for `profile`, the profile used, and the keys the profile set."""
     try:
         data = tomllib.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"cannot read config file {path}: not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read config file {path}: not UTF-8 ({exc.reason})") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
     profiles = data.pop("profile", {})
-    if not isinstance(profiles, dict) or not all(isinstance(t, dict) for t in profiles.values()):
-        raise ConfigError(f"{path}: `profile` must hold [profile.NAME] tables")
+    if not isinstance(profiles, dict):
+        raise ConfigError(
+            f"{path}: `profile` must hold [profile.NAME] tables, not {_kind(profiles)}"
+        )
+    for name, table in profiles.items():
+        if not isinstance(table, dict):
+            raise ConfigError(
+                f"{path}: `profile` must hold [profile.NAME] tables; "
+                f"profile.{name} is {_kind(table)}, not a table"
+            )
     # The whole file is checked, not just the chosen profile: a typo in [profile.prod]
     # should fail on the laptop, not at 09:00 on the first of the month.
     _check_keys(path, data, "the top level")
@@ -420,14 +517,32 @@ def _read_profile(path: Path, profile: str | None) -> tuple[dict[str, Any], str 
     return merged, chosen, from_profile
 
 
+def _kind(value: Any) -> str:
+    """What a TOML value is, in TOML's words."""
+    kinds: tuple[tuple[type, str], ...] = (
+        (bool, "a boolean"),
+        (int, "an integer"),
+        (float, "a float"),
+        (str, "a string"),
+        (list, "an array"),
+        (dict, "a table"),
+    )
+    return next((word for t, word in kinds if isinstance(value, t)), "a date or time")
+
+
 def _convert(spec: Spec, raw: Any, where: str) -> Any:
     if isinstance(raw, dict | list):
-        kind = "table" if isinstance(raw, dict) else "array"
-        raise ConfigError(f"bad value for {spec.name} (from {where}): a {kind}, not a value")
+        raise ConfigError(f"bad value for {spec.name} (from {where}): {_kind(raw)}, not a value")
+    if isinstance(raw, bool) and spec.convert is not str:
+        raise ConfigError(f"bad value {raw!r} for {spec.name} (from {where}): not a number")
+    if isinstance(raw, float) and spec.convert is _positive_int:
+        raise ConfigError(f"bad value {raw!r} for {spec.name} (from {where}): not a whole number")
     try:
         return spec.convert(str(raw))
     except ValueError as exc:
-        raise ConfigError(f"bad value {raw!r} for {spec.name} (from {where}): {exc}") from exc
+        # a secret's value is never quoted, not even masked (a malformed one defeats the mask)
+        shown = "" if spec.secret else f" {raw!r}"
+        raise ConfigError(f"bad value{shown} for {spec.name} (from {where}): {exc}") from exc
 
 
 def load_settings(

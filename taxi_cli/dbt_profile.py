@@ -6,8 +6,8 @@ from libpq, so a unix-socket server becomes `host: <socket dir>`. The BigQuery t
 uses load-bq's project, dataset, location and credentials, or `TAXI_BQ_ENDPOINT` with a
 dummy token for an emulator.
 
-The profile holds a password, so it lives in a private temporary directory (0700, file
-0600) that is removed when dbt is done.
+The profile holds a password, so it lives in a private directory (0700, file 0600) that
+is removed when dbt is done, or, after a SIGKILL, by the next run of the same target.
 """
 
 from __future__ import annotations
@@ -151,9 +151,25 @@ def resolve(cfg: Settings, target: str) -> DbtTarget:
 
 
 @contextmanager
-def profiles_dir(target: DbtTarget) -> Iterator[Path]:
-    """A private directory holding profiles.yml for `target`, removed afterwards."""
-    path = Path(tempfile.mkdtemp(prefix="taxi-cli-dbt-"))  # mkdtemp: mode 0700
+def profiles_dir(target: DbtTarget, root: Path | None = None) -> Iterator[Path]:
+    """A private directory holding profiles.yml for `target`, removed afterwards.
+
+    With `root` (a directory only this target's runs use, under their lock), whatever a
+    killed run left there (SIGKILL skips the removal) is removed first: a secret
+    outlives its run at most until the next run starts, and is never readable by others.
+    """
+    if root is not None:
+        try:
+            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            root.chmod(0o700)  # also when it existed with a looser mode
+            for stale in root.iterdir():
+                if stale.is_dir() and not stale.is_symlink():
+                    shutil.rmtree(stale)
+                else:
+                    stale.unlink()
+        except OSError as exc:
+            raise ConfigError(f"cannot prepare the dbt profile dir {root}: {exc}") from exc
+    path = Path(tempfile.mkdtemp(prefix="taxi-cli-dbt-", dir=root))  # mkdtemp: mode 0700
     try:
         profile = {PROFILE: {"target": target.name, "outputs": {target.name: target.output}}}
         file = path / "profiles.yml"

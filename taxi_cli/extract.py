@@ -8,13 +8,18 @@ that fails verification is fetched once more from scratch; a second failure is a
 error, and neither copy is kept.
 
 A verified file gets a sidecar `{file}.verified.json` (size, mtime, sha256, rows,
-uncompressed bytes): while the file's size and mtime match it, a later run trusts it
-without reading the file again. A missing or stale sidecar means re-verify.
+uncompressed bytes): while the file's size and mtime match it, and its sha256 is the
+release manifest's, a later run trusts it without reading the file again. A missing,
+stale, incomplete, unreadable or other-version sidecar means verify again, never a crash.
+
+A read-only data dir with verified files serves them (nothing needs writing then); any
+other operating-system error is one line naming the path (`taxi_cli.oserrors`).
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import fcntl
 import hashlib
 import json
@@ -25,7 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from rich.progress import Progress, TaskID
 
@@ -43,6 +48,8 @@ from taxi_cli.config import Settings
 from taxi_cli.console import Output, add_task
 from taxi_cli.errors import ConfigError, DataError, DownloadError, TaxiError
 from taxi_cli.model import Extracted
+from taxi_cli.oserrors import DATA_DIR_HINT, disk_error, os_error_of
+from taxi_cli.redact import mask_url
 from taxi_cli.verify import Verified, VerifyError, verify_trip_file, verify_zones
 
 if TYPE_CHECKING:
@@ -82,7 +89,9 @@ def load_manifest(cfg: Settings) -> dict[str, ManifestEntry]:
                 )
                 for row in csv.DictReader(fh)
             }
-    except (OSError, KeyError, ValueError, TypeError) as exc:
+    except OSError as exc:
+        raise disk_error(exc, path, config="TAXI_MANIFEST / --manifest") from exc
+    except (KeyError, ValueError, TypeError) as exc:
         raise ConfigError(
             f"cannot read the manifest {path} (TAXI_MANIFEST): {exc}; it needs the columns "
             "filename,size_bytes,sha256 (or set it to `none`)"
@@ -97,17 +106,40 @@ def sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + SIDECAR_SUFFIX)
 
 
-def _read_sidecar(path: Path) -> dict[str, Any] | None:
-    """The sidecar's record when it still describes `path` exactly, else None."""
+# the fields a sidecar must hold, with their types, before it is trusted
+_SIDECAR_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "file": str,
+    "size": int,
+    "mtime_ns": int,
+    "sha256": str,
+    "rows": int,
+    "uncompressed_bytes": int,
+    "note": (str, type(None)),
+}
+
+
+def _read_sidecar(path: Path, expected_sha256: str | None = None) -> dict[str, Any] | None:
+    """The sidecar's record when it still describes `path` exactly, else None (verify
+    again): complete, this version, this file's size and mtime, and, when the manifest
+    knows the file, made from its sha256 (or accepted with a note)."""
     try:
         meta = json.loads(sidecar_path(path).read_text())
         st = path.stat()
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # missing, unreadable, not JSON, not UTF-8
         return None
     if not isinstance(meta, dict) or meta.get("version") != SIDECAR_VERSION:
         return None
-    if meta.get("size") != st.st_size or meta.get("mtime_ns") != st.st_mtime_ns:
+    for key, kind in _SIDECAR_FIELDS.items():
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            return None
+    if (
+        meta["file"] != path.name
+        or meta["size"] != st.st_size
+        or meta["mtime_ns"] != st.st_mtime_ns
+    ):
         return None
+    if expected_sha256 and meta["sha256"] != expected_sha256 and not meta["note"]:
+        return None  # made from other content than the release manifest names
     return meta
 
 
@@ -132,6 +164,14 @@ def cached_sha256(cfg: Settings, taxi: TaxiType, month: str) -> str | None:
 
 
 def _write_sidecar(path: Path, verified: Verified) -> None:
+    """Record the verification; on a read-only data dir, skip it (verify again next time)."""
+    try:
+        _write_sidecar_file(path, verified)
+    except OSError as exc:
+        log.debug("cannot write the sidecar of %s (%s); it will be verified again", path, exc)
+
+
+def _write_sidecar_file(path: Path, verified: Verified) -> None:
     st = path.stat()
     meta = {
         "version": SIDECAR_VERSION,
@@ -223,7 +263,7 @@ def _from_sidecar(
         sha256=str(meta["sha256"]),
         cached=True,
         note=meta.get("note"),
-        url=url,
+        url=mask_url(url),  # --json prints it: never the credentials
     )
 
 
@@ -234,11 +274,36 @@ def _ensure(cfg: Settings, *, final: Path, **kwargs: Any) -> Extracted:
         return _ensure_locked(cfg, final=final, **kwargs)
 
 
+# a data dir that cannot take a lock file can take no download either: reading is all
+# that can happen there, and readers need no lock
+_READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _open_lock(cfg: Settings, final: Path) -> IO[str] | None:
+    """The lock file of `final`, opened; None on a read-only data dir that has `final`."""
+    locks = cfg.data_path / ".locks"
+    try:
+        if cfg.data_path.exists() and not cfg.data_path.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(cfg.data_path))
+        locks.mkdir(parents=True, exist_ok=True)
+        return (locks / f"{final.parent.name}.{final.name}.lock").open("a")
+    except OSError as exc:
+        if exc.errno in _READ_ONLY and final.exists():
+            log.debug("no lock for %s (%s): the data dir is read-only", final.name, exc)
+            return None
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+            raise disk_error(exc, locks) from exc
+        # the configured data dir itself is unusable: a file, read-only, not ours (exit 2)
+        raise disk_error(exc, cfg.data_path, config=DATA_DIR_HINT) from exc
+
+
 @contextmanager
 def _file_lock(cfg: Settings, final: Path) -> Iterator[None]:
-    locks = cfg.data_path / ".locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    with (locks / f"{final.parent.name}.{final.name}.lock").open("a") as fh:
+    fh = _open_lock(cfg, final)
+    if fh is None:
+        yield
+        return
+    with fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -250,7 +315,15 @@ def _file_lock(cfg: Settings, final: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _ensure_locked(
+def _ensure_locked(cfg: Settings, *, final: Path, **kwargs: Any) -> Extracted:
+    """The cache-or-download-and-verify cycle shared by trip files and the zone lookup."""
+    try:
+        return _cycle(cfg, final=final, **kwargs)
+    except OSError as exc:  # whatever path it was, one line naming it (never a traceback)
+        raise disk_error(exc) from exc
+
+
+def _cycle(
     cfg: Settings,
     *,
     taxi: str,
@@ -262,12 +335,12 @@ def _ensure_locked(
     force: bool,
     client: _Http,
     bars: _Bars,
+    entry: ManifestEntry | None,
 ) -> Extracted:
-    """The cache-or-download-and-verify cycle shared by trip files and the zone lookup."""
     name = final.name
     part = final.with_name(name + ".part")
     if final.exists() and not force:
-        meta = _read_sidecar(final)
+        meta = _read_sidecar(final, entry.sha256 if entry else None)
         if meta is not None:
             return _from_sidecar(meta, taxi, month, final, url)
         began = time.monotonic()
@@ -277,6 +350,8 @@ def _ensure_locked(
             log.warning("%s; the cached copy is bad, downloading it again", exc)
             sidecar_path(final).unlink(missing_ok=True)
             final.unlink()
+        except OSError as exc:
+            raise disk_error(exc, final) from exc
         else:
             _write_sidecar(final, verified)
             spent = time.monotonic() - began
@@ -291,7 +366,14 @@ def _ensure_locked(
         fetched = began
         try:
             try:
-                download.fetch(client.get(), url, part, cfg, progress=bar.update)
+                download.fetch(
+                    client.get(),
+                    url,
+                    part,
+                    cfg,
+                    expected_size=entry.size if entry else None,
+                    progress=bar.update,
+                )
                 fetched = time.monotonic()
             except download.NotFound as exc:
                 download.discard(part)
@@ -305,7 +387,7 @@ def _ensure_locked(
                 continue
             raise DataError(
                 f"{exc}; downloaded twice and both copies failed verification, "
-                f"so nothing was kept: check the source ({url}) and run again later"
+                f"so nothing was kept: check the source ({mask_url(url)}) and run again later"
             ) from exc
         finally:
             bar.finish()
@@ -354,7 +436,7 @@ def _extracted(
         sha256=v.sha256,
         cached=cached,
         note=v.note,
-        url=url,
+        url=mask_url(url),  # --json prints it: never the credentials
         download_seconds=download_s,
         verify_seconds=verify_s,
     )
@@ -435,13 +517,20 @@ def ensure_file(
             force=force,
             client=http,
             bars=bars,
+            entry=entry,
         )
     etag, modified = upstream.recorded(final)
     result = replace(result, etag=etag, last_modified=modified)
     if parquet:
-        from taxi_cli.parquet import to_parquet
+        from taxi_cli.parquet import parquet_path_for, to_parquet
 
-        result = replace(result, parquet_path=to_parquet(result, taxi, force=force))
+        try:
+            result = replace(result, parquet_path=to_parquet(result, taxi, force=force))
+        except Exception as exc:  # a full disk: Polars says so in an error of its own
+            failed = os_error_of(exc)
+            if failed is None:
+                raise
+            raise disk_error(failed, parquet_path_for(result.path)) from exc
     return result
 
 
@@ -479,6 +568,7 @@ def ensure_zones(
             force=force,
             client=http,
             bars=bars,
+            entry=entry,
         )
 
 

@@ -16,7 +16,6 @@ rule that a restricted day-of-month OR a restricted day-of-week matches becomes 
 from __future__ import annotations
 
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from taxi_cli import __version__
 from taxi_cli.catalog import parse_taxis
 from taxi_cli.choices import TargetName
 from taxi_cli.config import SPECS, Settings
-from taxi_cli.errors import ConfigError, UsageError
+from taxi_cli.errors import ConfigError, TaxiError, UsageError
 from taxi_cli.redact import mask_dsn
 
 DEFAULT_TIMEZONE = "America/New_York"
@@ -345,8 +344,32 @@ def describe(job: Job, timezone: str) -> str:
 # ---- cron -------------------------------------------------------------------------------
 
 
-def _cron_escape(text: str) -> str:
-    return text.replace("%", "\\%")  # cron turns a bare % into a newline
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _cron_word(word: str, what: str) -> str:
+    """`word` as one /bin/sh word inside a crontab line, whatever it holds.
+
+    cron turns an unescaped `%` into a newline and drops the `\\` of `\\%`, wherever
+    they are (shell quotes do not protect them). So every piece between two `%` is
+    single-quoted for the shell and each `%` written as `\\%` outside the quotes: cron
+    hands `'a'%'b'` to sh, which reads `a%b`. A `\\` before a `%` of the value stays
+    inside its quotes, where cron keeps it and sh takes it literally. A crontab entry is
+    one line: a line break (or another control character) cannot be carried, and is
+    refused rather than allowed to start a line of its own.
+    """
+    if _CONTROL.search(word):
+        raise ConfigError(
+            f"{what} holds a line break or another control character, which a crontab "
+            "line cannot carry; remove it (or use `schedule systemd`)"
+        )
+    return "\\%".join(_quote_piece(piece) for piece in word.split("%"))
+
+
+def _quote_piece(piece: str) -> str:
+    if piece and re.fullmatch(r"[A-Za-z0-9_@+=:,./-]+", piece):
+        return piece
+    return "'" + piece.replace("'", "'\"'\"'") + "'"
 
 
 def render_cron(jobs: Sequence[Job], ctx: Context, timezone: str) -> str:
@@ -359,28 +382,81 @@ def render_cron(jobs: Sequence[Job], ctx: Context, timezone: str) -> str:
         f"CRON_TZ={timezone}",
     ]
     for job in jobs:
-        parse_cron(job.at)
+        when = parse_cron(job.at).text  # one line, single spaces, whatever --at held
+        when = " ".join(when.split())
         lock = ctx.state_dir / "locks" / f"cron-{job.name}.lock"
         log = ctx.state_dir / "logs" / f"schedule-{job.name}.log"
-        prefix = [f"{k}={shlex.quote(v)}" for k, v in ctx.env]
+        prefix = [f"{k}={_cron_word(v, k)}" for k, v in ctx.env]
         if ctx.env_file is not None and ctx.env_file_needed:
-            prefix = ["set -a;", ".", shlex.quote(str(ctx.env_file)) + ";", "set +a;", *prefix]
-        words = [*prefix, "flock", "-n", shlex.quote(str(lock))]
-        words += [shlex.quote(word) for word in command(job, ctx)]
-        words += [">>", shlex.quote(str(log)), "2>&1"]
-        lines.append(f"# {describe(job, timezone)}")
-        lines.append(_cron_escape(f"{job.at} {' '.join(words)}"))
+            env_file = _cron_word(str(ctx.env_file), "the env file path")
+            prefix = ["set -a;", ".", env_file + ";", "set +a;", *prefix]
+        words = [*prefix, "flock", "-n", _cron_word(str(lock), "the state dir")]
+        words += [_cron_word(word, "the command") for word in command(job, ctx)]
+        words += [">>", _cron_word(str(log), "the state dir"), "2>&1"]
+        lines.append(f"# {describe(job, timezone)}".replace("\n", " "))
+        lines.append(f"{when} {' '.join(words)}")
     return "\n".join(lines) + "\n"
 
 
 # ---- systemd ----------------------------------------------------------------------------
 
 
+_C_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _systemd_quoted(text: str) -> str:
+    """A double-quoted systemd word: C escapes for `\\`, `"` and every control
+    character, so that a value never spans, or starts, a line of the unit."""
+    out = []
+    for ch in text:
+        if ch in _C_ESCAPES:
+            out.append(_C_ESCAPES[ch])
+        elif _CONTROL.match(ch):
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
 def _systemd_word(word: str) -> str:
+    """One ExecStart= argument: `%%` for specifiers, `$$` for variable expansion."""
     escaped = word.replace("%", "%%").replace("$", "$$")
     if re.fullmatch(r"[A-Za-z0-9_@%+=:,./$-]+", escaped):
         return escaped
-    return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return _systemd_quoted(escaped)
+
+
+def _systemd_env(name: str, value: str) -> str:
+    """One Environment= assignment: specifiers expand there, variables do not."""
+    escaped = f"{name}={value}".replace("%", "%%")
+    if re.fullmatch(r"[A-Za-z0-9_@%+=:,./$-]+", escaped):
+        return escaped
+    return _systemd_quoted(escaped)
+
+
+def _systemd_path(path: str, what: str) -> str:
+    """A path setting (EnvironmentFile=) takes the rest of the line as it is."""
+    if _CONTROL.search(path) or path != path.strip():
+        raise ConfigError(
+            f"{what} {path!r} has a control character or surrounding spaces, which a unit "
+            "file cannot carry; choose another path"
+        )
+    return path.replace("%", "%%")
+
+
+def _exec_words(words: Sequence[str]) -> list[str]:
+    exe, *args = words
+    # systemd expands no variables in the executable's path, and refuses quotes,
+    # backslashes and control characters there whatever the quoting
+    if re.search(r"[\"'\\\x00-\x1f\x7f]", exe):
+        raise ConfigError(
+            f"the taxi-cli executable {exe!r} has a quote, backslash or control character "
+            "in its path, which systemd refuses in ExecStart=; install it under another path"
+        )
+    escaped = exe.replace("%", "%%")
+    first = escaped if re.fullmatch(r"[A-Za-z0-9_@%+=:,./$-]+", escaped) else f'"{escaped}"'
+    # a lone `;` separates commands in ExecStart=: written `\\;` it is an argument
+    return [first, *("\\;" if word == ";" else _systemd_word(word) for word in args)]
 
 
 @dataclass(frozen=True)
@@ -396,18 +472,19 @@ def render_systemd(jobs: Sequence[Job], ctx: Context, timezone: str) -> list[Uni
         taxis = ",".join(job.taxis)
         service = [
             "[Unit]",
-            f"Description=taxi-cli: {describe(job, timezone)}",
+            f"Description=taxi-cli: {describe(job, timezone)}".replace("%", "%%"),
             "",
             "[Service]",
             "Type=oneshot",
-            *(f"Environment={_systemd_word(f'{k}={v}')}" for k, v in ctx.env),
+            *(f"Environment={_systemd_env(k, v)}" for k, v in ctx.env),
         ]
         if ctx.env_file is not None:
             # "-": optional unless secrets were withheld (then a missing file must fail).
             optional = "" if ctx.secrets else "-"
-            service.append(f"EnvironmentFile={optional}{_systemd_word(str(ctx.env_file))}")
+            env_file = _systemd_path(str(ctx.env_file), "the env file")
+            service.append(f"EnvironmentFile={optional}{env_file}")
         service += [
-            f"ExecStart={' '.join(_systemd_word(w) for w in command(job, ctx))}",
+            f"ExecStart={' '.join(_exec_words(command(job, ctx)))}",
             "# SIGTERM stops taxi-cli cleanly: running loads roll back, the next run redoes them.",
             "TimeoutStopSec=120",
             "Nice=10",
@@ -427,7 +504,7 @@ def render_systemd(jobs: Sequence[Job], ctx: Context, timezone: str) -> list[Uni
             "WantedBy=timers.target",
             "",
         ]
-        header = f"# Generated by taxi-cli {__version__} schedule systemd."
+        header = f"{HEADER} {__version__} schedule systemd."
         units.append(Unit(f"{job.unit}.service", "\n".join([header, *service])))
         units.append(Unit(f"{job.unit}.timer", "\n".join([header, *timer])))
     return units
@@ -441,10 +518,31 @@ def user_unit_dir() -> Path:
     return platformdirs.user_config_path() / "systemd" / "user"
 
 
+HEADER = "# Generated by taxi-cli"
+
+
+def _user_manager(target: Path) -> bool:
+    """Whether to talk to the user's systemd: only where it looks by default (units
+    written elsewhere, a custom XDG_CONFIG_HOME or a test, must not touch it)."""
+    return bool(shutil.which("systemctl")) and target == Path.home() / ".config/systemd/user"
+
+
+def _systemctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["systemctl", "--user", *args], capture_output=True, text=True, check=False
+    )
+
+
+def _why(done: subprocess.CompletedProcess[str]) -> str:
+    lines = (done.stderr or done.stdout).strip().splitlines()
+    return f"exit {done.returncode}: {lines[0].strip()}" if lines else f"exit {done.returncode}"
+
+
 def install_units(units: Sequence[Unit]) -> tuple[list[Path], str, bool]:
     """Write the units; enable the timers if a user systemd answers.
 
-    Returns (written paths, the enable command, whether it was run successfully).
+    Returns (written paths, the enable command, whether it was run successfully);
+    enabling that was tried and failed raises (exit 1), saying why and what to run.
     """
     target = user_unit_dir()
     try:
@@ -460,28 +558,99 @@ def install_units(units: Sequence[Unit]) -> tuple[list[Path], str, bool]:
         raise ConfigError(f"cannot write the units to {target}: {exc}") from exc
     timers = [unit.name for unit in units if unit.name.endswith(".timer")]
     enable = "systemctl --user daemon-reload && systemctl --user enable --now " + " ".join(timers)
-    ran = False
-    # Only where the user manager looks by default: units written elsewhere (a custom
-    # XDG_CONFIG_HOME, a test) must not make us reload the user's real systemd.
-    default_dir = Path.home() / ".config" / "systemd" / "user"
-    if shutil.which("systemctl") and target == default_dir:
-        reload = subprocess.run(
-            ["systemctl", "--user", "daemon-reload"], capture_output=True, check=False
+    if not _user_manager(target):
+        return written, enable, False
+    done = _systemctl("daemon-reload")
+    if done.returncode == 0:
+        done = _systemctl("enable", "--now", *timers)
+    if done.returncode != 0:
+        raise TaxiError(
+            f"wrote {len(written)} unit(s) to {target}, but enabling the timers failed "
+            f"({_why(done)}); is a user systemd running (loginctl enable-linger $USER)? "
+            f"then run: {enable}"
         )
-        if reload.returncode == 0:
-            started = subprocess.run(
-                ["systemctl", "--user", "enable", "--now", *timers],
-                capture_output=True,
-                check=False,
+    return written, enable, True
+
+
+def uninstall_units() -> tuple[list[Path], list[str]]:
+    """Stop, disable and remove every unit taxi-cli generated in the user unit dir
+    (found by the header it writes), and the timers' enablement links.
+
+    Returns (removed paths, notes).
+    """
+    target = user_unit_dir()
+    ours = sorted(
+        path
+        for path in (target.glob("taxi-cli-*") if target.is_dir() else [])
+        if path.suffix in (".service", ".timer") and _generated(path)
+    )
+    notes: list[str] = []
+    timers = [p.name for p in ours if p.suffix == ".timer"]
+    manager = bool(timers) and _user_manager(target)
+    if manager:
+        done = _systemctl("disable", "--now", *timers)
+        if done.returncode != 0:  # no user manager: nothing runs; the files go below
+            manager = False
+            notes.append(
+                f"systemctl --user disable failed ({_why(done)}): removed the units and "
+                "their links by hand; a running user systemd needs: "
+                "systemctl --user daemon-reload"
             )
-            ran = started.returncode == 0
-    return written, enable, ran
+    removed: list[Path] = []
+    try:
+        # what `enable` links (WantedBy=timers.target), in case systemd was not asked
+        for link in target.glob("*.wants/taxi-cli-*"):
+            if link.is_symlink() and link.resolve() in {p.resolve() for p in ours}:
+                link.unlink()
+                removed.append(link)
+        for path in ours:
+            path.unlink()
+            removed.append(path)
+    except OSError as exc:
+        raise ConfigError(f"cannot remove the units in {target}: {exc}") from exc
+    if manager:
+        _systemctl("daemon-reload")
+    if not ours:
+        notes.append(f"no taxi-cli units in {target}: nothing to remove")
+    return removed, notes
+
+
+def _generated(path: Path) -> bool:
+    try:
+        with path.open() as handle:
+            return handle.readline().startswith(HEADER)
+    except OSError:
+        return False
 
 
 def prepare_dirs(ctx: Context) -> None:
     """The lock and log dirs the cron line writes into (flock and >> do not create dirs)."""
     for sub in ("locks", "logs"):
         (ctx.state_dir / sub).mkdir(parents=True, exist_ok=True)
+
+
+def check_settings(cfg: Settings, target: str) -> None:
+    """The settings the scheduled run will need, checked now rather than at 09:00 on
+    the first of the month (ConfigError, exit 2, naming the setting)."""
+    names = TargetName(target).destinations
+    needs: list[tuple[str, str]] = []
+    if {"gcs", "bq"} & set(names):
+        needs.append(("gcs_bucket", "TAXI_GCS_BUCKET"))
+    if "bq" in names:
+        needs.append(("bq_dataset", "TAXI_BQ_DATASET"))
+    for name, env in needs:
+        if not str(getattr(cfg, name)).strip():
+            raise ConfigError(
+                f"schedule --target {target} needs {name} ({env} or `{name}` in the config "
+                "file): the scheduled run would fail without it"
+            )
+    if cfg.gcp_credentials and {"gcs", "bq"} & set(names):
+        keyfile = Path(cfg.gcp_credentials).expanduser()
+        if not keyfile.is_file():
+            raise ConfigError(
+                f"gcp_credentials (from {cfg.source_of('gcp_credentials')}) names {keyfile}, "
+                "which is not a file"
+            )
 
 
 def run(
@@ -493,12 +662,22 @@ def run(
     at: str | None,
     timezone: str,
     install: bool,
+    uninstall: bool = False,
 ) -> tuple[str, list[str]]:
     """The `schedule` command: (text for stdout, notes for stderr)."""
     if kind not in ("cron", "systemd"):
         raise UsageError(f"schedule kind must be cron or systemd, not {kind!r}")
+    if uninstall:
+        if kind == "cron" or install:
+            raise UsageError(
+                "--uninstall is for systemd alone (cron entries are not installed by "
+                "taxi-cli: remove them with crontab -e)"
+            )
+        removed, notes = uninstall_units()
+        return "".join(f"removed {path}\n" for path in removed), notes
     check_timezone(timezone)
     jobs = plan_jobs(taxis, target, at)
+    check_settings(cfg, target)
     ctx = context(cfg)
     notes = list(ctx.notes)
     if kind == "cron":

@@ -142,6 +142,21 @@ def _node_result(item: Any) -> NodeResult:
     )
 
 
+def parse_vars(text: str | None) -> dict[str, Any]:
+    """dbt's `--vars`: a YAML (or JSON) mapping, e.g. `{payment_type_values: [1, 2]}`."""
+    if not text:
+        return {}
+    import yaml  # PyYAML comes with dbt-core
+
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UsageError(f"--vars {text!r} is not YAML: {_one_line(str(exc))}") from exc
+    if not isinstance(parsed, dict):
+        raise UsageError(f"--vars must be a YAML mapping like '{{key: value}}', not {text!r}")
+    return parsed
+
+
 def dbt_args(
     target: dbt_profile.DbtTarget,
     *,
@@ -152,11 +167,15 @@ def dbt_args(
     full_refresh: bool,
     test_run: bool,
     extra_args: Sequence[str],
+    exclude: str | None = None,
+    user_vars: dict[str, Any] | None = None,
+    threads: int | None = None,
 ) -> list[str]:
     """The `dbt build` command line (extra args last, so they win)."""
     variables: dict[str, Any] = {"source_schema": target.source_schema, "is_test_run": test_run}
     if target.source_database:
         variables["source_database"] = target.source_database
+    variables.update(user_vars or {})  # the user's --vars win over ours
     args = [
         "build",
         "--project-dir",
@@ -183,6 +202,10 @@ def dbt_args(
     ]
     if select:
         args += ["--select", select]
+    if exclude:
+        args += ["--exclude", exclude]
+    if threads is not None:
+        args += ["--threads", str(threads)]
     if full_refresh:
         args.append("--full-refresh")
     return args + list(extra_args)
@@ -196,10 +219,16 @@ def run(
     full_refresh: bool = False,
     test_run: bool = False,
     extra_args: Sequence[str] = (),
+    exclude: str | None = None,
+    variables: str | None = None,
+    threads: int | None = None,
 ) -> TransformResult:
     """Build the dbt project on `target` ("pg" or "bq"); failed nodes are in the result."""
     from dbt.cli.main import dbtRunner
 
+    user_vars = parse_vars(variables)
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads must be at least 1, not {threads}")
     resolved = dbt_profile.resolve(cfg, target)
     work = cfg.state_path / "dbt" / resolved.name
     target_path, log_path = work / "target", work / "logs"
@@ -209,7 +238,7 @@ def run(
     started = time.monotonic()
     # one dbt per target dir: two builds would overwrite each other's compiled SQL
     lock = RunLock(lock_path(cfg, f"dbt-{resolved.name}"), what=f"transform --target {target}")
-    with lock, dbt_profile.profiles_dir(resolved) as profiles:
+    with lock, dbt_profile.profiles_dir(resolved, work / "profiles") as profiles:
         args = dbt_args(
             resolved,
             profiles=profiles,
@@ -219,6 +248,9 @@ def run(
             full_refresh=full_refresh,
             test_run=test_run,
             extra_args=extra_args,
+            exclude=exclude,
+            user_vars=user_vars,
+            threads=threads,
         )
         outcome = dbtRunner(callbacks=[_Progress()]).invoke(args)
     result = TransformResult(
@@ -240,8 +272,11 @@ def run(
         raise TransformFailed(f"dbt returned no results (log: {result.log_path})")
     result.nodes = [_node_result(item) for item in executed]
     log.info("dbt's compiled SQL and run_results.json: %s; its log: %s", target_path, log_path)
-    if not result.nodes and select:
-        raise UsageError(f"--select {select!r} matched no model or test of the project")
+    if not result.nodes and (select or exclude):
+        chosen = " ".join(
+            f"{f} {v!r}" for f, v in (("--select", select), ("--exclude", exclude)) if v
+        )
+        raise UsageError(f"{chosen} matched no model or test of the project")
     return result
 
 

@@ -10,6 +10,11 @@ Speed matters: a 7,000,000-row yellow month is ~670 MB of CSV. Trip files never 
 fields, so records are checked in bulk with numpy (newline positions, comma counts per
 line) on ~16 MiB slices of the zlib output; the slower exact `csv` scan runs only if a
 quote character shows up. The zone lookup (quoted, 265 rows) always uses `csv`.
+
+Memory is bounded whatever the compression ratio: zlib output is taken `INFLATE_CHUNK`
+bytes at a time (a few KiB of gzip can inflate to gigabytes of blank lines), numpy
+works on blocks of at most `CHECK_BLOCK` bytes, and a line longer than `MAX_LINE` (any
+real record is ~200 bytes) is an error, in either scan.
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ from taxi_cli.errors import DataError
 
 GZIP_MAGIC = b"\x1f\x8b"
 READ_CHUNK = 4 << 20  # compressed bytes per read
-SCAN_CHUNK = 16 << 20  # decompressed bytes per numpy pass
+SCAN_CHUNK = 16 << 20  # decompressed bytes handed to the scanner at a time
+INFLATE_CHUNK = 4 << 20  # most decompressed bytes one zlib call may return
+CHECK_BLOCK = 2 << 20  # most bytes one numpy pass looks at (its index arrays are 8x that)
 MAX_LINE = 1 << 20  # a trip record is ~200 bytes
 # DataTalksClub re-uploaded the release assets on 2022-07-14; copies made before differ
 # from the manifest only in the gzip header's MTIME (bytes 4..7), set in this window.
@@ -100,12 +107,17 @@ def _gunzip(path: Path, hasher: hashlib._Hash) -> Iterator[bytes]:
                         at = consumed + len(chunk) - len(pending)
                         raise _GzipProblem(f"trailing garbage after the gzip stream at byte {at:,}")
                     d = zlib.decompressobj(31)
-                try:
-                    out = d.decompress(pending)
-                except zlib.error as exc:
-                    raise _GzipProblem(f"corrupt gzip data ({exc})") from exc
-                if out:
-                    yield out
+                data = pending
+                while True:  # in bounded slices: the output may be 1000x the input
+                    try:
+                        out = d.decompress(data, INFLATE_CHUNK)
+                    except zlib.error as exc:
+                        raise _GzipProblem(f"corrupt gzip data ({exc})") from exc
+                    if out:
+                        yield out
+                    data = d.unconsumed_tail
+                    if d.eof or (not data and len(out) < INFLATE_CHUNK):
+                        break
                 pending = d.unused_data if d.eof else b""
             consumed += len(chunk)
             chunk = fh.read(READ_CHUNK)
@@ -231,37 +243,57 @@ class _FastScan:
         last = buf.rfind(b"\n")
         self.carry = buf[last + 1 :]
         if last >= 0:
-            self._check(buf[: last + 1])
+            if buf.find(b'"', 0, last + 1) >= 0:
+                raise _NeedsExactScan
+            view = memoryview(buf)
+            start = 0
+            while start <= last:  # blocks of about CHECK_BLOCK bytes, each ending at a \n
+                end = buf.rfind(b"\n", start, start + CHECK_BLOCK)
+                if end < 0:  # one line longer than the block: to its end (then an error)
+                    end = buf.find(b"\n", start + CHECK_BLOCK)
+                self._check(view[start : end + 1])
+                start = end + 1
         if len(self.carry) > MAX_LINE:  # binary or not line-based: do not buffer it all
-            raise VerifyError(
-                self.name,
-                f"a line longer than {MAX_LINE:,} bytes: not a CSV trip file",
-                self.line + 1,
-            )
+            self._too_long(self.line + 1)
 
-    def _check(self, block: bytes) -> None:
-        if b'"' in block:
-            raise _NeedsExactScan
+    def _too_long(self, line: int) -> None:
+        raise VerifyError(
+            self.name,
+            f"a line longer than {MAX_LINE:,} bytes (a trip record is ~200): not a CSV "
+            "trip file; re-download it with --force or check the source",
+            line,
+        )
+
+    def _check(self, block: memoryview) -> None:
+        """Check whole lines (`block` ends with a newline); vectorized, no per-line loop."""
         import numpy as np  # here, not at the top: a cached `extract` never needs it
 
         arr = np.frombuffer(block, dtype=np.uint8)
         newlines = np.flatnonzero(arr == 10)
+        lengths = np.diff(newlines, prepend=-1) - 1  # without the \n
+        too_long = np.flatnonzero(lengths > MAX_LINE)
+        if too_long.size:
+            self._too_long(self.line + 1 + int(too_long[0]))
         comma_pos = np.flatnonzero(arr == 44)
         per_line = np.diff(np.searchsorted(comma_pos, newlines), prepend=0)
-        bad = np.flatnonzero(per_line != self.commas)
-        if bad.size:
-            starts = np.concatenate(([0], newlines[:-1] + 1))
-            lengths = newlines - starts  # without the \n
-            for i in bad.tolist():
-                blank = lengths[i] == 0 or (lengths[i] == 1 and arr[starts[i]] == 13)
-                if blank:
-                    if self.blank_at is None:
-                        self.blank_at = self.line + 1 + i
-                    continue
+        del comma_pos
+        bad = per_line != self.commas
+        bad_count = int(np.count_nonzero(bad))
+        if bad_count:
+            starts = newlines - lengths
+            blank = bad & ((lengths == 0) | ((lengths == 1) & (arr[starts] == 13)))
+            wrong = np.flatnonzero(bad & ~blank)
+            blanks = np.flatnonzero(blank)
+            if wrong.size:
+                i = int(wrong[0])
+                if self.blank_at is None and blanks.size and int(blanks[0]) < i:
+                    self.blank_at = self.line + 1 + int(blanks[0])
                 self._fail(self.line + 1 + i, int(per_line[i]) + 1)
-        if self.blank_at is not None and bad.size < len(newlines):
+            if self.blank_at is None and blanks.size:
+                self.blank_at = self.line + 1 + int(blanks[0])
+        if self.blank_at is not None and bad_count < len(newlines):
             # some line after the first blank one has content: the blank is mid-file
-            nonblank_after = np.flatnonzero(per_line == self.commas)
+            nonblank_after = np.flatnonzero(~bad)
             if nonblank_after.size and self.line + 1 + int(nonblank_after[-1]) > self.blank_at:
                 raise VerifyError(self.name, "empty line inside the file", self.blank_at)
         self.line += len(newlines)
@@ -333,14 +365,26 @@ def _exact_records(name: str, taxi: TaxiType, reader: Any) -> int:
     return rows
 
 
-def _iter_text(path: Path) -> Iterator[str]:
+def _iter_text(path: Path, name: str) -> Iterator[str]:
+    """The decompressed text, line by line, each at most MAX_LINE characters."""
+
     def raw() -> Iterator[bytes]:
         yield from _gunzip(path, hashlib.sha256())
 
     stream = io.TextIOWrapper(
         io.BufferedReader(_IterRaw(raw())), encoding="utf-8-sig", errors="replace", newline=""
     )
-    yield from stream
+    number = 0
+    while line := stream.readline(MAX_LINE + 1):
+        number += 1
+        if len(line) > MAX_LINE:
+            raise VerifyError(
+                name,
+                f"a line longer than {MAX_LINE:,} characters (a trip record is ~200): not a "
+                "CSV trip file; re-download it with --force or check the source",
+                number,
+            )
+        yield line
 
 
 class _IterRaw(io.RawIOBase):
@@ -348,7 +392,7 @@ class _IterRaw(io.RawIOBase):
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
-        self._buf = b""
+        self._buf = memoryview(b"")
 
     def readable(self) -> bool:
         return True
@@ -356,7 +400,7 @@ class _IterRaw(io.RawIOBase):
     def readinto(self, b: memoryview) -> int:  # type: ignore[override]
         while not self._buf:
             try:
-                self._buf = next(self._chunks)
+                self._buf = memoryview(next(self._chunks))  # a view: no copy per read
             except StopIteration:
                 return 0
         n = min(len(b), len(self._buf))
@@ -422,16 +466,23 @@ def verify_trip_file(
         rows = scan.finish()
         uncompressed = scan.uncompressed
     except _NeedsExactScan:
-        hasher = hashlib.sha256()
-        hasher.update(path.read_bytes())  # the fast pass stopped early: hash it all
+        hasher = _sha256_of(path)  # the fast pass stopped early: hash it all
         try:
-            rows = _exact_rows(name, taxi, _iter_text(path))
+            rows = _exact_rows(name, taxi, _iter_text(path, name))
         except _GzipProblem as exc:
             raise VerifyError(name, str(exc)) from exc
         uncompressed = sum(len(c) for c in _gunzip(path, hashlib.sha256()))
     sha = hasher.hexdigest()
     note = _manifest_note(path, name, sha, entry)
     return Verified(rows, size, uncompressed, sha, scan.header or taxi.header, note)
+
+
+def _sha256_of(path: Path) -> hashlib._Hash:
+    hasher = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(READ_CHUNK):
+            hasher.update(chunk)
+    return hasher
 
 
 def _manifest_note(path: Path, name: str, sha: str, entry: ManifestEntry | None) -> str | None:

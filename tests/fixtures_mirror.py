@@ -16,6 +16,9 @@ If-Range, and these faults, each per URL path:
     mirror.serve_html(path)             200 with an HTML error page instead of the file
     mirror.ignore_range(path)           answer every Range request with the full 200
     mirror.flaky(rate=0.3, seed=1)      seeded random 5xx/drops, at most `max_faults` a path
+    mirror.hijack(path, respond)        `respond(handler, data, offset)` writes the whole raw
+                                        response (for hostile servers: bad ranges, endless
+                                        bodies, redirects); `offset` is the Range start asked
 
 `mirror.log` lists every request (method, path, range, status, body bytes sent).
 """
@@ -30,7 +33,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -59,6 +62,7 @@ class Request:
     status: int
     sent: int  # body bytes written
     if_range: str | None = None
+    authorization: str | None = None  # the Authorization header, to prove where it went
 
 
 @dataclass
@@ -106,6 +110,7 @@ class Mirror:
         self._manifest = {name: (e.size, e.sha256) for name, e in manifest().items()}
         self._flaky: tuple[random.Random, float, int, tuple[str, ...]] | None = None
         self._flaky_count: dict[str, int] = {}
+        self._hijacks: dict[str, Hijack] = {}
         self._lock = threading.Lock()
         # A handler logs a request after its last byte is sent, which can be after the
         # client has already acted on the response: readers of the log wait for them.
@@ -229,6 +234,12 @@ class Mirror:
         with self._lock:
             self._fault(path).ignore_range = True
 
+    def hijack(self, path: str, respond: Hijack) -> None:
+        """Answer GETs of `path` with `respond(handler, file bytes, range start)`, which
+        writes status, headers and body itself and returns the body bytes it sent."""
+        with self._lock:
+            self._hijacks[_norm(path)] = respond
+
     def flaky(
         self,
         rate: float = 0.3,
@@ -322,6 +333,7 @@ class Mirror:
             self._server.server_close()
 
 
+Hijack = Callable[[BaseHTTPRequestHandler, bytes, int], int]
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 
 
@@ -363,6 +375,16 @@ def _handler_for(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
                 self._plain(raw, 404, rng, b"Not Found")
                 return
             path = raw[len(PREFIX) :]
+            hijack = mirror._hijacks.get(path)
+            if hijack is not None and self.command == "GET":
+                file = mirror.root / path.lstrip("/")
+                data = file.read_bytes() if file.is_file() else b""
+                m = _RANGE.match(rng or "")
+                sent = hijack(self, data, int(m.group(1)) if m else 0)
+                self.close_connection = True
+                auth = self.headers.get("Authorization")
+                mirror._record(Request("GET", path, rng, 0, sent, if_range, auth))
+                return
             status, drop, html, ignore_range, stall = mirror._take_fault(path, self.command)
             if status is not None:
                 self._plain(path, status, rng, f"injected {status}".encode())

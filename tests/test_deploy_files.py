@@ -100,7 +100,13 @@ def test_dockerignore_is_an_allowlist_covering_what_the_dockerfile_copies() -> N
     ]
     assert lines[0] == "*"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "taxi_cli"}
+    assert allowed == {
+        "pyproject.toml",
+        "setup.py",
+        "requirements/runtime.txt",
+        "README.md",
+        "taxi_cli",
+    }
     for word, args in _instructions(REPO / "Dockerfile"):
         if word == "COPY" and "--from=" not in args:
             for source in args.split()[:-1]:
@@ -111,7 +117,7 @@ def test_builder_stage_wheel_carries_the_dbt_project_and_manifest(tmp_path: Path
     """The builder stage's `pip wheel .`, run here on the same context (offline)."""
     context = tmp_path / "context"
     context.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(REPO / name, context / name)
     shutil.copytree(
         REPO / "taxi_cli",
@@ -158,9 +164,12 @@ def test_ci_runs_make_lint_and_make_test_on_push_and_pull_request() -> None:
     runs = [s["run"].strip() for s in steps if "run" in s]
     assert runs == ["make lint", "make test"]
     (setup,) = [s for s in steps if s.get("uses", "").startswith("actions/setup-python@")]
-    assert setup["with"]["python-version"] == "3.11"
+    # every supported Python: the oldest pyproject allows, and the newest
+    matrix = ci["jobs"]["lint-and-test"]["strategy"]["matrix"]["python-version"]
+    assert {"3.11", "3.13"} <= set(matrix)
+    assert setup["with"]["python-version"] == "${{ matrix.python-version }}"
     assert setup["with"]["cache"] == "pip"
-    assert setup["with"]["cache-dependency-path"] == "pyproject.toml"
+    assert setup["with"]["cache-dependency-path"] == "requirements/dev.txt"
     assert ci["permissions"] == {"contents": "read"}
 
 

@@ -409,20 +409,20 @@ def test_stalled_connection_times_out_and_resumes(
     ]
 
 
-def test_unreachable_host_is_retried_then_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_host_exits_3_after_a_short_retry(monkeypatch: pytest.MonkeyPatch) -> None:
     import socket
 
     with socket.socket() as sock:  # a port that was free a moment ago: connection refused
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     monkeypatch.setenv("TAXI_SOURCE_URL", f"http://127.0.0.1:{port}/releases")
-    monkeypatch.setenv("TAXI_HTTP_RETRIES", "2")
     monkeypatch.setenv("TAXI_HTTP_BACKOFF", "0.01")
     result = extract("green", "2020-04")
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     line = error_line(result)
-    assert "failed after 3 attempts: ConnectError" in line
-    assert "run again (it resumes)" in line
+    assert f"cannot connect to 127.0.0.1:{port} (ConnectError" in line
+    assert "TAXI_SOURCE_URL" in line
+    assert result.stderr.count("retrying") == 2  # CONNECT_RETRIES, not TAXI_HTTP_RETRIES
     assert_nothing_kept("green", "2020-04")
 
 

@@ -15,12 +15,12 @@ import psycopg
 
 from taxi_cli.choices import BadRows, Mode
 from taxi_cli.config import Settings
-from taxi_cli.errors import TaxiError
 from taxi_cli.model import Extracted, LedgerRow, Loaded, Partition
 from taxi_cli.plan import Action
 from taxi_cli.postgres import ddl, embedded, reconcile, target
 from taxi_cli.postgres import ledger as _ledger
 from taxi_cli.postgres import runs as _runs
+from taxi_cli.postgres.errors import mapped
 from taxi_cli.postgres.loader import LoadResult, bootstrap, load_file
 from taxi_cli.quality import Limits
 from taxi_cli.runs import RunRecord
@@ -47,17 +47,20 @@ class PgDestination:
     ) -> None:
         self.cfg = cfg
         self.worker = worker
+        self._identity: str | None = None
         self.schema = ddl.check_schema(cfg.pg_schema)
         self.mode = mode
         self.bad_rows = bad_rows
         self.out = out
 
     def identity(self) -> str:
-        return f"{target.describe_target(self.cfg)} schema {self.schema}"
+        if self._identity is None:  # the server's own name for it, not the URL's spelling
+            self._identity = target.server_identity(self.cfg)
+        return self._identity
 
     def check(self) -> None:
         target.connect(self.cfg).close()
-        log.info("loading into %s", self.identity())
+        log.info("loading into %s schema %s", target.describe_target(self.cfg), self.schema)
 
     def ledger(self, *, read_only: bool = False) -> Sequence[LedgerRow]:
         if read_only and self._embedded_absent():
@@ -155,21 +158,20 @@ def connect(cfg: Settings) -> psycopg.Connection[Any]:
 def ledger_rows(cfg: Settings) -> list[LedgerRow]:
     """Every row of `{schema}.taxi_cli_loads`; [] when the table does not exist."""
     schema = ddl.check_schema(cfg.pg_schema)
-    with connect(cfg) as conn:
+    with mapped("reading the load ledger", target.describe_target(cfg)), connect(cfg) as conn:
         if not _ledger.exists(conn, schema):
             return []
-        return _ledger.read(conn, schema)
+        # a done row whose table or partition was dropped or truncated counts as missing
+        return _ledger.read_present(conn, schema)
 
 
 def record_failure(cfg: Settings, taxi: str, month: str, file: str, error: str) -> None:
     """Mark `file` failed with `error`, in its own transaction (the load rolled back)."""
     schema = ddl.check_schema(cfg.pg_schema)
-    with connect(cfg) as conn:
-        try:
-            bootstrap(conn, schema, None)
-            with conn.transaction():
-                _ledger.write_failure(
-                    conn, schema, file=file, taxi=taxi, month=month, error=error[:2000]
-                )
-        except psycopg.Error as exc:
-            raise TaxiError(f"cannot record the failure of {file}: {exc}") from exc
+    doing = f"recording the failure of {file}"
+    with mapped(doing, target.describe_target(cfg)), connect(cfg) as conn:
+        bootstrap(conn, schema, None)
+        with conn.transaction():
+            _ledger.write_failure(
+                conn, schema, file=file, taxi=taxi, month=month, error=error[:2000]
+            )

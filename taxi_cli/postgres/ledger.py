@@ -11,6 +11,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from taxi_cli.catalog import TAXIS
 from taxi_cli.model import LedgerRow
 from taxi_cli.postgres import ddl
 
@@ -43,6 +44,45 @@ def _row(row: tuple[Any, ...]) -> LedgerRow:
     return LedgerRow(
         file, taxi, month, sha256, rows, status, error, started, finished, detail, "pg", mode
     )
+
+
+def has_rows(conn: psycopg.Connection[Any], schema: str, name: str) -> bool:
+    """Whether schema.name holds a row (stops at the first: cheap on any table)."""
+    found = conn.execute(
+        sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(ddl.ident(schema, name))
+    ).fetchone()
+    return bool(found and found[0])
+
+
+def read_present(conn: psycopg.Connection[Any], schema: str) -> list[LedgerRow]:
+    """The ledger rows whose data still exists: a row whose table (or, in the tool's
+    partitioned table, whose partition) was dropped since counts as missing, so that
+    every planner loads it again (the course's "start over" drops the tables)."""
+    kinds = dict(
+        conn.execute(
+            "SELECT c.relname, c.relkind FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s",
+            (schema,),
+        ).fetchall()
+    )
+
+    def present(row: LedgerRow) -> bool:
+        if row.taxi == "zones":
+            return ddl.ZONES in kinds and has_rows(conn, schema, ddl.ZONES)
+        taxi = TAXIS.get(row.taxi)
+        if taxi is None:
+            return True  # not ours to judge
+        kind = kinds.get(ddl.table(taxi))
+        if kind is None:
+            return False
+        # a truncated partition (or a truncated course table) is missing too; a file's
+        # rows deleted from a course table are not looked for (no index: a full scan)
+        name = ddl.partition_name(taxi, row.file) if kind == "p" else ddl.table(taxi)
+        if name not in kinds:
+            return False
+        return not row.rows or has_rows(conn, schema, name)
+
+    return [row for row in read(conn, schema) if row.status != "done" or present(row)]
 
 
 def write(

@@ -33,9 +33,10 @@ from psycopg import sql
 from taxi_cli.catalog import TaxiType
 from taxi_cli.config import Settings
 from taxi_cli.console import Output, add_task
-from taxi_cli.errors import DataError, TaxiError, TransientError, UsageError
+from taxi_cli.errors import DataError, UsageError
 from taxi_cli.model import LedgerRow
 from taxi_cli.postgres import ddl, ledger, reconcile, target
+from taxi_cli.postgres import errors as pg_errors
 from taxi_cli.postgres.csvfile import HINT
 
 if TYPE_CHECKING:  # Polars and numpy load only when a file is really streamed
@@ -259,6 +260,11 @@ def _via_stage(
         conn.execute(sql.SQL("DELETE FROM {} WHERE filename = %s").format(main), (csv_name,))
         where: sql.Composable = sql.SQL("")
     else:  # the course's MERGE: insert-only, matched on unique_row_id against the target
+        # Merges of different files may share row ids: one merge into a table at a time,
+        # and the NOT EXISTS below (a new snapshot, taken after the lock) sees the rows of
+        # every merge that committed before, whatever --jobs is. The COPY above ran
+        # concurrently; only this INSERT is serialised (until commit).
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (merge_lock_key(schema, taxi),))
         where = sql.SQL(
             " WHERE NOT EXISTS (SELECT 1 FROM {} t WHERE t.unique_row_id = s.unique_row_id)"
         ).format(main)
@@ -269,6 +275,11 @@ def _via_stage(
         + where
     )
     return int(cur.rowcount)
+
+
+def merge_lock_key(schema: str, taxi: TaxiType) -> int:
+    """The advisory lock that serialises merges into `{schema}.{taxi}_tripdata`."""
+    return ddl.lock_key(schema, "\0merge:" + ddl.table(taxi))
 
 
 def _ledger_hit(
@@ -284,6 +295,10 @@ def _ledger_hit(
     if kind is None:  # dropped since: load again
         return None
     if kind == "p" and table_kind(conn, schema, ddl.partition_name(taxi, file)) is None:
+        return None
+    # truncated since (the partition, or the whole course table): load again
+    name = ddl.partition_name(taxi, file) if kind == "p" else ddl.table(taxi)
+    if row.rows and not ledger.has_rows(conn, schema, name):
         return None
     return row
 
@@ -314,7 +329,9 @@ def load_file(
     ddl.check_schema(schema)
     begin = time.perf_counter()
     started = datetime.now(UTC)
-    with connection(conn_or_cfg) as conn:
+    # every other server error (privileges, timeouts, lost connection) is named by the map
+    mapped = pg_errors.mapped(f"loading {csv_name}", _where(conn_or_cfg))
+    with mapped, connection(conn_or_cfg) as conn:
         kind = bootstrap(conn, schema, taxi)
         assert kind is not None
         # a fast path without the lock (rechecked under it below): unchanged means done
@@ -375,13 +392,6 @@ def load_file(
                     )
             except psycopg.errors.DataError as exc:
                 raise _copy_error(exc, stream) from exc
-            except psycopg.OperationalError as exc:
-                raise TransientError(
-                    f"lost the connection to {_where(conn_or_cfg)} while loading {csv_name} "
-                    f"({' '.join(str(exc).split())}); nothing of it was committed: run again"
-                ) from exc
-            except psycopg.Error as exc:
-                raise TaxiError(f"loading {csv_name} failed: {' '.join(str(exc).split())}") from exc
     seconds = time.perf_counter() - begin
     log.info(
         "%s: %d rows (%s) in %.1fs%s",

@@ -16,10 +16,11 @@ from psycopg import sql
 
 from taxi_cli.catalog import ZONES_COLUMNS, ZONES_FILE
 from taxi_cli.config import Settings
-from taxi_cli.errors import DataError, TaxiError
+from taxi_cli.errors import DataError
 from taxi_cli.postgres import ddl, ledger
+from taxi_cli.postgres import errors as pg_errors
 from taxi_cli.postgres.csvfile import check_header, open_text_lines
-from taxi_cli.postgres.loader import LoadResult, bootstrap, connection
+from taxi_cli.postgres.loader import LoadResult, _where, bootstrap, connection, table_kind
 
 _HINT = "re-extract it with `taxi-cli extract zones --force`"
 
@@ -42,16 +43,21 @@ def load_zones_file(
     first = data.split(b"\n", 1)[0]
     check_header(path.name, first, (tuple(c.name for c in ZONES_COLUMNS),), "zone lookup")
     table = ddl.ident(schema, ddl.ZONES)
-    with connection(conn_or_cfg) as conn:
+    mapped = pg_errors.mapped(f"loading {path.name}", _where(conn_or_cfg))
+    with mapped, connection(conn_or_cfg) as conn:
         bootstrap(conn, schema, None)
         try:
             with conn.transaction():
                 conn.execute(
                     "SELECT pg_advisory_xact_lock(%s)", (ddl.lock_key(schema, ZONES_FILE),)
                 )
+                # a table dropped since its load (the course's "start over") is loaded again
+                present = table_kind(conn, schema, ddl.ZONES) is not None
+                present = present and ledger.has_rows(conn, schema, ddl.ZONES)  # or truncated
                 conn.execute(ddl.create_zones(schema))
                 rows = ledger.read(conn, schema, ZONES_FILE)
-                if not force and rows and rows[0].status == "done" and rows[0].sha256 == sha256:
+                done = bool(rows) and rows[0].status == "done" and rows[0].sha256 == sha256
+                if not force and present and done:
                     return LoadResult(
                         "zones",
                         None,
@@ -92,7 +98,7 @@ def load_zones_file(
                 f"{path.name}: {exc.diag.message_primary} ({context.strip()}); {_HINT}"
             ) from exc
         except psycopg.Error as exc:
-            raise TaxiError(f"loading {path.name} failed: {' '.join(str(exc).split())}") from exc
+            raise pg_errors.translate(exc, f"loading {path.name}", _where(conn_or_cfg)) from exc
     return LoadResult(
         "zones",
         None,
