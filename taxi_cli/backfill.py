@@ -297,7 +297,7 @@ def _cached_version(cfg: Settings, part: Partition, entry: LedgerRow) -> Upstrea
     path = extract.data_file(cfg, part.taxi, part.month)
     if not entry.sha256 or extract.cached_sha256(cfg, part.taxi, part.month) != entry.sha256:
         return None
-    etag, modified = upstream.recorded(path)
+    etag, modified = extract.recorded_validators(path)
     return Upstream(path.stat().st_size, etag, modified)
 
 

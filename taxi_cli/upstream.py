@@ -1,9 +1,9 @@
 """Which version of a release asset a file is, and whether the host now serves another.
 
-A download records the asset's ETag and Last-Modified next to the verified file
-(`{file}.upstream.json`, trusted only while the file still has the size it names); the
-size is the file's own (downloads use identity encoding, so the asset's length is the
-file's). A plan asks the host for each done month's current version (`versions`: a
+A download records the asset's ETag and Last-Modified in the verified file's sidecar
+(`taxi_cli.extract`, trusted while the sidecar still describes the file); the size is
+the file's own (downloads use identity encoding, so the asset's length is the file's).
+A plan asks the host for each done month's current version (`versions`: a
 HEAD per month, concurrent, one answer per month for the run) and compares it with the
 version the ledger recorded (`Upstream.change_from`). A month the host does not answer
 for is "unknown", never "changed": drift detection must not reload on a network blip.
@@ -11,13 +11,10 @@ for is "unknown", never "changed": drift detection must not reload on a network 
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from taxi_cli.catalog import Partition, taxi_url
@@ -29,38 +26,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("taxi_cli.upstream")
 
-SUFFIX = ".upstream.json"
 WORKERS = 8  # HEADs in flight: the release host answers each in ~100 ms
 _FIRST = threading.Lock()
-
-
-def sidecar(path: Path) -> Path:
-    return path.with_name(path.name + SUFFIX)
-
-
-def record(path: Path, etag: str | None, last_modified: str | None) -> None:
-    """Keep the downloaded asset's validators beside the verified file `path`."""
-    meta = {"size": path.stat().st_size, "etag": etag, "last_modified": last_modified}
-    side = sidecar(path)
-    tmp = side.with_name(side.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, side)
-    except OSError as exc:  # a read-only cache: the version is then known by size only
-        log.debug("cannot record the upstream version of %s: %s", path, exc)
-
-
-def recorded(path: Path) -> tuple[str | None, str | None]:
-    """(ETag, Last-Modified) of the cached file `path`, (None, None) when not known."""
-    try:
-        meta = json.loads(sidecar(path).read_text())
-        size = path.stat().st_size
-    except (OSError, ValueError):
-        return None, None
-    if not isinstance(meta, dict) or meta.get("size") != size:
-        return None, None  # the file was replaced since: its validators are not these
-    got = Upstream.from_json(meta)
-    return (got.etag, got.last_modified) if got else (None, None)
 
 
 def of_ledger(entry: LedgerRow) -> Upstream | None:
