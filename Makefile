@@ -11,7 +11,7 @@ COMPILE   = $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.
             --generate-hashes --quiet --custom-compile-command "make lock"
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint fmt bench lock docs clean browser
+.PHONY: help install run test test-fast lint fmt bench lock docs clean smoke-gcp browser
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ run: $(STAMP) ## the main job: real months into the embedded Postgres, dbt model
 test: $(STAMP) ## run the whole test suite (starts its own Postgres and emulators)
 	$(BIN)/pytest -q
 
+smoke-gcp: $(STAMP) ## the cloud path against a real project (TAXI_GCP_PROJECT, TAXI_GCS_BUCKET, credentials)
+	$(BIN)/python -m tests.smoke_gcp
+
 test-fast: $(STAMP) ## unit tests only, no servers
 	$(BIN)/pytest -q -m "not integration and not slow"
 
@@ -55,9 +58,10 @@ fmt: $(STAMP) ## format the code
 	$(BIN)/ruff format taxi_cli tests bench
 	$(BIN)/ruff check --fix taxi_cli tests bench
 
-bench: $(STAMP) ## load-pg against COPY and the course's SQL; prints the ratios
-	$(BIN)/python -m bench.load_pg
-	$(BIN)/python -m bench.parquet $(PARQUET_BENCH_ARGS)  # PARQUET_BENCH_ARGS=--large: also 7M rows
+bench: $(STAMP) ## load-pg against COPY, the course's SQL and DuckDB, and the Parquet conversion against Polars (BENCH_ARGS=--big, PARQUET_BENCH_ARGS=--large: 7M rows)
+	$(BIN)/pip install --quiet -e ".[bench]"
+	$(BIN)/python -m bench.load_pg $(BENCH_ARGS)
+	$(BIN)/python -m bench.parquet $(PARQUET_BENCH_ARGS)
 
 lock: $(STAMP) ## re-pin requirements/*.txt (with hashes) after a change to pyproject.toml
 	$(COMPILE) --extra test --extra lint --output-file $(LOCK_DEV)

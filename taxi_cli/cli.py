@@ -34,7 +34,7 @@ from taxi_cli.choices import (
     TransformTarget,
 )
 from taxi_cli.config import Settings, load_settings
-from taxi_cli.console import Output, setup_logging
+from taxi_cli.console import Output, error_line, setup_logging
 from taxi_cli.destinations import Options as DestinationOptions
 from taxi_cli.errors import ExitCode, TaxiError, UsageError
 from taxi_cli.redact import mask_dsn
@@ -64,6 +64,8 @@ def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         console.reset()  # a fresh stderr console and text errors until output() says json
+        if kwargs.get("log_format") == LogFormat.JSON:
+            setup_logging(fmt="json")  # a usage error found before output() is JSON too
         try:
             return func(*args, **kwargs)
         except TaxiError as exc:
@@ -75,7 +77,7 @@ def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
         except OSError as exc:  # last resort: library code names its own paths first
             from taxi_cli.oserrors import describe
 
-            typer.echo(f"taxi-cli: error: {mask_dsn(describe(exc))}", err=True)
+            console.error_line(mask_dsn(describe(exc)), int(ExitCode.RUNTIME))
             raise typer.Exit(int(ExitCode.RUNTIME)) from exc
 
     wrapper.error_boundary = True  # type: ignore[attr-defined]  # checked by the tests
@@ -177,6 +179,14 @@ CreateBucketOpt = Annotated[
 ]
 CreateDatasetOpt = Annotated[
     bool, typer.Option("--create-dataset", help="Create the dataset if it does not exist.")
+]
+MigrateOpt = Annotated[
+    bool,
+    typer.Option(
+        "--migrate",
+        help="bq: keep a trip table of the old layout as TABLE_old_layout_TIME and create "
+        "the file_month layout (the months are then loaded again).",
+    ),
 ]
 ModeOpt = Annotated[
     Mode,
@@ -467,6 +477,7 @@ def load_bq_cmd(
     location: LocationOpt = None,
     fmt: LakeFormatOpt = LakeFormat.PARQUET,
     create_dataset: CreateDatasetOpt = False,
+    migrate: MigrateOpt = False,
     mode: ModeOpt = Mode.REPLACE,
     force: ForceOpt = False,
     jobs: JobsOpt = 1,
@@ -492,7 +503,9 @@ def load_bq_cmd(
         bq_dataset=dataset,
         bq_location=location,
     )
-    options = DestinationOptions(mode=mode, lake_format=fmt, create_dataset=create_dataset)
+    options = DestinationOptions(
+        mode=mode, lake_format=fmt, create_dataset=create_dataset, migrate=migrate
+    )
     _load(
         cfg,
         TargetName.BQ,
@@ -582,6 +595,7 @@ def backfill_cmd(
             "target instead of a fixed share.",
         ),
     ] = False,
+    migrate: MigrateOpt = False,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -627,6 +641,7 @@ def backfill_cmd(
         create_bucket=create_bucket,
         create_dataset=create_dataset,
         worker=backfill.worker_name(share),
+        migrate=migrate,
     )
     made = destinations.make(cfg, target, options, out, reading=dry_run)
     opts = backfill.Options(
@@ -992,10 +1007,39 @@ def _install_signal_handlers() -> None:
     signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
+def _json_logs(argv: list[str]) -> bool:
+    for i, word in enumerate(argv):
+        if word == "--":
+            return False
+        if word == "--log-format=json" or (
+            word == "--log-format" and argv[i + 1 : i + 2] == ["json"]
+        ):
+            return True
+    return False
+
+
 def main() -> None:
     """Console-script entry point."""
     _install_signal_handlers()
-    app(prog_name="taxi-cli")
+    argv = sys.argv[1:]
+    if not _json_logs(argv):
+        app(prog_name="taxi-cli")
+        return
+    # --log-format json: every stderr line is JSON, a usage error that the option parser
+    # catches (before any command runs) included.
+    try:
+        code = typer.main.get_command(app).main(
+            args=argv, prog_name="taxi-cli", standalone_mode=False
+        )
+    except Exception as exc:  # the parser's UsageError/BadParameter (Typer's own click)
+        exit_code = getattr(exc, "exit_code", None)
+        message = getattr(exc, "format_message", None)
+        if not isinstance(exit_code, int) or message is None:
+            raise
+        setup_logging(fmt="json")
+        error_line(mask_dsn(str(message())), exit_code)
+        sys.exit(exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,7 +19,8 @@ import os
 import re
 import socket
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,22 @@ class Spec:
     secret: str = ""  # "" | "dsn" (mask the password inside) | "full" (hide the value)
     help: str = ""
     default_doc: str = ""  # the default as documented, when it depends on the machine
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected 1/0, true/false, yes/no or on/off")
+
+
+def _default_keep_cache() -> bool:
+    """Laptops keep the cache; Cloud Run does not: its file system is memory
+    (https://cloud.google.com/run/docs/container-contract#filesystem). A Cloud Run job
+    sets CLOUD_RUN_JOB, a service K_SERVICE (same page, "Environment variables")."""
+    return not (os.environ.get("CLOUD_RUN_JOB") or os.environ.get("K_SERVICE"))
 
 
 def _positive_int(text: str) -> int:
@@ -258,7 +275,9 @@ SPECS: tuple[Spec, ...] = (
         "gcp_credentials",
         "GOOGLE_APPLICATION_CREDENTIALS",
         lambda: "",
-        help="service-account key file (else Application Default Credentials)",
+        help="Google credentials file of any ADC type: service-account key, user login, "
+        "Workload Identity Federation config, impersonation (else Application Default "
+        "Credentials)",
     ),
     Spec(
         "storage_emulator_host",
@@ -282,6 +301,29 @@ SPECS: tuple[Spec, ...] = (
         _positive_int,
         help="backfill workers sharing a run, where the engine gives only an index "
         "(Kubernetes Indexed Jobs); 0 = from the engine",
+    ),
+    Spec(
+        "gcs_check_location",
+        "TAXI_GCS_CHECK_LOCATION",
+        lambda: False,
+        _bool,
+        help="read the bucket's location (needs storage.buckets.get) to check it against "
+        "the dataset's; --create-bucket always does",
+    ),
+    Spec(
+        "keep_cache",
+        "TAXI_KEEP_CACHE",
+        _default_keep_cache,
+        _bool,
+        help="keep downloaded and Parquet files once a month is loaded everywhere",
+        default_doc="yes; no on Cloud Run (CLOUD_RUN_JOB or K_SERVICE set)",
+    ),
+    Spec(
+        "bq_max_bytes_billed",
+        "TAXI_BQ_MAX_BYTES_BILLED",
+        lambda: 50_000_000_000,
+        _positive_int,
+        help="transform on BigQuery: a dbt query billing more bytes fails (0 = no cap)",
     ),
     Spec(
         "catch_up_changed",
@@ -353,6 +395,7 @@ class Settings:
     bq_endpoint: str
     dbt_threads: int
     shard_count: int = 0
+    bq_max_bytes_billed: int = 50_000_000_000
     catch_up_changed: bool = True
     checks: str = "warn"
     check_outside_month: float = 0.01
@@ -361,6 +404,8 @@ class Settings:
     check_null_passenger_count: float = 0.6
     check_unknown_zones: float = 0.01
     manifest: str = ""
+    gcs_check_location: bool = False
+    keep_cache: bool = True
     sources: Mapping[str, str] = field(default_factory=dict)
     profile: str | None = None
     config_file: Path | None = None
@@ -424,6 +469,22 @@ def environ() -> Mapping[str, str]:
 def env_flag(name: str) -> str | None:
     """One raw environment variable, for the few switches that are not settings."""
     return os.environ.get(name)
+
+
+@contextmanager
+def exported(values: Mapping[str, str]) -> Iterator[None]:
+    """`values` in the process environment for the duration (for an in-process tool
+    such as dbt, whose libraries read it), the previous values restored afterwards."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def is_ci() -> bool:

@@ -4,7 +4,11 @@ The Postgres target is whatever `load-pg` connects to (`--pg-url`, PG* variables
 embedded server): we connect once the same way and read the resolved parameters back
 from libpq, so a unix-socket server becomes `host: <socket dir>`. The BigQuery target
 uses load-bq's project, dataset, location and credentials, or `TAXI_BQ_ENDPOINT` with a
-dummy token for an emulator.
+dummy token for an emulator: a service-account key file gets dbt's `service-account`
+method; any other credentials file (user login, Workload Identity Federation,
+impersonation) gets `oauth` with `GOOGLE_APPLICATION_CREDENTIALS` naming the file in
+dbt's environment; no file gets `oauth` (Application Default Credentials). Queries are
+capped at `bq_max_bytes_billed`.
 
 The profile holds a password, so it lives in a private directory (0700, file 0600) that
 is removed when dbt is done, or, after a SIGKILL, by the next run of the same target.
@@ -40,6 +44,8 @@ class DbtTarget:
     source_database: str | None  # database/project of the raw tables (None: the target's)
     source_schema: str  # schema/dataset of the raw tables
     description: str  # safe to print
+    # what dbt's libraries must find in the environment (paths and names, no secret)
+    environment: dict[str, str] = field(default_factory=dict)
 
 
 def _literal(value: str) -> str:
@@ -115,6 +121,7 @@ def bigquery_target(cfg: Settings, *, preflight: bool = True) -> DbtTarget:
         "priority": "interactive",
         "job_retries": 1,
     }
+    environment: dict[str, str] = {}
     if project:
         output["project"] = project
     if cfg.bq_endpoint:
@@ -123,14 +130,29 @@ def bigquery_target(cfg: Settings, *, preflight: bool = True) -> DbtTarget:
         # An emulator takes any bearer token; a dummy one keeps google-auth offline.
         output.update(method="oauth-secrets", token="emulator", api_endpoint=cfg.bq_endpoint)
     elif cfg.gcp_credentials:
+        from taxi_cli.gcp.clients import credentials_file_type
+
         keyfile = Path(cfg.gcp_credentials).expanduser()
         if not keyfile.is_file():
             raise ConfigError(
                 f"GOOGLE_APPLICATION_CREDENTIALS names {keyfile}, which does not exist"
             )
-        output.update(method="service-account", keyfile=str(keyfile))
+        if credentials_file_type(keyfile) == "service_account":
+            output.update(method="service-account", keyfile=str(keyfile))
+        else:
+            # dbt's `service-account` method reads service-account keys only; its `oauth`
+            # method is google.auth.default(), which loads every ADC file type from
+            # GOOGLE_APPLICATION_CREDENTIALS (dbt/adapters/bigquery/credentials.py).
+            output["method"] = "oauth"
+            environment["GOOGLE_APPLICATION_CREDENTIALS"] = str(keyfile)
     else:
         output["method"] = "oauth"  # Application Default Credentials
+    if output["method"] == "oauth" and project:
+        # google.auth.default() then takes the project as given instead of asking the
+        # Resource Manager API for an external_account's project
+        environment["GOOGLE_CLOUD_PROJECT"] = project
+    if cfg.bq_max_bytes_billed:
+        output["maximum_bytes_billed"] = cfg.bq_max_bytes_billed
     via = f" via {cfg.bq_endpoint}" if cfg.bq_endpoint else ""
     shown = project or "(project of the credentials)"
     return DbtTarget(
@@ -139,7 +161,21 @@ def bigquery_target(cfg: Settings, *, preflight: bool = True) -> DbtTarget:
         source_database=project or None,
         source_schema=cfg.bq_dataset,
         description=f"bigquery {shown}.{cfg.bq_dataset} ({location}){via}",
+        environment=environment,
     )
+
+
+def forget_cached_credentials() -> None:
+    """dbt-bigquery caches google.auth.default()'s credentials for the process (an
+    lru_cache keyed by scopes): a second transform in the same process would reuse the
+    first one's, whatever GOOGLE_APPLICATION_CREDENTIALS names now."""
+    try:
+        from dbt.adapters.bigquery import credentials
+    except ImportError:  # dbt-bigquery is not installed: nothing cached
+        return
+    cached = getattr(credentials, "_create_bigquery_defaults", None)
+    if cached is not None and hasattr(cached, "cache_clear"):
+        cached.cache_clear()
 
 
 def resolve(cfg: Settings, target: str) -> DbtTarget:

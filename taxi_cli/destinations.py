@@ -78,6 +78,7 @@ class Options:
     create_bucket: bool = False
     create_dataset: bool = False
     worker: str | None = None  # who loads, for the ledger: a backfill shard, host and pid
+    migrate: bool = False  # bq: move an old-layout table aside and create the new one
 
 
 def make(

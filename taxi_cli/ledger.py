@@ -1,4 +1,8 @@
-"""The state ledger of the gcs and bq targets: which partitions are loaded, from what.
+"""A local SQLite ledger: which partitions are loaded, from what.
+
+Not the truth for any destination any more: gcs and bq keep their state in the cloud
+(object metadata, the `taxi_cli_loads` table; `taxi_cli.gcp.destinations`). The gcs
+destination keeps only its failed attempts here, for display (`status`, plan reasons).
 
 A partition is one (target, taxi, month). The ledger keeps its latest state: `done` with
 the source file's sha256 and row count once its data is committed in the target, or

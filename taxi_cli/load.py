@@ -465,6 +465,20 @@ def report(summary: Summary, out: Output, title: str) -> None:
 # ---- workers ----------------------------------------------------------------------------
 
 
+def drop_cache(fetched: Extracted) -> None:
+    """Remove a partition's cached files once every destination of the run committed it
+    (`keep_cache` off: Cloud Run's disk is memory). The next run finds the ledgers done and
+    downloads nothing; a reload downloads and verifies again."""
+    for path in (fetched.path, extract.sidecar_path(fetched.path), fetched.parquet_path):
+        if path is None:
+            continue
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:  # a cache we cannot clean is not a failed load
+            log.warning("could not remove the cached %s: %s", path, exc)
+    log.debug("removed the cached files of %s", fetched.path.name)
+
+
 @dataclass(frozen=True)
 class _Event:
     kind: str  # "state" (progress text) | "bytes" | "outcome" | "unit-finished"
@@ -800,6 +814,8 @@ class Runner:
                     loaded=result,
                 ),
             )
+        if blocked is None and not self.cfg.keep_cache:
+            drop_cache(fetched)
 
     def _fail(
         self,

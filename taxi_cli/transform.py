@@ -18,8 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from taxi_cli import dbt_profile
-from taxi_cli.config import Settings
+from taxi_cli import dbt_profile, zones_ready
+from taxi_cli.config import Settings, exported
 from taxi_cli.console import Output
 from taxi_cli.errors import ExitCode, TaxiError, UsageError
 from taxi_cli.lock import RunLock, lock_path
@@ -239,6 +239,7 @@ def run(
     # one dbt per target dir: two builds would overwrite each other's compiled SQL
     lock = RunLock(lock_path(cfg, f"dbt-{resolved.name}"), what=f"transform --target {target}")
     with lock, dbt_profile.profiles_dir(resolved, work / "profiles") as profiles:
+        zones_ready.ensure(cfg, resolved.name)  # dim_zones needs them; a new project has none
         args = dbt_args(
             resolved,
             profiles=profiles,
@@ -252,7 +253,10 @@ def run(
             user_vars=user_vars,
             threads=threads,
         )
-        outcome = dbtRunner(callbacks=[_Progress()]).invoke(args)
+        if resolved.name == "bq":
+            dbt_profile.forget_cached_credentials()
+        with exported(resolved.environment):  # the credentials file for dbt's `oauth`
+            outcome = dbtRunner(callbacks=[_Progress()]).invoke(args)
     result = TransformResult(
         target=resolved.name,
         where=resolved.description,

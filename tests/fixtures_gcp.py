@@ -4,6 +4,9 @@
   on disk under `root` (`{root}/{bucket}/{object}`).
 - `bq_emulator`: bqemulator as a subprocess on free ports; it reads `gs://` URIs from
   the GCS emulator's disk root (`BQEMU_GCS_LOCAL_ROOT`), so load jobs see uploads.
+- `gcs_proxy`, `bq_proxy`: recording proxies (tests/recording_proxy.py) in front of
+  them; taxi-cli talks to the emulators only through these, so tests can assert on the
+  REST requests, and BigQuery partition decorators behave as documented.
 - `gcp`: per test, a fresh bucket and dataset name on those emulators, and the
   environment taxi-cli reads (`STORAGE_EMULATOR_HOST`, `TAXI_BQ_ENDPOINT`, ...).
 
@@ -25,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.recording_proxy import RecordingProxy, running
 
 GCS_STORAGE_DIR = ".cloudstorage"  # gcp_storage_emulator.settings.STORAGE_DIR
 BQ_PROJECT = "taxi-test"
@@ -140,14 +145,29 @@ def _anonymous() -> Any:
     return AnonymousCredentials()  # type: ignore[no-untyped-call]
 
 
+@pytest.fixture(scope="session")
+def gcs_proxy(gcs_emulator: GcsEmulator) -> Iterator[RecordingProxy]:
+    yield from running(gcs_emulator.url)
+
+
+@pytest.fixture(scope="session")
+def bq_proxy(bq_emulator: BqEmulator) -> Iterator[RecordingProxy]:
+    yield from running(bq_emulator.url, decorators=True)
+
+
 @dataclass
 class Gcp:
-    """One test's view of the emulators: its own bucket and dataset."""
+    """One test's view of the emulators: its own bucket and dataset.
+
+    `gcs_requests`/`bq_requests` hold what taxi-cli sent during the test; the helper
+    clients below talk to the emulators directly, so they are not in there."""
 
     gcs: GcsEmulator
     bq: BqEmulator
     bucket: str
     dataset: str
+    gcs_requests: RecordingProxy
+    bq_requests: RecordingProxy
     project: str = BQ_PROJECT
 
     def storage(self) -> Any:
@@ -177,14 +197,27 @@ class Gcp:
 
 @pytest.fixture
 def gcp(
-    gcs_emulator: GcsEmulator, bq_emulator: BqEmulator, monkeypatch: pytest.MonkeyPatch
+    gcs_emulator: GcsEmulator,
+    bq_emulator: BqEmulator,
+    gcs_proxy: RecordingProxy,
+    bq_proxy: RecordingProxy,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Gcp]:
     """A fresh bucket (created) and dataset name (not created) per test, env set up."""
     tag = uuid.uuid4().hex[:10]
-    handle = Gcp(gcs=gcs_emulator, bq=bq_emulator, bucket=f"lake-{tag}", dataset=f"t_{tag}")
+    handle = Gcp(
+        gcs=gcs_emulator,
+        bq=bq_emulator,
+        bucket=f"lake-{tag}",
+        dataset=f"t_{tag}",
+        gcs_requests=gcs_proxy,
+        bq_requests=bq_proxy,
+    )
     handle.storage().create_bucket(handle.bucket)
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.url)
-    monkeypatch.setenv("TAXI_BQ_ENDPOINT", bq_emulator.url)
+    gcs_proxy.clear()
+    bq_proxy.clear()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_proxy.url)
+    monkeypatch.setenv("TAXI_BQ_ENDPOINT", bq_proxy.url)
     monkeypatch.setenv("TAXI_GCP_PROJECT", BQ_PROJECT)
     monkeypatch.setenv("TAXI_GCS_BUCKET", handle.bucket)
     monkeypatch.setenv("TAXI_BQ_DATASET", handle.dataset)

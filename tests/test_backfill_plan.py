@@ -1,7 +1,8 @@
 """Planning and `backfill --dry-run` against a ledger in mixed states, per --reprocess.
 
-The ledger is the real SQLite ledger of the gcs target and the cached files are real
-files under the data dir; the dry run needs no server (and must not download).
+The ledger is the gcs target's real one: objects with taxi-cli's metadata in the GCS
+emulator's bucket, plus the local record of a failed attempt; the cached files are real
+files under the data dir. The dry run must not download.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from taxi_cli.cli import app
 from taxi_cli.config import load_settings
 from taxi_cli.extract import data_file
 from taxi_cli.ledger import StateLedger
+from taxi_cli.model import LedgerRow
 from taxi_cli.plan import Action, State, make_plan, work_units
+from tests.fixtures_gcp import Gcp
 
 runner = CliRunner()
 
@@ -31,18 +34,32 @@ def _cache(month: str, content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 
 
+class Mixed:
+    """The gcs destination's ledger, read as planning reads it."""
+
+    def rows(self, target: str) -> list[LedgerRow]:
+        from taxi_cli.choices import TargetName
+        from taxi_cli.destinations import make
+
+        (lake,) = make(load_settings(), TargetName(target), reading=True)
+        return list(lake.ledger(read_only=True))
+
+
 @pytest.fixture
-def mixed(monkeypatch: pytest.MonkeyPatch) -> StateLedger:
+def mixed(gcp: Gcp) -> Mixed:
     """green 2020-01 done, same file cached; 02 done, a different file cached;
     03 done, nothing cached; 04 failed; 05 never loaded."""
-    monkeypatch.setenv("TAXI_GCS_BUCKET", "taxi-test")
-    ledger = StateLedger(load_settings())
     same = _cache("2020-01", b"january")
     _cache("2020-02", b"february, re-released")
+    bucket = gcp.storage().bucket(gcp.bucket)
     for month, sha in (("2020-01", same), ("2020-02", "0" * 64), ("2020-03", "3" * 64)):
-        ledger.record_done("gcs", "green", month, f"green_tripdata_{month}.csv", sha, 100)
-    ledger.record_failed("gcs", "green", "2020-04", "green_tripdata_2020-04.csv", "HTTP 503")
-    return ledger
+        blob = bucket.blob(f"green/green_tripdata_{month}.parquet")
+        blob.metadata = {"taxi-cli-source-sha256": sha, "taxi-cli-rows": "100"}
+        blob.upload_from_string(b"PAR1")
+    StateLedger(load_settings()).record_failed(
+        "gcs", "green", "2020-04", "green_tripdata_2020-04.csv", "HTTP 503"
+    )
+    return Mixed()
 
 
 EXPECTED = {
@@ -52,8 +69,9 @@ EXPECTED = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("reprocess", sorted(EXPECTED))
-def test_plan_per_reprocess(mixed: StateLedger, reprocess: str) -> None:
+def test_plan_per_reprocess(mixed: Mixed, reprocess: str) -> None:
     cfg = load_settings()
     from taxi_cli.extract import cached_sha256
 
@@ -72,9 +90,10 @@ def test_plan_per_reprocess(mixed: StateLedger, reprocess: str) -> None:
         assert "--reprocess failed" in plan[3].reason
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("reprocess", sorted(EXPECTED))
 def test_dry_run_prints_the_plan_and_changes_nothing(
-    mixed: StateLedger, reprocess: str, isolated_env: Path
+    mixed: Mixed, reprocess: str, isolated_env: Path
 ) -> None:
     before = mixed.rows("gcs")
     result = runner.invoke(
@@ -163,7 +182,8 @@ def test_bad_choices_exit_2_naming_the_option(args: list[str], option: str) -> N
     assert f"Invalid value for '{option}'" in result.stderr
 
 
-def test_airflow_reprocess_names_and_aliases(mixed: StateLedger) -> None:
+@pytest.mark.integration
+def test_airflow_reprocess_names_and_aliases(mixed: Mixed) -> None:
     def actions(*extra: str) -> list[str]:
         args = ["backfill", "green", "2020-01..2020-05", "-t", "gcs", "--dry-run", "--json"]
         result = runner.invoke(app, [*args, *extra])

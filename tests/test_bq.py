@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
 import json
 from collections import Counter
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +21,6 @@ from taxi_cli.catalog import GREEN
 from taxi_cli.cli import app
 from taxi_cli.config import load_settings
 from taxi_cli.gcp.bq_schema import std_type
-from taxi_cli.ledger import StateLedger
 from tests.conftest import SHARED_DATA
 from tests.fixtures_gcp import Gcp, free_port
 from tests.fixtures_mirror import Mirror
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.integration
 
 REAL_GREEN = SHARED_DATA / "real" / "green_tripdata_2020-04.csv.gz"
 GREEN_ROWS = 35_612
+GREEN_2020_10_ROWS = 95_120
 CSV_OBJECT = "green/green_tripdata_2020-04.csv.gz"
 FILENAME = "green_tripdata_2020-04.csv"
 
@@ -55,9 +57,9 @@ def real_green(mirror: Mirror) -> Path:
     return mirror.add_file(REAL_GREEN)
 
 
-def python_row_ids(lines: list[list[str]] | None = None) -> Counter[str]:
+def python_row_ids(lines: list[list[str]] | None = None, path: Path = REAL_GREEN) -> Counter[str]:
     """unique_row_id of every row of the real file, as `taxi_cli.rowid` computes it."""
-    with gzip.open(REAL_GREEN, "rt", newline="") as fh:
+    with gzip.open(path, "rt", newline="") as fh:
         reader = csv.reader(fh)
         plan = rowid.hash_plan(GREEN, next(reader))
         return Counter(rowid.row_id(row, plan) for row in (lines or reader))
@@ -68,65 +70,94 @@ def count(gcp: Gcp, where: str = "TRUE") -> int:
     return int(n)
 
 
+def bq_ledger(gcp: Gcp) -> list[tuple[object, ...]]:
+    """The bq destination's ledger table, oldest first."""
+    return gcp.query(
+        "SELECT taxi, month, status, rows, file, source_sha256, job_id, error "
+        f"FROM {gcp.table('taxi_cli_loads')} ORDER BY finished"
+    )
+
+
+@pytest.mark.parametrize(
+    ("month", "rows"), [("2020-04", GREEN_ROWS), ("2020-10", GREEN_2020_10_ROWS)]
+)
 def test_real_month_loads_once_with_postgres_row_ids(
-    gcp: Gcp, real_green: Path, pg_url: str
+    gcp: Gcp, mirror: object, pg_url: str, month: str, rows: int
 ) -> None:
-    first = invoke("load-bq", "green", "2020-04", "--create-dataset", "--json")
+    source = SHARED_DATA / "real" / f"green_tripdata_{month}.csv.gz"
+    mirror.add_file(source)  # type: ignore[attr-defined]
+    filename = f"green_tripdata_{month}.csv"
+    first = invoke("load-bq", "green", month, "--create-dataset", "--json")
     assert first.exit_code == 0, first.stderr
     [item] = results(first.stdout)
-    assert item["rows"] == GREEN_ROWS and item["inserted"] == GREEN_ROWS
-    assert set(item["jobs"]) == {"load", "replace"} and all(item["jobs"].values())
+    assert item["rows"] == rows
+    assert item["partition"] == f"{gcp.project}.{gcp.dataset}.green_tripdata${month[:4]}{month[5:]}"
+    assert [j["step"] for j in item["jobs"]] == ["load", "count", "ledger"]
+    assert all(j["job_id"] for j in item["jobs"])
+    # Every job's bytes are reported (the emulator leaves a query's billed bytes unset;
+    # real numbers: `make smoke-gcp`).
+    assert all({"bytes_processed", "bytes_billed"} <= set(j) for j in item["jobs"])
+    assert {"bytes_processed", "bytes_billed"} <= set(item)
     assert item["where"] == f"{gcp.project}.{gcp.dataset}.green_tripdata"
-    assert count(gcp) == GREEN_ROWS
-    # It went through the lake: the Parquet object was uploaded first and recorded.
-    assert gcp.storage().bucket(gcp.bucket).get_blob("green/green_tripdata_2020-04.parquet")
-    ledger = StateLedger(load_settings())
-    assert [(r.taxi, r.month, r.status) for r in ledger.rows("gcs")] == [
-        ("green", "2020-04", "done")
-    ]
-    [bq_row] = ledger.rows("bq")
-    assert (bq_row.status, bq_row.rows, bq_row.file) == ("done", GREEN_ROWS, FILENAME)
+    assert count(gcp) == rows
+    # It went through the lake: the Parquet object was uploaded first, described by its
+    # metadata (the gcs record), and the ledger table holds the bq record.
+    blob = gcp.storage().bucket(gcp.bucket).get_blob(f"green/green_tripdata_{month}.parquet")
+    assert blob.metadata["taxi-cli-rows"] == str(rows)
+    sha = hashlib.sha256(source.read_bytes()).hexdigest()
+    assert blob.metadata["taxi-cli-source-sha256"] == sha
+    [record] = bq_ledger(gcp)
+    assert record[:6] == ("green", month, "done", rows, filename, sha)
+    assert record[6] == item["job_id"]
     status = invoke("status", "--target", "bq", "--json")
     assert status.exit_code == 0, status.stderr
-    assert str(GREEN_ROWS) in status.stdout and "2020-04" in status.stdout
+    [cell] = [p for p in json.loads(status.stdout)["partitions"] if p["month"] == month]
+    assert (cell["state"], cell["rows"], cell["file"]) == ("done", rows, filename)
 
-    skipped = invoke("load-bq", "green", "2020-04", "--json")
+    skipped = invoke("load-bq", "green", month, "--json")
     assert skipped.exit_code == 0, skipped.stderr
     assert json.loads(skipped.stdout)["skipped"] == 1  # done from the same file
-    rerun = invoke("load-bq", "green", "2020-04", "--force", "--json")
+    rerun = invoke("load-bq", "green", month, "--force", "--json")
     assert rerun.exit_code == 0, rerun.stderr
     [again] = results(rerun.stdout)
-    assert again["inserted"] == GREEN_ROWS
-    assert again["jobs"]["replace"] != item["jobs"]["replace"]
-    assert count(gcp) == GREEN_ROWS  # the earlier copy was replaced, not added to
-    assert count(gcp, f"filename = '{FILENAME}'") == GREEN_ROWS
+    assert again["rows"] == rows and again["job_id"] != item["job_id"]
+    assert count(gcp) == rows  # the earlier copy was replaced, not added to
+    assert count(gcp, f"filename = '{filename}'") == rows
+    assert [r[2] for r in bq_ledger(gcp)] == ["done", "done"]  # append-only
 
     # Every row id equals taxi_cli.rowid's, and PostgreSQL's for the same file.
     ids = gcp.query(f"SELECT unique_row_id FROM {gcp.table('green_tripdata')}")
     bq_ids = Counter(r[0] for r in ids)
-    assert bq_ids == python_row_ids()
+    assert bq_ids == python_row_ids(path=source)
+    assert sum(bq_ids.values()) == rows
 
-    pg = invoke("load-pg", "green", "2020-04", "--pg-url", pg_url)
+    pg = invoke("load-pg", "green", month, "--pg-url", pg_url)
     assert pg.exit_code == 0, pg.stderr
     with psycopg.connect(pg_url) as conn:
         pg_ids = Counter(
-            r[0] for r in conn.execute("SELECT unique_row_id FROM public.green_tripdata")
+            r[0]
+            for r in conn.execute(
+                "SELECT unique_row_id FROM public.green_tripdata WHERE filename = %s",
+                (filename,),
+            )
         )
-        # A known row: the first of the file (2,2020-04-01 00:44:02,...,1.68,8).
-        [(known,)] = conn.execute(
-            "SELECT unique_row_id FROM public.green_tripdata WHERE vendorid = '2' AND "
-            "lpep_pickup_datetime = '2020-04-01 00:44:02' AND pulocationid = '42'"
-        ).fetchall()
     assert pg_ids == bq_ids
-    [(bq_known,)] = gcp.query(
-        f"SELECT unique_row_id FROM {gcp.table('green_tripdata')} WHERE vendorid = '2' AND "
-        "lpep_pickup_datetime = DATETIME '2020-04-01 00:44:02' AND pulocationid = '42'"
-    )
-    assert bq_known == known
+    if month == "2020-04":
+        # A known row: the first of the file (2,2020-04-01 00:44:02,...,1.68,8).
+        with psycopg.connect(pg_url) as conn:
+            [(known,)] = conn.execute(
+                "SELECT unique_row_id FROM public.green_tripdata WHERE vendorid = '2' AND "
+                "lpep_pickup_datetime = '2020-04-01 00:44:02' AND pulocationid = '42'"
+            ).fetchall()
+        [(bq_known,)] = gcp.query(
+            f"SELECT unique_row_id FROM {gcp.table('green_tripdata')} WHERE vendorid = 2 AND "
+            "lpep_pickup_datetime = DATETIME '2020-04-01 00:44:02' AND pulocationid = 42"
+        )
+        assert bq_known == known
 
-    # No staging table is left behind.
+    # No staging table: the trip table and the ledger only.
     tables = [t.table_id for t in gcp.bigquery().list_tables(f"{gcp.project}.{gcp.dataset}")]
-    assert tables == ["green_tripdata"]
+    assert sorted(tables) == ["green_tripdata", "taxi_cli_loads"]
 
 
 def test_main_table_schema_partitioning_and_clustering(gcp: Gcp, real_green: Path) -> None:
@@ -134,13 +165,18 @@ def test_main_table_schema_partitioning_and_clustering(gcp: Gcp, real_green: Pat
     assert result.exit_code == 0, result.stderr
     table = gcp.bigquery().get_table(f"{gcp.project}.{gcp.dataset}.green_tripdata")
     fields = {f.name: std_type(f.field_type) for f in table.schema}
-    assert list(fields)[:3] == ["unique_row_id", "filename", "vendorid"]
-    assert fields["vendorid"] == "STRING" and fields["pulocationid"] == "STRING"
+    assert list(fields)[:4] == ["unique_row_id", "filename", "file_month", "vendorid"]
+    assert fields["file_month"] == "DATE"
+    assert fields["vendorid"] == "INT64" and fields["pulocationid"] == "INT64"
     assert fields["passenger_count"] == "INT64"
     assert fields["fare_amount"] == "FLOAT64"
     assert fields["lpep_pickup_datetime"] == "DATETIME"
-    assert table.time_partitioning.field == "lpep_pickup_datetime"
-    assert table.clustering_fields == ["pulocationid"]
+    assert table.time_partitioning.field == "file_month"
+    assert table.time_partitioning.type_ == "MONTH"
+    assert table.clustering_fields == ["lpep_pickup_datetime", "pulocationid"]
+    assert gcp.query(f"SELECT DISTINCT file_month FROM {gcp.table('green_tripdata')}") == [
+        (date(2020, 4, 1),)
+    ]
     # The csv.gz path gives the same ids as the Parquet path.
     ids = gcp.query(f"SELECT unique_row_id FROM {gcp.table('green_tripdata')}")
     assert Counter(r[0] for r in ids) == python_row_ids()
@@ -213,7 +249,7 @@ def test_a_failed_load_job_is_one_line_with_its_job_id(gcp: Gcp, real_green: Pat
         _load_object(1)
     line = str(info.value)
     assert "\n" not in line and line.startswith("loading gs://")
-    assert "BigQuery job taxi_cli_green_2020_04_load_" in line
+    assert "BigQuery job taxi_cli_green_2020_04_stage_" in line
 
 
 def test_zones(gcp: Gcp, mirror: Mirror) -> None:

@@ -97,3 +97,27 @@ def test_every_registered_command_has_the_error_boundary() -> None:
     assert len(found) >= 10
     missing = [c.name for c in found if not getattr(c.callback, "error_boundary", False)]  # type: ignore[attr-defined]
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["backfill", "green", "2020-01", "--target", "s3"], "Invalid value for '--target'"),
+        (["backfill", "green", "2020-13"], "bad month '2020-13'"),
+        (["load-pg", "green", "2020-04", "--jobs", "0"], "Invalid value for '--jobs'"),
+    ],
+)
+def test_with_json_logs_even_a_usage_error_is_one_json_line(args: list[str], needle: str) -> None:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("taxi-cli")
+    done = subprocess.run(
+        [str(exe), *args, "--log-format", "json"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    event = json.loads(line)
+    assert event["level"] == "error" and event["exit_code"] == 2 and needle in event["event"]

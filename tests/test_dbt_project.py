@@ -78,7 +78,16 @@ def test_parse_finds_the_course_models(manifest: Any) -> None:
         "dm_monthly_zone_revenue",
     }
     assert models["stg_green_tripdata"].config.materialized == "view"
-    assert models["fact_trips"].config.materialized == "table"
+    fact = models["fact_trips"].config
+    assert fact.materialized == "incremental"
+    assert fact.incremental_strategy == "insert_overwrite"  # this manifest is BigQuery's
+    assert fact.get("partition_by") == {
+        "field": "file_month",
+        "data_type": "date",
+        "granularity": "month",
+        "copy_partitions": True,
+    }
+    assert fact.get("cluster_by") == ["pickup_datetime", "pickup_location_id"]
     sources = {(s.source_name, s.name) for s in manifest.sources.values()}
     assert sources == {
         ("raw", "green_tripdata"),
@@ -146,7 +155,7 @@ def test_bigquery_profile_follows_load_bq_settings(tmp_path: Path) -> None:
     assert emulator.output["dataset"] == "trips"
 
     key = tmp_path / "sa.json"
-    key.write_text("{}")
+    key.write_text('{"type": "service_account"}')  # what decides the method: the type
     real = dbt_profile.bigquery_target(
         load_settings(env={"GOOGLE_APPLICATION_CREDENTIALS": str(key), "TAXI_BQ_LOCATION": "EU"}),
         preflight=False,

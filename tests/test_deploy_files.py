@@ -218,15 +218,12 @@ def test_load_workflow_authenticates_by_wif_or_by_key() -> None:
     assert any({"workload_identity_provider", "service_account"} <= w for w in withs)
     assert {"credentials_json"} in withs
     assert all("secrets." in s["with"].get("credentials_json", "secrets.") for s in auth)
-    # taxi-cli refuses an external_account file in GOOGLE_APPLICATION_CREDENTIALS: the WIF
-    # credential configuration must reach it through the ADC well-known file instead
+    # taxi-cli and dbt load the external_account file the action exports in
+    # GOOGLE_APPLICATION_CREDENTIALS (tests/test_gcp_credentials.py): the default stays on
     (wif,) = [s for s in auth if "workload_identity_provider" in s["with"]]
-    assert wif["with"]["export_environment_variables"] is False
-    handoff = [s for s in steps if f"steps.{wif['id']}.outcome" in str(s.get("if", ""))]
-    assert "application_default_credentials.json" in handoff[0]["run"]
-    assert steps.index(handoff[0]) < min(
-        i for i, s in enumerate(steps) if "taxi-cli " in s.get("run", "")
-    )
+    assert wif["with"].get("export_environment_variables", True) is True
+    first_cli = min(i for i, s in enumerate(steps) if "taxi-cli " in s.get("run", ""))
+    assert all(steps.index(s) < first_cli for s in auth)
 
 
 def _cli_lines(steps: list[dict[str, Any]]) -> list[list[str]]:
@@ -247,6 +244,18 @@ def test_load_workflow_calls_commands_and_options_the_cli_has() -> None:
     assert ["transform", "--target", "bq"] in calls
     for call in calls:
         assert check_call(call) is None, f"`taxi-cli {' '.join(call)}`: {check_call(call)}"
+
+
+def test_load_workflow_has_the_zone_lookup_in_bigquery_before_transform() -> None:
+    """dim_zones needs taxi_zone_lookup: the workflow loads it before every transform,
+    under the same condition (and transform loads it itself when it is missing)."""
+    steps = _steps(_workflow("load.yml"), "load")
+    calls = [(i, c) for i, s in enumerate(steps) for c in _cli_lines([s])]
+    (zones,) = [(i, c) for i, c in calls if c == ["load-bq", "zones"]]
+    (transform,) = [(i, c) for i, c in calls if c[0] == "transform"]
+    backfill = max(i for i, c in calls if c[0] == "backfill")
+    assert backfill < zones[0] < transform[0]
+    assert steps[zones[0]]["if"] == steps[transform[0]]["if"]
 
 
 def test_cloud_run_args_in_the_readme_keep_yellow_green_one_argument() -> None:

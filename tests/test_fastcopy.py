@@ -278,3 +278,26 @@ def test_fast_path_load_row_ids_equal_postgresql_md5(
             md5_mismatches(conn, "green_tripdata", "lpep_pickup_datetime", "lpep_dropoff_datetime")
             == 0
         )
+
+
+@pytest.mark.parametrize("n", range(1, 10))
+def test_row_ids_hashed_four_at_a_time_equal_the_python_path_for_any_row_count(
+    n: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ids are computed in lanes of 4 rows; the last 1..3 rows of a block take another road
+    lines = [_yellow(f"{i}.5", f"{i + 3}", f"2020-07-01 00:{i:02d}:32") for i in range(n)]
+    assert _assert_same(YELLOW, "".join(line + "\r\n" for line in lines).encode(), monkeypatch)
+
+
+@pytest.mark.parametrize("at", [0, 1, 15, 16, 17, 31, 47, 60])
+def test_a_declined_byte_anywhere_in_a_line_falls_back(at: int) -> None:
+    # lines are scanned 16 bytes at a time: every offset in and around a chunk counts
+    good = _yellow()
+    for byte in ("\t", "\x00", "\x7f", "é", '"'):
+        line = good[:at] + byte + good[at + 1 :]
+        assert _fast(YELLOW, f"{good}\r\n{line}\r\n".encode()) is None, (at, byte)
+
+
+def test_a_line_over_1_mib_falls_back() -> None:
+    long = _yellow().replace(",N,", "," + "N" * (1 << 20) + ",")
+    assert _fast(YELLOW, f"{_yellow()}\n{long}\n".encode()) is None

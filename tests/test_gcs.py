@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,7 +21,7 @@ from taxi_cli.catalog import GREEN
 from taxi_cli.cli import app
 from taxi_cli.config import load_settings
 from taxi_cli.errors import DataError
-from taxi_cli.ledger import StateLedger
+from taxi_cli.model import LedgerRow
 from tests.conftest import SHARED_DATA
 from tests.fixtures_gcp import Gcp, free_port
 from tests.fixtures_mirror import Mirror
@@ -51,6 +52,15 @@ def real_green(mirror: Mirror) -> Path:
     return mirror.add_file(REAL_GREEN)
 
 
+def gcs_ledger() -> list[LedgerRow]:
+    """The gcs destination's ledger: read from the bucket (and local failures)."""
+    from taxi_cli.choices import TargetName
+    from taxi_cli.destinations import make
+
+    (lake,) = make(load_settings(), TargetName.GCS, reading=True)
+    return list(lake.ledger(read_only=True))
+
+
 def cached_file(name: str) -> Path:
     return next(Path(os.environ["TAXI_DATA_DIR"]).rglob(name))
 
@@ -75,9 +85,13 @@ def test_uploads_typed_parquet_with_matching_md5_and_records_it(gcp: Gcp, real_g
     assert frame.schema["VendorID"] == pl.Int64
     assert frame.schema["fare_amount"] == pl.Float64
 
-    [row] = StateLedger(load_settings()).rows("gcs")
+    # The object's metadata is the record: no local state is needed to know it is done.
+    shutil.rmtree(os.environ["TAXI_STATE_DIR"], ignore_errors=True)
+    [row] = gcs_ledger()
     assert (row.taxi, row.month, row.status, row.rows) == ("green", "2020-04", "done", GREEN_ROWS)
     assert row.sha256 == hashlib.sha256(REAL_GREEN.read_bytes()).hexdigest()
+    assert row.file == f"gs://{gcp.bucket}/{PARQUET_NAME}"
+    assert not Path(os.environ["TAXI_STATE_DIR"]).exists()  # reading created nothing
 
 
 def test_csv_gz_object_is_the_release_bytes_and_a_rerun_skips_it(
@@ -145,7 +159,7 @@ def test_cached_file_changed_after_verification_is_refused(
     [line] = result.stderr.strip().splitlines()
     assert "changed after it was verified" in line and str(cached) in line
     assert list(gcp.storage().bucket(gcp.bucket).list_blobs()) == []
-    [row] = StateLedger(load_settings()).rows("gcs")
+    [row] = gcs_ledger()  # no object: the local record of the failure shows
     assert row.status == "failed"
 
 
@@ -168,13 +182,46 @@ def test_missing_bucket_exits_2_naming_it(gcp: Gcp, real_green: Path) -> None:
     assert result.exit_code == 2
     [line] = result.stderr.strip().splitlines()
     assert "gs://no-such-bucket-here does not exist" in line and "--create-bucket" in line
+    # Found by an object request (objects.list: in roles/storage.objectAdmin), never by
+    # reading the bucket (storage.buckets.get: not in that role;
+    # https://cloud.google.com/storage/docs/access-control/iam-roles).
+    sent = [(r.method, r.path) for r in gcp.gcs_requests.recorded()]
+    assert sent[0] == ("GET", "/storage/v1/b/no-such-bucket-here/o")
+    assert ("GET", "/storage/v1/b/no-such-bucket-here") not in sent
 
 
 def test_create_bucket(gcp: Gcp, real_green: Path) -> None:
     name = gcp.bucket + "-new"
-    result = invoke("load-gcs", "green", "2020-04", "--bucket", name, "--create-bucket")
+    result = invoke("load-gcs", "green", "2020-04", "--bucket", name, "--create-bucket", "--json")
     assert result.exit_code == 0, result.stderr
     assert gcp.storage().bucket(name).get_blob(PARQUET_NAME) is not None
+    # --create-bucket reads the bucket (storage.buckets.get), then creates it in the
+    # location setting (no dataset in a gcs-only run).
+    sent = [(r.method, r.path) for r in gcp.gcs_requests.recorded()]
+    assert sent[:2] == [("GET", f"/storage/v1/b/{name}"), ("POST", "/storage/v1/b")]
+    [create] = [r for r in gcp.gcs_requests.recorded() if (r.method, r.path) == sent[1]]
+    assert create.json["name"] == name and create.json["location"] == "US"
+
+
+def test_no_bucket_metadata_is_read_without_create_bucket(gcp: Gcp, real_green: Path) -> None:
+    """roles/storage.objectAdmin lacks storage.buckets.get, so a load must not need it
+    (https://cloud.google.com/storage/docs/access-control/iam-roles): every request is an
+    object request (`/b/{bucket}/o...`) or an upload."""
+    result = invoke("load-gcs", "green", "2020-04")
+    assert result.exit_code == 0, result.stderr
+    # The object is read once, before the upload; afterwards the upload's own response
+    # describes it (a reload could see, and `_discard` delete, another writer's object).
+    object_path = f"/storage/v1/b/{gcp.bucket}/o/{PARQUET_NAME.replace('/', '%2F')}"
+    reads = [r for r in gcp.gcs_requests.recorded() if (r.method, r.path) == ("GET", object_path)]
+    assert len(reads) == 1
+    again = invoke("load-gcs", "green", "2020-04", "--force")
+    assert again.exit_code == 0, again.stderr
+    paths = {r.path for r in gcp.gcs_requests.recorded()}
+    assert f"/storage/v1/b/{gcp.bucket}" not in paths
+    assert all(
+        p.startswith((f"/storage/v1/b/{gcp.bucket}/o", f"/upload/storage/v1/b/{gcp.bucket}/o"))
+        for p in paths
+    ), paths
 
 
 def test_no_bucket_configured_exits_2(gcp: Gcp, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -251,7 +298,7 @@ def test_one_failed_month_of_several_exits_4_after_loading_the_others(
     assert result.exit_code == 4
     assert [i["month"] for i in results(result.stdout)] == ["2020-04"]
     assert "1 of 2 partitions failed (first: green 2020-05 -> gcs" in result.stderr
-    ledger = {r.month: r.status for r in StateLedger(load_settings()).rows("gcs")}
+    ledger = {r.month: r.status for r in gcs_ledger()}
     assert ledger == {"2020-04": "done", "2020-05": "failed"}
 
 

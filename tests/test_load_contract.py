@@ -15,9 +15,10 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
+from taxi_cli.choices import TargetName
 from taxi_cli.cli import app
 from taxi_cli.config import load_settings
-from taxi_cli.ledger import StateLedger
+from taxi_cli.destinations import make
 from tests.fixtures_gcp import Gcp
 from tests.fixtures_mirror import Mirror
 
@@ -74,14 +75,28 @@ def test_option_combinations_are_refused_before_any_io(
     assert mirror.requests() == []
 
 
-@pytest.mark.parametrize("target", ["pg", "gcs", "bq"])
-def test_status_with_nothing_loaded_says_so_and_creates_nothing(
-    target: str, isolated_env: Path
-) -> None:
+def test_status_with_nothing_loaded_says_so_and_creates_nothing(isolated_env: Path) -> None:
     before = _created(isolated_env)
-    result = runner.invoke(app, ["status", "--target", target])
+    result = runner.invoke(app, ["status", "--target", "pg"])
     assert result.exit_code == 0, result.stderr
     assert "nothing" in result.stdout
+    assert _created(isolated_env) == before
+
+
+@pytest.mark.parametrize(
+    ("target", "needs"), [("gcs", "no bucket"), ("bq", "no usable Google credentials")]
+)
+def test_cloud_status_without_its_settings_says_what_it_needs_and_creates_nothing(
+    target: str, needs: str, isolated_env: Path
+) -> None:
+    """gcs and bq keep their state in the bucket and the dataset (tests/test_status.py
+    reads them on the emulators): without a bucket or credentials there is nothing to
+    read, which is a configuration error, not an empty ledger."""
+    before = _created(isolated_env)
+    result = runner.invoke(app, ["status", "--target", target])
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert needs in line
     assert _created(isolated_env) == before
 
 
@@ -159,7 +174,8 @@ def test_cloud_loads_record_a_missing_month_and_load_the_others(
     states = {p["month"]: p["state"] for p in json.loads(result.stdout)["partitions"]}
     assert states == {"2020-04": "done", "2020-05": "failed", "2020-06": "done"}
     target = command.removeprefix("load-")
-    ledger = {r.month: r.status for r in StateLedger(load_settings()).rows(target)}
+    (destination,) = make(load_settings(), TargetName(target), reading=True)
+    ledger = {r.month: r.status for r in destination.ledger(read_only=True)}
     assert ledger == {"2020-04": "done", "2020-05": "failed", "2020-06": "done"}
 
 

@@ -250,7 +250,14 @@ def test_two_shards_into_bigquery_load_each_month_once(mirror: Mirror, gcp: Gcp)
         f"SELECT filename, COUNT(*) FROM {gcp.table('green_tripdata')} GROUP BY 1 ORDER BY 1"
     )
     assert got == [(f"green_tripdata_{m}.csv", 40) for m in months]
-    status = runner.invoke(app, ["status", "--target", "bq", "--json"])
-    assert status.exit_code == 0, status.stderr
     shards = {p["shard"] for out, _ in outs for p in json.loads(out)["partitions"]}
     assert shards == {"0/2", "1/2"}
+    # the ledger in the dataset names the worker of each month: both shards, each month once
+    done = gcp.query(
+        f"SELECT month, worker FROM {gcp.table('taxi_cli_loads')} WHERE status = 'done'"
+    )
+    assert sorted(month for month, _ in done) == months
+    for month, worker in done:
+        owner = shard_of(Partition(GREEN, month), 2)
+        assert str(worker).startswith(f"shard {owner}/2 "), (month, worker)
+    assert {str(w).split()[1] for _, w in done} == {"0/2", "1/2"}

@@ -1,8 +1,13 @@
-"""`status`: the month x taxi grid from a target's ledger, totals per year and taxi."""
+"""`status`: the month x taxi grid from a target's ledger, totals per year and taxi.
+
+The gcs and bq ledgers live in the destination (object metadata, the `taxi_cli_loads`
+table), so these run against the emulators; records are written by taxi-cli's own code.
+"""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 from typer.testing import CliRunner
@@ -10,7 +15,9 @@ from typer.testing import CliRunner
 from taxi_cli.cli import app
 from taxi_cli.config import load_settings
 from taxi_cli.ledger import StateLedger
+from tests.fixtures_gcp import Gcp
 
+pytestmark = pytest.mark.integration
 runner = CliRunner()
 
 # The release files' row counts of yellow 2020 (reference section 7, a public answer file).
@@ -33,17 +40,44 @@ HOMEWORK_Q3 = 24_648_499  # "Yellow rows, all 2020 CSVs"
 
 @pytest.fixture
 def ledger() -> StateLedger:
+    """The local record of failed gcs attempts (display only)."""
     return StateLedger(load_settings())
 
 
-def _record_yellow_2020(ledger: StateLedger, target: str) -> None:
-    for number, rows in enumerate(YELLOW_2020, start=1):
-        month = f"2020-{number:02d}"
-        ledger.record_done(target, "yellow", month, f"yellow_tripdata_{month}.csv", "a" * 64, rows)
+def _record_yellow_2020_in_bq() -> None:
+    """Ledger rows as BqDestination writes them, into the dataset's taxi_cli_loads."""
+    from taxi_cli.gcp.bq import Warehouse
+
+    records = [
+        {
+            "file": f"yellow_tripdata_2020-{n:02d}.csv",
+            "taxi": "yellow",
+            "month": f"2020-{n:02d}",
+            "status": "done",
+            "source_sha256": "a" * 64,
+            "rows": rows,
+            "finished": datetime(2026, 1, 1, tzinfo=UTC),
+        }
+        for n, rows in enumerate(YELLOW_2020, start=1)
+    ]
+    Warehouse(load_settings(), create_dataset=True).append_ledger(records)
 
 
-def test_yellow_2020_total_is_the_homework_answer(ledger: StateLedger) -> None:
-    _record_yellow_2020(ledger, "bq")
+def _object(gcp: Gcp, taxi: str, month: str, rows: int, sha: str) -> None:
+    """A lake object with the metadata taxi-cli's upload writes (its gcs record)."""
+    blob = gcp.storage().bucket(gcp.bucket).blob(f"{taxi}/{taxi}_tripdata_{month}.parquet")
+    blob.metadata = {
+        "taxi-cli-source": f"{taxi}_tripdata_{month}.csv",
+        "taxi-cli-source-sha256": sha,
+        "taxi-cli-rows": str(rows),
+        "taxi-cli-version": "test",
+    }
+    blob.upload_from_string(b"PAR1")
+
+
+def test_yellow_2020_total_is_the_homework_answer(gcp: Gcp) -> None:
+    _record_yellow_2020_in_bq()
+    gcp.bq_requests.clear()
     result = runner.invoke(app, ["status", "--target", "bq", "--json"])
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
@@ -57,16 +91,28 @@ def test_yellow_2020_total_is_the_homework_answer(ledger: StateLedger) -> None:
         "missing": 0,
     }
     assert report["total_rows"] == HOMEWORK_Q3
+    # Read with tabledata.list (free; no query job, nothing created):
+    # https://cloud.google.com/bigquery/docs/reference/rest/v2/tabledata/list
+    sent = [(r.method, r.path) for r in gcp.bq_requests.recorded()]
+    assert all(method == "GET" for method, _ in sent), sent
+    assert any(path.endswith("/tables/taxi_cli_loads/data") for _, path in sent)
     text = runner.invoke(app, ["status", "--target", "bq"])
     assert text.exit_code == 0
     assert "24,648,499" in text.stdout and "6,405,008" in text.stdout
 
 
-def test_grid_states_missing_cells_and_json_rows(ledger: StateLedger) -> None:
-    ledger.record_done("gcs", "green", "2019-11", "green_tripdata_2019-11.csv", "b" * 64, 7)
+def test_status_of_a_missing_dataset_is_empty_and_creates_nothing(gcp: Gcp) -> None:
+    result = runner.invoke(app, ["status", "--target", "bq"])
+    assert result.exit_code == 0, result.stderr
+    assert "nothing recorded in the bq ledger yet" in result.stdout
+    assert {r.method for r in gcp.bq_requests.recorded()} == {"GET"}
+
+
+def test_grid_states_missing_cells_and_json_rows(gcp: Gcp, ledger: StateLedger) -> None:
+    _object(gcp, "green", "2019-11", 7, "b" * 64)
     ledger.record_failed("gcs", "green", "2020-01", "green_tripdata_2020-01.csv", "HTTP 503")
-    ledger.record_done("gcs", "yellow", "2020-02", "yellow_tripdata_2020-02.csv", "c" * 64, 5)
-    ledger.record_done("gcs", "fhv", "2019-12", "fhv_tripdata_2019-12.csv", "d" * 64, 3)
+    _object(gcp, "yellow", "2020-02", 5, "c" * 64)
+    _object(gcp, "fhv", "2019-12", 3, "d" * 64)
     result = runner.invoke(app, ["status", "--target", "gcs", "--json"])
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
@@ -82,7 +128,7 @@ def test_grid_states_missing_cells_and_json_rows(ledger: StateLedger) -> None:
         "month": "2020-02",
         "state": "done",
         "rows": 5,
-        "file": "yellow_tripdata_2020-02.csv",
+        "file": f"gs://{gcp.bucket}/yellow/yellow_tripdata_2020-02.parquet",
         "finished": None,
         "error": None,
     }
@@ -103,7 +149,7 @@ def test_grid_states_missing_cells_and_json_rows(ledger: StateLedger) -> None:
     assert "1 failed, 1 missing" in text.stdout
 
 
-def test_empty_ledger_and_bad_target() -> None:
+def test_empty_ledger_and_bad_target(gcp: Gcp) -> None:
     result = runner.invoke(app, ["status", "--target", "gcs"])
     assert result.exit_code == 0
     assert "nothing recorded in the gcs ledger yet" in result.stdout

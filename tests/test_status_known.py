@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
+import io
 
+from rich.console import Console
 from typer.testing import CliRunner
 
-from taxi_cli import figures
+from taxi_cli import figures, status
 from taxi_cli.cli import app
-from taxi_cli.config import load_settings
-from taxi_cli.ledger import StateLedger
+from taxi_cli.console import Output
+from taxi_cli.model import LedgerRow
 
 runner = CliRunner()
 
@@ -32,16 +33,16 @@ def test_the_shipped_figures_are_consistent_and_name_their_source() -> None:
 
 
 def test_status_marks_a_known_year_and_month_and_flags_a_wrong_one() -> None:
-    ledger = StateLedger(load_settings())
+    entries = []
     for m in range(1, 13):
         month = f"2020-{m:02d}"
         value = figures.of("green", month)
         assert value is not None
         rows = value.value - (1 if m == 4 else 0)  # one month is a row short
-        ledger.record_done("bq", "green", month, f"green_tripdata_{month}.csv", "a" * 64, rows)
-    result = runner.invoke(app, ["status", "--target", "bq", "--json"])
-    assert result.exit_code == 0, result.stderr
-    known = {f["period"]: f for f in json.loads(result.stdout)["known_figures"]}
+        file = f"green_tripdata_{month}.csv"
+        entries.append(LedgerRow(file, "green", month, "a" * 64, rows, "done", None, None, None))
+    report = status.build("pg", entries)
+    known = {f["period"]: f for f in report.as_json()["known_figures"]}
     assert known["2020-01"] == {
         "taxi": "green",
         "period": "2020-01",
@@ -57,7 +58,11 @@ def test_status_marks_a_known_year_and_month_and_flags_a_wrong_one() -> None:
         "known": 1_734_051,
         "matches": False,
     }
-    text = runner.invoke(app, ["status", "--target", "bq"]).stdout
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    out = Output(quiet=False, json=False)
+    out.out = console
+    status.render(report, out)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
     assert "447,770 ✓" in text
     assert "35,611 ✗ (published 35,612)" in text
     assert "1,734,050 ✗ (published 1,734,051)" in text

@@ -269,7 +269,10 @@ def test_second_run_changes_nothing(warehouse: tuple[str, list[Run]]) -> None:
     assert second.exit_code == 0, second.stderr
     assert second.snapshot == first.snapshot
     rows = {n["name"]: n["rows"] for n in second.payload["nodes"] if n["kind"] == "model"}
-    assert rows == {n["name"]: n["rows"] for n in first.payload["nodes"] if n["kind"] == "model"}
+    before = {n["name"]: n["rows"] for n in first.payload["nodes"] if n["kind"] == "model"}
+    # fact_trips is incremental: no raw month changed, so no row is written again
+    assert rows == {**before, "fact_trips": 0}
+    assert "fact_trips: rebuilding file months none" in " ".join(second.stderr.split())
 
 
 # ---- failures and options, on a small database of their own -----------------------------
@@ -326,17 +329,95 @@ def test_test_run_limits_staging_and_a_failing_test_exits_1(small: str) -> None:
     assert "stg_green__payment_type__accepted_values" not in out
 
 
-def test_missing_zone_lookup_is_named(
+# fact_trips' rows with PostgreSQL's xmin (the transaction that wrote each row): a row
+# that was not rewritten keeps its xmin
+FACT_BY_MONTH = """
+    SELECT file_month::text, count(*),
+        md5(string_agg(trip_id || ':' || xmin::text, ',' ORDER BY trip_id))
+    FROM fact_trips GROUP BY 1 ORDER BY 1
+"""
+FACT_ROWS = "SELECT * FROM fact_trips ORDER BY trip_id"
+
+
+def _model_rows(stdout: str) -> dict[str, int | None]:
+    nodes = json.loads(stdout)["nodes"]
+    return {n["name"]: n["rows"] for n in nodes if n["kind"] == "model"}
+
+
+def test_a_new_or_changed_month_rebuilds_only_that_month(small: str) -> None:
+    """delete+insert by file month: loading 2020-05 after a build writes 2020-05's rows and
+    leaves 2020-04's rows as they were; the result equals a full refresh."""
+    code, out, err = transform("--json")
+    assert code == 0, err
+    first = query(small, FACT_BY_MONTH)
+    assert [m for m, *_ in first] == ["2020-04-01"]
+    assert _model_rows(out)["fact_trips"] == first[0][1]
+
+    load(load_settings(), "green", "2020-05")
+    code, out, err = transform("--json")
+    assert code == 0, err
+    second = query(small, FACT_BY_MONTH)
+    assert [m for m, *_ in second] == ["2020-04-01", "2020-05-01"]
+    assert second[0] == first[0]  # 2020-04: the same rows, not rewritten (same xmin)
+    assert _model_rows(out)["fact_trips"] == second[1][1]  # only 2020-05's rows written
+    assert "fact_trips: rebuilding file months 2020-05-01" in " ".join(err.split())
+    incremental = query(small, FACT_ROWS)
+
+    # a reload that changes a row of 2020-04 (new content, new unique_row_id) rebuilds
+    # 2020-04 and leaves 2020-05 alone
+    with psycopg.connect(small, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE green_tripdata SET unique_row_id = md5('changed'), total_amount = 999"
+            " WHERE unique_row_id = (SELECT min(unique_row_id) FROM green_tripdata"
+            " WHERE filename = 'green_tripdata_2020-04.csv' AND vendorid IS NOT NULL)"
+        )
+    code, out, err = transform("--json")
+    assert code == 0, err
+    third = query(small, FACT_BY_MONTH)
+    assert third[1] == second[1] and third[0][2] != second[0][2]
+    assert "fact_trips: rebuilding file months 2020-04-01" in " ".join(err.split())
+    changed = query(small, FACT_ROWS)
+
+    code, out, err = transform("--json", "--full-refresh")
+    assert code == 0, err
+    assert query(small, FACT_ROWS) == changed  # incremental == full rebuild, row for row
+    assert changed != incremental and len(changed) == len(incremental)
+    refreshed = query(small, FACT_BY_MONTH)
+    assert [r[2] for r in refreshed] != [r[2] for r in third]  # every row rewritten
+
+
+def test_missing_zone_lookup_is_loaded_before_dbt(
+    pg_url: str, mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TAXI_PG_URL", pg_url)
+    mirror.add_zones()
+    mirror.add_month(GREEN, "2020-04", rows=200, seed=5)
+    load(load_settings(), "green", "2020-04")
+    only_zones = ("--select", "dim_zones", "--", "--indirect-selection", "cautious")
+    code, out, err = transform("--json", *only_zones)
+    assert code == 0, err
+    assert json.loads(out)["ok"] is True  # stdout holds transform's result only
+    assert "zone lookup is missing on pg: loading it" in err
+    expected = len((mirror.root / "misc" / "taxi_zone_lookup.csv").read_text().splitlines()) - 1
+    assert query(pg_url, "SELECT count(*) FROM taxi_zone_lookup") == [(expected,)]
+    assert query(pg_url, "SELECT count(*) FROM dim_zones") == [(expected,)]
+    # there now: not loaded again
+    code, _, err = transform(*only_zones)
+    assert code == 0, err
+    assert "zone lookup is missing" not in err
+
+
+def test_a_zone_lookup_that_cannot_be_fetched_fails_before_dbt(
     pg_url: str, mirror: Mirror, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TAXI_PG_URL", pg_url)
     mirror.add_month(GREEN, "2020-04", rows=200, seed=5)
     load(load_settings(), "green", "2020-04")
     code, _, err = transform("--select", "dim_zones")
-    assert code == 1
+    assert code != 0
     last = err.strip().splitlines()[-1]
-    assert "model dim_zones error" in last
-    assert "taxi-cli load-pg zones" in last
+    assert last.startswith("taxi-cli: error: ") and "taxi_zone_lookup.csv" in last
+    assert "model dim_zones" not in err  # dbt never started
 
 
 def test_unreachable_postgres_exits_3() -> None:
@@ -366,3 +447,32 @@ def test_a_second_transform_on_the_same_target_is_refused(
         .splitlines()[-1]
         .startswith("taxi-cli: error: another transform --target pg is running (pid ")
     )
+
+
+def test_a_fact_trips_built_before_it_was_incremental_asks_for_a_full_refresh(small: str) -> None:
+    with psycopg.connect(small, autocommit=True) as conn:
+        conn.execute("CREATE TABLE fact_trips AS SELECT 'x'::text AS trip_id")  # old layout
+    code, _, err = transform()
+    assert code == 1
+    last = err.strip().splitlines()[-1]
+    assert "model fact_trips error" in last and "no source_fingerprint column" in last
+    assert "taxi-cli transform --full-refresh" in last
+    code, _, err = transform("--full-refresh")
+    assert code == 0, err
+    assert query(
+        small, "SELECT count(*) > 0, count(source_fingerprint) = count(*) FROM fact_trips"
+    )[0] == (True, True)
+
+
+def test_a_full_build_after_a_test_run_rebuilds_the_sampled_months(small: str) -> None:
+    code, _, err = transform("--test-run")
+    assert code == 0, err
+    (sampled,) = query(small, "SELECT count(*) FROM fact_trips")[0]
+    assert 0 < sampled <= 100
+    code, _, err = transform()
+    assert code == 0, err
+    full = query(small, FACT_ROWS)
+    assert len(full) > sampled
+    code, _, err = transform("--full-refresh")
+    assert code == 0, err
+    assert query(small, FACT_ROWS) == full

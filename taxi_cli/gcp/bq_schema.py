@@ -1,11 +1,20 @@
 """BigQuery schemas of the trip tables and the SQL that computes `unique_row_id`.
 
-Main table `{dataset}.{taxi}_tripdata`: `unique_row_id STRING, filename STRING`, then the
-release's columns under their lowercase names (as in Postgres). Types keep the row id
-identical to Postgres: ids STRING (as in the course), counts INT64, money and distance
-FLOAT64, timestamps DATETIME (the TLC times are local wall-clock times without a zone,
-like Postgres `timestamp`; Parquet writes them as such). Partitioned by the DATE of the
-pickup time and clustered by the pickup location.
+Main table `{dataset}.{taxi}_tripdata`, one partition per release file:
+`unique_row_id STRING, filename STRING, file_month DATE` (the first day of the file's
+month), then the release's columns under their lowercase names (as in Postgres): the
+columns, order and types of the lake's Parquet object (`taxi_cli.parquet`), so a month
+is one load job from that object. The object spells them as released (`VendorID`);
+BigQuery column names are case-insensitive ("a column named Column1 is considered
+identical to a column named column1", https://cloud.google.com/bigquery/docs/schemas
+#column_names), which the load relies on; `make smoke-gcp` checks it on real BigQuery.
+Types: ids and counts INT64, money and distance FLOAT64,
+timestamps DATETIME (the TLC times are local wall-clock times without a zone, like
+Postgres `timestamp`), flags and text STRING. Partitioned by `file_month` (MONTH) and
+clustered by the pickup time and the pickup location.
+
+The ledger table `{dataset}.taxi_cli_loads` (append-only, one row per load and per
+failure) is the bq destination's state: see `LEDGER_FIELDS`.
 
 `unique_row_id` renders the seven hashed columns as PostgreSQL renders their types as
 text (see `taxi_cli.rowid`), NULL as '':
@@ -34,24 +43,48 @@ from taxi_cli.errors import DataError
 if TYPE_CHECKING:
     from google.cloud import bigquery
 
+# The main table's types: those of the Parquet object (ids are Int64 there).
 MAIN_TYPES = {
-    Kind.ID: "STRING",
+    Kind.ID: "INT64",
     Kind.COUNT: "INT64",
     Kind.TIMESTAMP: "DATETIME",
     Kind.MONEY: "FLOAT64",
     Kind.FLAG: "STRING",
     Kind.TEXT: "STRING",
 }
-# What a load job reads from each object format: Parquet ids are Int64 (see extract).
+# What a load job reads from each object format. A csv.gz staging table keeps the ids
+# as the release's text: the row id hashes that text, as Postgres does.
 STAGING_TYPES = {
-    "csv.gz": MAIN_TYPES,
-    "parquet": {**MAIN_TYPES, Kind.ID: "INT64"},
+    "csv.gz": {**MAIN_TYPES, Kind.ID: "STRING"},
+    "parquet": MAIN_TYPES,
 }
-LINEAGE = (("unique_row_id", "STRING"), ("filename", "STRING"))
+LINEAGE = (("unique_row_id", "STRING"), ("filename", "STRING"), ("file_month", "DATE"))
 # The columns a Parquet object carries before the release's (see taxi_cli.parquet).
-PARQUET_LINEAGE = (*LINEAGE, ("file_month", "DATE"))
+PARQUET_LINEAGE = LINEAGE
+PARTITION_COLUMN = "file_month"
 ZONES_TABLE = "taxi_zone_lookup"
 ZONES_TYPES = ("INT64", "STRING", "STRING", "STRING")
+LEDGER_TABLE = "taxi_cli_loads"
+LEDGER_FIELDS = (
+    ("file", "STRING"),  # the release file (`filename` in the trip table)
+    ("taxi", "STRING"),
+    ("month", "STRING"),  # YYYY-MM
+    ("status", "STRING"),  # done | failed
+    ("source_sha256", "STRING"),  # of the verified release file
+    ("rows", "INT64"),  # rows of the partition after the load (cross-checked)
+    ("upstream_size", "INT64"),  # bytes of the release file
+    ("upstream_etag", "STRING"),  # the release host's ETag, when known
+    ("source_uri", "STRING"),  # the lake object the job read
+    ("table_id", "STRING"),
+    ("job_id", "STRING"),  # the job that wrote the partition
+    ("bytes_processed", "INT64"),
+    ("bytes_billed", "INT64"),
+    ("started", "TIMESTAMP"),
+    ("finished", "TIMESTAMP"),
+    ("error", "STRING"),
+    ("tool_version", "STRING"),
+    ("worker", "STRING"),  # who loaded it: a backfill shard, host and pid
+)
 
 
 _LEGACY = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL", "RECORD": "STRUCT"}
@@ -64,6 +97,18 @@ def std_type(name: str) -> str:
 
 def main_table_id(taxi: TaxiType) -> str:
     return f"{taxi.name}_tripdata"
+
+
+def partition_id(month: str) -> str:
+    """`2020-04` -> `202004`: the MONTH partition's decorator suffix."""
+    return month.replace("-", "")
+
+
+def month_start(month: str) -> str:
+    """`2020-04` -> `2020-04-01`, the file_month value of every row of that file."""
+    if not re.fullmatch(r"\d{4}-\d{2}", month):
+        raise DataError(f"bad month {month!r}; expected YYYY-MM")
+    return f"{month}-01"
 
 
 def staging_table_id(taxi: TaxiType, month: str) -> str:
@@ -84,7 +129,19 @@ def main_schema(taxi: TaxiType) -> list[bigquery.SchemaField]:
     ]
 
 
+# The csv.gz staging table's column names: a CSV load maps columns by position, and a
+# name unlike the main table's keeps `CAST(src_x) AS X` unambiguous (bqemulator's
+# DuckDB otherwise keeps `x` for the output name).
+CSV_STAGING_PREFIX = "src_"
+
+
+def csv_staging_schema(taxi: TaxiType) -> list[bigquery.SchemaField]:
+    types = STAGING_TYPES["csv.gz"]
+    return [_field(CSV_STAGING_PREFIX + c.sql_name, types[c.kind]) for c in taxi.columns]
+
+
 def staging_schema(taxi: TaxiType, fmt: str) -> list[bigquery.SchemaField]:
+    """A staging table of the release's columns, lowercase (Parquet: with lineage)."""
     types = STAGING_TYPES[fmt]
     lineage = [_field(n, t) for n, t in PARQUET_LINEAGE] if fmt == "parquet" else []
     return lineage + [_field(c.sql_name, types[c.kind]) for c in taxi.columns]
@@ -94,13 +151,18 @@ def zones_schema() -> list[bigquery.SchemaField]:
     return [_field(c.sql_name, t) for c, t in zip(ZONES_COLUMNS, ZONES_TYPES, strict=True)]
 
 
+def ledger_schema() -> list[bigquery.SchemaField]:
+    return [_field(n, t) for n, t in LEDGER_FIELDS]
+
+
 def pickup_column(taxi: TaxiType) -> str:
     return taxi.pickup.lower()
 
 
 def cluster_columns(taxi: TaxiType) -> list[str]:
-    """The pickup location id (every taxi type has one)."""
-    return [c.sql_name for c in taxi.columns if c.sql_name == "pulocationid"]
+    """The pickup time, then the pickup location id (every taxi type has both)."""
+    location = [c.sql_name for c in taxi.columns if c.sql_name == "pulocationid"]
+    return [pickup_column(taxi), *location]
 
 
 def _column(taxi: TaxiType, name: str) -> Column:
@@ -118,20 +180,23 @@ def render_sql(column: Column, ref: str) -> str:
     return f"COALESCE({text}, '')"
 
 
-def row_id_sql(taxi: TaxiType, alias: str = "s") -> str:
+def row_id_sql(taxi: TaxiType, alias: str = "s", prefix: str = "") -> str:
     """`TO_HEX(MD5(CONCAT(...)))` over the taxi's hashed columns, in order."""
-    parts = [render_sql(_column(taxi, n), f"{alias}.{n.lower()}") for n in taxi.hash_columns]
+    parts = [
+        render_sql(_column(taxi, n), f"{alias}.{prefix}{n.lower()}") for n in taxi.hash_columns
+    ]
     return "TO_HEX(MD5(CONCAT(" + ", ".join(parts) + ")))"
 
 
-def select_sql(taxi: TaxiType, fmt: str, alias: str = "s") -> list[str]:
-    """The staging columns cast to the main table's types, in table order."""
+def select_sql(taxi: TaxiType, fmt: str, alias: str = "s", prefix: str = "") -> list[str]:
+    """The staging columns cast to the main table's types and names, in table order."""
     types = STAGING_TYPES[fmt]
     out = []
     for c in taxi.columns:
-        ref = f"{alias}.{c.sql_name}"
+        ref = f"{alias}.{prefix}{c.sql_name}"
         same = types[c.kind] == MAIN_TYPES[c.kind]
-        out.append(ref if same else f"CAST({ref} AS {MAIN_TYPES[c.kind]}) AS {c.sql_name}")
+        value = ref if same else f"CAST({ref} AS {MAIN_TYPES[c.kind]})"
+        out.append(f"{value} AS {c.sql_name}")
     return out
 
 
@@ -145,24 +210,29 @@ def filename_literal(filename: str) -> str:
     return f"'{filename}'"
 
 
-def replace_sql(taxi: TaxiType, fmt: str, main: str, staging: str, filename: str) -> str:
-    """Replace the rows of `filename` in `main` by the staging rows, atomically.
+def partition_select_sql(taxi: TaxiType, staging: str, filename: str, month: str) -> str:
+    """The month's rows from a csv.gz staging table, in the main table's shape.
 
-    One multi-statement transaction: DELETE that file's rows, INSERT every staging row
-    (in-file duplicates kept, as in the course), COMMIT -- all or nothing. A single
-    `MERGE ... ON FALSE ... WHEN NOT MATCHED BY SOURCE AND filename = ... THEN DELETE`
-    would do the same on BigQuery, but bqemulator runs it ~20x slower. The file name is
-    inlined (validated) because bqemulator does not pass query parameters into scripts.
+    A plain SELECT (no DML): the query job writes its result into the month's partition
+    (`table$YYYYMM`, WRITE_TRUNCATE), which replaces that file's rows atomically. The file
+    name and month are inlined (validated): bqemulator does not pass query parameters
+    into every statement kind.
     """
-    names = [n for n, _ in LINEAGE] + [c.sql_name for c in taxi.columns]
     literal = filename_literal(filename)
     source = ",\n       ".join(
-        [f"{row_id_sql(taxi)} AS unique_row_id", f"{literal} AS filename", *select_sql(taxi, fmt)]
+        [
+            f"{row_id_sql(taxi, prefix=CSV_STAGING_PREFIX)} AS unique_row_id",
+            f"{literal} AS filename",
+            f"DATE '{month_start(month)}' AS {PARTITION_COLUMN}",
+            *select_sql(taxi, "csv.gz", prefix=CSV_STAGING_PREFIX),
+        ]
     )
+    return f"SELECT {source}\nFROM `{staging}` AS s"
+
+
+def partition_count_sql(main: str, month: str) -> str:
+    """Rows in the month's partition (a filter on the partitioning column: one partition
+    is read, and only its `file_month` values)."""
     return (
-        "BEGIN TRANSACTION;\n"
-        f"DELETE FROM `{main}` WHERE filename = {literal};\n"
-        f"INSERT INTO `{main}` ({', '.join(names)})\n"
-        f"SELECT {source}\nFROM `{staging}` AS s;\n"
-        "COMMIT TRANSACTION;"
+        f"SELECT COUNT(*) AS n FROM `{main}` WHERE {PARTITION_COLUMN} = DATE '{month_start(month)}'"
     )

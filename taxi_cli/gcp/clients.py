@@ -1,10 +1,12 @@
 """Google Cloud clients from settings, and Google API failures as `TaxiError`s.
 
 Credentials: an emulator endpoint (`STORAGE_EMULATOR_HOST`, `TAXI_BQ_ENDPOINT`) gets
-anonymous credentials; otherwise `GOOGLE_APPLICATION_CREDENTIALS` names a key file, else
-Application Default Credentials (`gcloud auth application-default login`, or the
-metadata server on GCP). The project is `--project` / `$TAXI_GCP_PROJECT`, else the
-credentials' own.
+anonymous credentials; otherwise `GOOGLE_APPLICATION_CREDENTIALS` names a credentials
+file of any type Application Default Credentials accepts (a service-account key, a user
+login, a Workload Identity Federation configuration, an impersonation file), else ADC
+itself (`gcloud auth application-default login`, or the metadata server on GCP). Loading
+the credentials sends nothing; the first API call fetches a token. The project is
+`--project` / `$TAXI_GCP_PROJECT`, else the credentials' own.
 """
 
 from __future__ import annotations
@@ -57,8 +59,20 @@ def _credentials(cfg: Settings) -> tuple[Any, str | None]:
     return creds, project
 
 
-def _credentials_file(path: Path) -> tuple[Any, str | None]:
-    """Credentials from the key file the user configured, by its declared type."""
+# The `type`s of credential files that google-auth's ADC loads (google.auth._default):
+# key files, user logins, Workload Identity Federation configurations, impersonation.
+FILE_TYPES = (
+    "service_account",
+    "authorized_user",
+    "external_account",
+    "external_account_authorized_user",
+    "impersonated_service_account",
+    "gdch_service_account",
+)
+
+
+def credentials_file_type(path: Path) -> str:
+    """The declared `type` of a credentials file; a ConfigError names what is wrong."""
     import json
 
     if not path.is_file():
@@ -67,31 +81,48 @@ def _credentials_file(path: Path) -> tuple[Any, str | None]:
         )
     try:
         info = json.loads(path.read_text())
-        kind = info.get("type") if isinstance(info, dict) else None
     except (OSError, ValueError) as exc:
+        # the JSON error names a position, never the file's content
         raise ConfigError(f"credentials file {path} is not a JSON key file: {exc}") from exc
+    kind = info.get("type") if isinstance(info, dict) else None
+    if kind not in FILE_TYPES:
+        raise ConfigError(
+            f"no usable Google credentials: {path} has type {kind!r}, not one of "
+            f"{', '.join(FILE_TYPES)} (create one with `gcloud auth application-default "
+            "login` or `gcloud iam workload-identity-pools create-cred-config`)"
+        )
+    return str(kind)
+
+
+def _credentials_file(path: Path) -> tuple[Any, str | None]:
+    """Credentials from the file the user configured, of any type ADC accepts.
+
+    google-auth loads it (`load_credentials_from_file`), without scopes so that nothing
+    goes over the network here: with scopes, an external_account file would exchange
+    its token and look the project up right away. The scopes are applied afterwards,
+    where the credential type wants them; the first API call fetches the token."""
+    import warnings
+
+    import google.auth
+    from google.auth import exceptions as auth_exc
+    from google.auth.credentials import with_scopes_if_required
+
+    kind = credentials_file_type(path)
     try:
-        if kind == "service_account":
-            from google.oauth2 import service_account
-
-            creds = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
-                info, scopes=SCOPES
-            )
-            return creds, info.get("project_id")
-        if kind == "authorized_user":
-            from google.oauth2 import credentials as user_credentials
-
-            user = user_credentials.Credentials.from_authorized_user_info(  # type: ignore[no-untyped-call]
-                info, scopes=SCOPES
-            )
-            return user, info.get("quota_project_id")
-    except ValueError as exc:
-        raise ConfigError(f"credentials file {path} is not usable: {exc}") from exc
-    raise ConfigError(
-        f"no usable Google credentials: {path} has type {kind!r}; taxi-cli reads "
-        "service_account and authorized_user key files (else leave "
-        "GOOGLE_APPLICATION_CREDENTIALS unset and run `gcloud auth application-default login`)"
-    )
+        # The file is the user's own ADC configuration, trusted as google.auth.default()
+        # trusts GOOGLE_APPLICATION_CREDENTIALS: it loads it with this call and silences
+        # the same "validate untrusted configurations" DeprecationWarning.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            creds, project = google.auth.load_credentials_from_file(str(path))  # type: ignore[no-untyped-call]
+    except (auth_exc.GoogleAuthError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ConfigError(
+            f"credentials file {path} is not usable as {kind}: "
+            f"{_first_line(str(exc)) or type(exc).__name__}"
+        ) from exc
+    if project is None:  # a user login names its quota project at most
+        project = getattr(creds, "quota_project_id", None)
+    return with_scopes_if_required(creds, SCOPES), project  # type: ignore[no-untyped-call]
 
 
 def _auth(cfg: Settings, endpoint: str, default_endpoint: str, project: str | None) -> Auth:

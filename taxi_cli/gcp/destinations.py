@@ -1,20 +1,33 @@
-"""The gcs and bq destinations of the load contract.
+"""The gcs and bq destinations of the load contract; their state lives in the cloud.
 
 gcs: the month as an object at `gs://{bucket}/{prefix}{taxi}/...` (typed Parquet by
-default), recorded in the state ledger once the object is verified in the bucket.
-bq: the month from its lake object into `{dataset}.{taxi}_tripdata`, recorded once the
-table holds it. bq *uses* a gcs destination (composition): the job hands it the object
-the gcs step committed, or, for `--target bq` alone, bq stages the object itself.
+default). The object's own metadata (source file, its sha256, rows, tool version; written
+with the upload and verified) is the record: `ledger()` lists the objects under the
+prefix. A failed attempt leaves no object; it is kept in the local state dir for display
+only (`status`, the plan's reason), never as the truth: deleting the state dir loses
+nothing a run needs.
 
-Clients are per worker thread; nothing is shared between workers but the ledger.
+bq: the month from its lake object into its `file_month` partition of
+`{dataset}.{taxi}_tripdata`; the append-only table `{dataset}.taxi_cli_loads` is the
+record (one row per load and per failure), written right after the partition's job
+succeeded and its row count was read back. `ledger()` reads it (free tabledata.list;
+never creates anything). bq *uses* a gcs destination (composition): the job hands it
+the object the gcs step committed, or, for `--target bq` alone, bq stages the object
+itself.
+
+Clients are per worker thread; nothing is shared between workers.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from taxi_cli import __version__
 from taxi_cli.choices import LakeFormat, Mode
 from taxi_cli.config import Settings
 from taxi_cli.errors import ConfigError, TaxiError
@@ -26,7 +39,12 @@ if TYPE_CHECKING:
     from taxi_cli.console import Output
     from taxi_cli.destinations import Options
     from taxi_cli.gcp.bq import Warehouse
-    from taxi_cli.gcp.gcs import Lake, Uploaded
+    from taxi_cli.gcp.gcs import Lake, LakeObject, Uploaded
+
+log = logging.getLogger("taxi_cli.gcp")
+
+# `{taxi}/{taxi}_tripdata_{YYYY-MM}.{parquet|csv.gz}` under the prefix (gcs.object_name)
+_OBJECT = re.compile(r"(?P<taxi>[a-z]+)/(?P=taxi)_tripdata_(?P<month>\d{4}-\d{2})\.(?P<fmt>.+)$")
 
 
 class _PerThread(threading.local):
@@ -49,17 +67,19 @@ class GcsDestination:
 
         self.cfg = cfg
         self.fmt = options.lake_format
-        # Reading the ledger (status, a dry run) needs no bucket; loading does.
+        # A dry run or status reads the bucket's listing: it still needs the bucket's name,
+        # but an unset bucket is reported when the ledger is read, not here.
         if not cfg.gcs_bucket and not reading:
-            raise ConfigError(
-                "no bucket: pass --bucket, set TAXI_GCS_BUCKET, or gcs_bucket in the config file"
-            )
+            raise ConfigError(_NO_BUCKET)
         self.bucket = cfg.gcs_bucket
         self.prefix = normal_prefix(cfg.gcs_prefix)
         self.create_bucket = options.create_bucket
         self.worker = options.worker
         self.out = out
-        self.state = StateLedger(cfg)
+        self.failures = StateLedger(cfg)  # display only: the objects are the truth
+        # Where a bucket made by --create-bucket goes: the dataset's location (set by a
+        # BqDestination that uses this lake), else the location setting.
+        self.location_of_dataset: Callable[[], str] | None = None
         self._local = _PerThread()
 
     @property
@@ -73,17 +93,71 @@ class GcsDestination:
         if self._local.client is None:
             from taxi_cli.gcp.gcs import Lake
 
+            if not self.bucket:
+                raise ConfigError(_NO_BUCKET)
+            reads_bucket = self.create_bucket or self.cfg.gcs_check_location
+            location = None
+            if reads_bucket and self.location_of_dataset is not None:
+                location = self.location_of_dataset()
             self._local.client = Lake(
-                self.cfg, bucket=self.bucket, prefix=self.prefix, create_bucket=self.create_bucket
+                self.cfg,
+                bucket=self.bucket,
+                prefix=self.prefix,
+                create_bucket=self.create_bucket,
+                read_bucket=self.cfg.gcs_check_location,
+                location=location,
             )
         lake: Lake = self._local.client
         return lake
 
     def check(self) -> None:
-        self.lake()
+        self.lake().probe()
 
     def ledger(self, *, read_only: bool = False) -> Sequence[LedgerRow]:
-        return self.state.rows(self.name, read_only=read_only)
+        """Done: every taxi-cli object of this format under the prefix. Failed: local
+        records of partitions that have no object (display only)."""
+        done = {}
+        for obj in self.lake().objects():
+            row = self._row_of(obj)
+            if row is not None:
+                done[(row.taxi, row.month)] = row
+        failed = [
+            r
+            for r in self.failures.rows(self.name, read_only=read_only)
+            if r.status == "failed" and (r.taxi, r.month) not in done
+        ]
+        return sorted([*done.values(), *failed], key=lambda r: (r.taxi, r.month or ""))
+
+    def _row_of(self, obj: LakeObject) -> LedgerRow | None:
+        match = _OBJECT.match(obj.name[len(self.prefix) :])
+        meta = obj.metadata
+        if match is None or match["fmt"] != str(self.fmt) or not obj.name.startswith(self.prefix):
+            return None
+        if "taxi-cli-source-sha256" not in meta or "taxi-cli-rows" not in meta:
+            return None  # not written by taxi-cli: not a record (a load replaces it)
+        try:
+            rows = int(meta["taxi-cli-rows"])
+        except ValueError:
+            return None
+        return LedgerRow(
+            file=obj.uri,
+            taxi=match["taxi"],
+            month=match["month"],
+            sha256=meta["taxi-cli-source-sha256"],
+            rows=rows,
+            status="done",
+            error=None,
+            started=None,
+            finished=obj.updated,
+            detail={
+                "format": match["fmt"],
+                "size": obj.size,
+                "generation": obj.generation,
+                "source": meta.get("taxi-cli-source"),
+                "version": meta.get("taxi-cli-version"),
+            },
+            target=self.name,
+        )
 
     def object_uri(self, part: Partition) -> str:
         from taxi_cli.gcp.gcs import object_name
@@ -100,16 +174,13 @@ class GcsDestination:
         if local is None:
             raise TaxiError(f"no Parquet file was made for {part.name}; rerun the command")
         name = object_name(self.prefix, part.taxi, part.month, str(self.fmt))
+        # The upload writes the record (the object's metadata) with the data.
         up = self.lake().upload(local, name, fmt=str(self.fmt), source=source, out=self.out)
         detail = _object_detail(up)
-        recorded = {**detail, "worker": self.worker} if self.worker else detail
-        self.state.record_done(
-            self.name, part.taxi.name, part.month, up.uri, up.source_sha256, up.rows, recorded
-        )
         return Loaded(self.name, part.taxi.name, part.month, up.rows, up.action, up.uri, detail)
 
     def record_failure(self, part: Partition, error: str) -> None:
-        self.state.record_failed(
+        self.failures.record_failed(
             self.name, part.taxi.name, part.month, self.object_uri(part), error
         )
 
@@ -119,6 +190,9 @@ class GcsDestination:
         name = zones_object_name(self.prefix)
         up = self.lake().upload(source.path, name, fmt="csv", source=source, out=self.out)
         return Loaded(self.name, "zones", None, up.rows, up.action, up.uri, _object_detail(up))
+
+
+_NO_BUCKET = "no bucket: pass --bucket, set TAXI_GCS_BUCKET, or gcs_bucket in the config file"
 
 
 def _object_detail(up: Uploaded) -> dict[str, Any]:
@@ -155,7 +229,7 @@ class BqDestination:
         # `gcs+bq`: the job runs that lake first and hands over its object (`staged`).
         self.staged_by_job = lake is not None
         self.lake = lake or GcsDestination(cfg, options, out=out, reading=reading)
-        self.state = StateLedger(cfg)
+        self.lake.location_of_dataset = lambda: self.warehouse().location
         self._local = _PerThread()
 
     @property
@@ -173,26 +247,58 @@ class BqDestination:
                 self.cfg,
                 project=self.project,
                 dataset=self.dataset,
-                location=self.cfg.bq_location,
+                location=None,
                 create_dataset=self.options.create_dataset,
+                migrate=self.options.migrate,
             )
         warehouse: Warehouse = self._local.client
         return warehouse
 
     def check(self) -> None:
+        warehouse = self.warehouse()
         if not self.staged_by_job:
             self.lake.check()
-        self.warehouse()
+        self._check_locations(warehouse)
+        warehouse.ensure_ledger()
+
+    def _check_locations(self, warehouse: Warehouse) -> None:
+        """The bucket must be where the dataset can load from; its location is known only
+        when the bucket was read (--create-bucket, or TAXI_GCS_CHECK_LOCATION=1)."""
+        from taxi_cli.gcp.bq import locations_compatible
+
+        bucket_location = self.lake.lake().location
+        if bucket_location is None:
+            log.debug(
+                "the location of gs://%s was not checked against dataset %s (%s): that "
+                "needs storage.buckets.get; set TAXI_GCS_CHECK_LOCATION=1 to check it",
+                self.lake.bucket,
+                warehouse.dataset,
+                warehouse.location,
+            )
+            return
+        if not locations_compatible(bucket_location, warehouse.location):
+            raise ConfigError(
+                f"bucket gs://{self.lake.bucket} is in {bucket_location} but dataset "
+                f"{warehouse.dataset} is in {warehouse.location}: BigQuery loads only from a "
+                "bucket in the dataset's location (or any bucket into US); use a bucket in "
+                f"{warehouse.location} (--create-bucket makes one there) or another dataset"
+            )
 
     def ledger(self, *, read_only: bool = False) -> Sequence[LedgerRow]:
-        return self.state.rows(self.name, read_only=read_only)
+        from taxi_cli.gcp.bq import read_ledger
+
+        return latest_rows(
+            read_ledger(self.cfg, project=self.project, dataset=self.dataset), self.name
+        )
 
     def load(
         self, part: Partition, source: Extracted, action: Action, staged: Loaded | None = None
     ) -> Loaded:
         if staged is None:
             staged = self.lake.load(part, source, action)
-        done = self.warehouse().load_month(
+        started = datetime.now(UTC)
+        warehouse = self.warehouse()
+        done = warehouse.load_month(
             part.taxi,
             part.month,
             staged.where,
@@ -200,38 +306,115 @@ class BqDestination:
             filename=source.csv_name,
             expected_rows=source.rows,
         )
-        detail: dict[str, Any] = {
-            "source": staged.where,
-            "inserted": done.inserted,
-            "deleted": done.deleted,
+        record = self._record(part, source, "done", started)
+        record |= {
+            "rows": done.rows,
+            "source_uri": staged.where,
+            "table_id": done.destination,
+            "job_id": done.job_id,
             "bytes_processed": done.bytes_processed,
             "bytes_billed": done.bytes_billed,
-            "jobs": done.jobs,
         }
-        self.state.record_done(
-            self.name,
-            part.taxi.name,
-            part.month,
-            source.csv_name,
-            source.sha256,
-            done.rows,
-            {
-                "table": done.table,
-                "source": staged.where,
-                **done.jobs,
-                **({"worker": self.options.worker} if self.options.worker else {}),
-            },
-        )
+        ledger_job = warehouse.append_ledger([record])
+        stats = [*done.stats, ledger_job]
+        detail: dict[str, Any] = {
+            "source": staged.where,
+            "partition": done.destination,
+            "job_id": done.job_id,
+            "bytes_processed": sum(s.bytes_processed or 0 for s in stats),
+            "bytes_billed": sum(s.bytes_billed or 0 for s in stats),
+            "jobs": [s.as_json() for s in stats],
+        }
         return Loaded(
             self.name, part.taxi.name, part.month, done.rows, "replaced", done.table, detail
         )
 
+    def _record(
+        self, part: Partition, source: Extracted | None, status: str, started: datetime | None
+    ) -> dict[str, Any]:
+        return {
+            "file": source.csv_name if source else part.csv_name,
+            "taxi": part.taxi.name,
+            "month": part.month,
+            "status": status,
+            "source_sha256": source.sha256 if source else None,
+            "upstream_size": source.compressed_bytes if source else None,
+            "upstream_etag": None,  # the downloader keeps it for resuming only
+            "started": started,
+            "finished": datetime.now(UTC),
+            "tool_version": __version__,
+            "worker": self.options.worker,
+        }
+
     def record_failure(self, part: Partition, error: str) -> None:
-        self.state.record_failed(self.name, part.taxi.name, part.month, part.csv_name, error)
+        record = self._record(part, None, "failed", None) | {"error": error[:2000]}
+        self.warehouse().append_ledger([record])
 
     def load_zones(self, source: Extracted, *, force: bool, staged: Loaded | None = None) -> Loaded:
         if staged is None:
             staged = self.lake.load_zones(source, force=force)
         done = self.warehouse().load_zones(staged.where, source.rows)
-        detail = {"source": staged.where, "jobs": done.jobs}
+        detail = {
+            "source": staged.where,
+            "job_id": done.job_id,
+            "bytes_processed": done.bytes_processed,
+            "bytes_billed": done.bytes_billed,
+            "jobs": [s.as_json() for s in done.stats],
+        }
         return Loaded(self.name, "zones", None, done.rows, "replaced", done.table, detail)
+
+
+def latest_rows(records: Sequence[dict[str, Any]], target: str) -> list[LedgerRow]:
+    """The latest state of each (taxi, month) from append-only ledger rows.
+
+    A failure after a load keeps the loaded file's sha256 and rows: the partition still
+    holds that data (a failed job commits nothing).
+    """
+    by_key: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for record in records:
+        by_key.setdefault((str(record["taxi"]), str(record["month"])), []).append(record)
+    out: list[LedgerRow] = []
+    for (taxi, month), entries in sorted(by_key.items()):
+        entries.sort(key=lambda r: _moment(r.get("finished")))
+        last = entries[-1]
+        done = [r for r in entries if r.get("status") == "done"]
+        data = done[-1] if done else last
+        out.append(
+            LedgerRow(
+                file=str(last.get("file") or ""),
+                taxi=taxi,
+                month=month,
+                sha256=data.get("source_sha256") if done else None,
+                rows=data.get("rows") if done else None,
+                status=str(last.get("status")),
+                error=last.get("error"),
+                started=_moment_or_none(last.get("started")),
+                finished=_moment_or_none(last.get("finished")),
+                detail={
+                    k: data.get(k)
+                    for k in (
+                        "table_id",
+                        "job_id",
+                        "source_uri",
+                        "bytes_processed",
+                        "bytes_billed",
+                        "worker",
+                    )
+                },
+                target=target,
+            )
+        )
+    return out
+
+
+def _moment_or_none(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    moment = datetime.fromisoformat(str(value))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _moment(value: Any) -> datetime:
+    return _moment_or_none(value) or datetime.min.replace(tzinfo=UTC)

@@ -6,7 +6,8 @@ resumes at the last chunk), carries the source's sha256 and row count as object
 metadata, and is checked afterwards: the object's md5 and crc32c must equal the local
 file's. An identical object is left alone; a different one is replaced under a
 generation precondition, so a concurrent writer makes this upload fail rather than be
-silently overwritten.
+silently overwritten. The metadata is the gcs destination's record of the month
+(`Lake.objects` lists it back); no bucket metadata is read unless asked (see `Lake`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -118,20 +120,62 @@ class _ProgressReader:
         return self._fh.tell()
 
 
+@dataclass(frozen=True)
+class LakeObject:
+    """One object under the prefix, as a listing describes it (no download)."""
+
+    name: str
+    uri: str
+    size: int
+    generation: int
+    updated: datetime | None
+    metadata: dict[str, str]
+
+
 class Lake:
-    """One bucket of the data lake, opened (and checked) once per command."""
+    """One bucket of the data lake, opened once per command (and per worker).
+
+    No bucket metadata is read unless `create_bucket`: `storage.buckets.get` is not in
+    `roles/storage.objectAdmin` ("does not grant permission to read or edit bucket
+    metadata", https://cloud.google.com/storage/docs/access-control/iam-roles), and
+    `client.bucket()` sends nothing. A missing bucket shows on the first object request
+    (`probe`, a one-object listing: `storage.objects.list`) as a 404, and is then a
+    ConfigError. With `create_bucket` (or `read_bucket`, the `gcs_check_location` setting)
+    the bucket is read (`storage.buckets.get`) and, with `create_bucket`, created in
+    `location` (the dataset's) when missing; its location is then known.
+    """
 
     def __init__(
-        self, cfg: Settings, *, bucket: str, prefix: str, create_bucket: bool = False
+        self,
+        cfg: Settings,
+        *,
+        bucket: str,
+        prefix: str,
+        create_bucket: bool = False,
+        read_bucket: bool = False,
+        location: str | None = None,
     ) -> None:
         self.cfg = cfg
         self.bucket_name = bucket
         self.prefix = prefix  # "" or ending in "/" (`normal_prefix`)
         self.auth = clients.storage_auth(cfg)
         self.client = clients.storage_client(self.auth)
-        self.bucket = self._open_bucket(create_bucket)
+        self.location: str | None = None  # known only when the bucket was read
+        self._created_in: str | None = None
+        if create_bucket or read_bucket:
+            self.bucket = self._open_or_create(location or cfg.bq_location, create_bucket)
+            # A bucket made just now is where it was asked to be.
+            self.location = self._created_in or str(self.bucket.location or "") or None
+        else:
+            self.bucket = self.client.bucket(bucket)
 
-    def _open_bucket(self, create: bool) -> Any:
+    def _missing(self) -> ConfigError:
+        return ConfigError(
+            f"bucket gs://{self.bucket_name} does not exist in project "
+            f"{self.auth.project}; create it or pass --create-bucket"
+        )
+
+    def _open_or_create(self, location: str, create: bool) -> Any:
         from google.api_core import exceptions as gexc
 
         what = f"bucket gs://{self.bucket_name}"
@@ -140,21 +184,50 @@ class Lake:
             return self.client.get_bucket(self.bucket_name, retry=retry)
         except gexc.NotFound:
             if not create:
-                raise ConfigError(
-                    f"bucket gs://{self.bucket_name} does not exist in project "
-                    f"{self.auth.project}; create it or pass --create-bucket"
-                ) from None
+                raise self._missing() from None
         except Exception as exc:
             raise clients.api_error(exc, what, self.auth) from exc
         try:
-            log.info("creating bucket gs://%s", self.bucket_name)
-            return self.client.create_bucket(
-                self.bucket_name, project=self.auth.project, location=self.cfg.bq_location
+            log.info("creating bucket gs://%s in %s", self.bucket_name, location)
+            made = self.client.create_bucket(
+                self.bucket_name, project=self.auth.project, location=location
             )
+            self._created_in = location
+            return made
         except gexc.Conflict:
             return self.client.get_bucket(self.bucket_name)
         except Exception as exc:
             raise clients.api_error(exc, f"creating {what}", self.auth) from exc
+
+    def probe(self) -> None:
+        """One object request: reachable, allowed (`storage.objects.list`), and there."""
+        self.objects(limit=1)
+
+    def objects(self, *, limit: int | None = None) -> list[LakeObject]:
+        """The objects under the prefix with their metadata (a listing: no downloads)."""
+        from google.api_core import exceptions as gexc
+
+        retry = clients.preflight_retry(self.cfg)
+        try:
+            found = self.client.list_blobs(
+                self.bucket, prefix=self.prefix or None, max_results=limit, retry=retry
+            )
+            return [
+                LakeObject(
+                    name=blob.name or "",
+                    uri=self.uri(blob.name or ""),
+                    size=int(blob.size or 0),
+                    generation=int(blob.generation or 0),
+                    updated=blob.updated,
+                    metadata=dict(blob.metadata or {}),
+                )
+                for blob in found
+            ]
+        except gexc.NotFound:
+            # Listing a bucket's objects is 404 only when the bucket is not there.
+            raise self._missing() from None
+        except Exception as exc:
+            raise clients.api_error(exc, f"listing gs://{self.bucket_name}", self.auth) from exc
 
     def uri(self, name: str) -> str:
         return f"gs://{self.bucket_name}/{name}"
@@ -194,7 +267,8 @@ class Lake:
         action = "replaced" if existing is not None else "uploaded"
         log.info("uploading %s to %s (%s bytes)", local.name, uri, f"{local_sum.size:,}")
         self._send(blob, local, local_sum, generation, out)
-        blob.reload()
+        # The upload response set our generation, md5 and crc32c on `blob`: a reload could
+        # return a concurrent writer's newer generation (and `_discard` would delete it).
         if not _same(blob, local_sum):
             self._discard(blob)
             raise DataError(
@@ -224,6 +298,8 @@ class Lake:
                     if_generation_match=generation,
                     checksum="crc32c",
                 )
+            except gexc.NotFound:
+                raise self._missing() from None
             except gexc.PreconditionFailed as exc:
                 raise TransientError(
                     f"{self.uri(blob.name or '')} was changed by another writer during the "

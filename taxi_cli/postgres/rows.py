@@ -1,43 +1,42 @@
 """A release CSV as COPY input: checked, row ids computed, in bounded batches.
 
-Each block of ~3 MB of CSV (inflated by zlib in a read-ahead thread) is parsed by
-Polars (numbers by the CSV reader, ids and timestamps as text); its numbers and
-timestamps are checked (a bad value is reported with its file line, column and value,
-or quarantined); it gets `unique_row_id` (the values rendered as PostgreSQL renders the
-typed columns, see `taxi_cli.rowid`, hashed by `md5vec`); and it is encoded in binary
-COPY format (`pgbinary`). Blocks are made in two threads and taken in file order.
-Memory stays at a few blocks whatever the file size. A block of canonical lines (the
-common case) is done by the C extension `_fastcopy` instead, in one pass without the GIL;
-any block it declines takes the path above, whole.
+Guarantee: every row written is what PostgreSQL makes of the same CSV text (values and
+the course's `unique_row_id`), or it is a bad row (named, or quarantined), never stored
+as something else; a file whose gzip CRC or length fails loads nothing.
+
+Each block of ~3 MB of CSV (inflated by ISA-L or zlib in a read-ahead thread, cut at a
+record boundary: a quoted field may span lines) is parsed by Polars as text; its typed
+values are converted under PostgreSQL's rules (`pgtext`; plain forms in bulk) and
+checked (a bad value is reported with its file line, column and value, or quarantined);
+it gets `unique_row_id` (the values rendered as PostgreSQL's `::text` renders them,
+hashed by `md5vec`); and it is encoded in binary COPY format (`pgbinary`). Blocks are
+made in two threads and taken in file order. Memory stays at a few blocks whatever the
+file size. A block of canonical lines (the common case) is done by the C extension
+`_fastcopy` instead, in one pass without the GIL; any block it declines takes the path
+above, whole.
 """
 
 from __future__ import annotations
 
 import copy
-import csv
-import gzip
 import io
 import queue
-import re
 import threading
-import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from taxi_cli.catalog import Kind, TaxiType
 from taxi_cli.errors import DataError
-from taxi_cli.postgres import md5vec, pgbinary
-from taxi_cli.postgres.csvfile import HINT, check_header, open_text_lines
-from taxi_cli.rowid import pg_float_text
+from taxi_cli.postgres import md5vec, pgbinary, pgtext
+from taxi_cli.postgres.csvfile import HINT, READ_ERRORS, check_header, damaged, open_text_lines
 
 
 class _LazyPolars:
@@ -69,28 +68,25 @@ except ImportError:  # pragma: no cover - depends on the build
 
 BLOCK_BYTES = 3 << 20  # ~25 MB of working memory per MB of block, per worker: RSS < 300 MB
 WORKERS = 2  # blocks made at once (and kept in memory at once)
-_ANY_TS = re.compile(r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d{1,6})?$")
-_TYPE_WORDS = {Kind.COUNT: "integer", Kind.MONEY: "number", Kind.TIMESTAMP: "timestamp"}
+MAX_RECORD = 1 << 20  # a quoted field may span lines, but no record is longer than this
+_UNCLOSED = "a quoted field is not closed"
+_TOO_LONG = f"a record longer than {MAX_RECORD:,} bytes (not a trip file?)"
+_FATAL = (_UNCLOSED, _TOO_LONG)
 _WIRE = {Kind.COUNT: ">i4", Kind.MONEY: ">f8", Kind.TIMESTAMP: ">i8"}
-_UNIX_EPOCH = datetime(1970, 1, 1)
 _FAST_KINDS = {Kind.COUNT: b"C", Kind.MONEY: b"M", Kind.TIMESTAMP: b"S"}  # else b"T" (text)
-
-
-def _iso_micros(value: str) -> int | None:
-    """Unix microseconds of `YYYY-MM-DD[ T]HH:MM:SS[.ffffff]`, or None."""
-    text = value.strip()
-    if not _ANY_TS.match(text):
-        return None
-    try:
-        stamp = datetime.fromisoformat(text.replace("T", " "))
-    except ValueError:
-        return None
-    return (stamp - _UNIX_EPOCH) // timedelta(microseconds=1)
-
-
-def _polars_type(kind: Kind) -> type[pl.DataType]:
-    """The Polars type a column is read as: numbers typed by the reader, the rest text."""
-    return {Kind.COUNT: pl.Int32, Kind.MONEY: pl.Float64}.get(kind, pl.String)
+# Values read in bulk by Polars; each form is one whose Polars value is PostgreSQL's (no
+# exponent: nothing can overflow or underflow; timestamps only in PostgreSQL's own
+# spelling, year >= 1000). Everything else is read value by value by `pgtext`.
+_BULK = {
+    Kind.COUNT: r"^-?[0-9]{1,9}$",
+    Kind.MONEY: r"^[+-]?([0-9]{1,20}\.?[0-9]{0,20}|\.[0-9]{1,20})$",
+    Kind.TIMESTAMP: r"^[1-9][0-9]{3}-[0-9]{2}-[0-9]{2} ([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]$",
+}
+_SLOW: dict[Kind, Callable[[str], float | int]] = {
+    Kind.COUNT: pgtext.parse_int4,
+    Kind.MONEY: pgtext.parse_float8,
+    Kind.TIMESTAMP: pgtext.parse_timestamp,
+}
 
 
 _DOUBLE_TEXT: dict[int, bytes] = {}  # bit pattern -> PostgreSQL's text; shared by blocks
@@ -105,29 +101,21 @@ def _double_texts(bits: npt.NDArray[np.int64]) -> list[bytes]:
         text = _DOUBLE_TEXT.get(b)
         if text is None:
             value = float(np.int64(b).view(np.float64))
-            text = _DOUBLE_TEXT[b] = pg_float_text(repr(value)).encode()
+            text = _DOUBLE_TEXT[b] = pgtext.float8_text(value).encode()
         out.append(text)
     return out
 
 
-def _pg_doubles(series: pl.Series) -> pl.Series:
+def _pg_doubles(values: npt.NDArray[np.float64], nulls: npt.NDArray[np.bool_]) -> pl.Series:
     """PostgreSQL's text of each double ('' for NULL), rendered once per distinct value.
     Distinct by bit pattern, so -0 and 0 stay apart as PostgreSQL prints them."""
-    nulls = series.is_null().to_numpy()
-    bits = series.fill_null(0.0).to_numpy().view(np.int64)
+    bits = np.where(nulls, 0.0, values).astype(np.float64).view(np.int64)
     distinct, inverse = np.unique(bits, return_inverse=True)
     texts = [t.decode() for t in _double_texts(distinct)]
     rendered = pl.Series(texts, dtype=pl.String).gather(inverse.reshape(-1))
     if nulls.any():
         rendered = rendered.scatter(np.flatnonzero(nulls), "")
     return rendered
-
-
-def _pg_timestamp(pg_micros: int) -> str:
-    """PostgreSQL's text form of a timestamp (microseconds since 2000-01-01)."""
-    stamp = _UNIX_EPOCH + timedelta(microseconds=pg_micros + pgbinary.PG_EPOCH_US)
-    text = f"{stamp:%Y-%m-%d %H:%M:%S}"
-    return text + (f".{stamp.microsecond:06d}".rstrip("0") if stamp.microsecond else "")
 
 
 def _text_field(series: pl.Series) -> pgbinary.Text:
@@ -143,13 +131,27 @@ def _text_field(series: pl.Series) -> pgbinary.Text:
     return pgbinary.Text(np.array(encoded, dtype=f"S{width}"), lengths)
 
 
+def _count_lines(block: bytes) -> int:
+    """Lines in `block` (a last one without its newline counts), numpy-fast."""
+    newlines = int(np.count_nonzero(np.frombuffer(block, dtype=np.uint8) == 10))
+    return newlines + (not block.endswith(b"\n"))
+
+
+def _open_quote(block: bytes) -> bool:
+    """Whether `block` (from a record start) ends inside a quoted field. As in
+    PostgreSQL's CSV reader, every quote toggles quoting (an escaped `""` twice)."""
+    return block.count(b'"') % 2 == 1
+
+
 class _ReadAhead(io.RawIOBase):
     """Reads (and so decompresses) the source in a thread, a few MB ahead of the blocks."""
 
     def __init__(self, src: IO[bytes], chunk: int = 1 << 20, ahead: int = 8) -> None:
         super().__init__()
         self._chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=ahead)
-        self._buf = bytearray()
+        self._pieces: deque[bytes] = deque()
+        self._off = 0  # into the first piece
+        self._avail = 0  # bytes buffered (after the offset)
         self._eof = False
         self._stopped = threading.Event()
         self._thread = threading.Thread(
@@ -172,29 +174,80 @@ class _ReadAhead(io.RawIOBase):
             if not data or isinstance(data, BaseException):
                 return
 
-    def _fill(self, until: Callable[[], bool]) -> None:
-        while not self._eof and not until():
-            data = self._chunks.get()
-            if isinstance(data, BaseException):
-                raise data
-            if not data:
-                self._eof = True
-            self._buf += data
+    def _more(self) -> bool:
+        """Take the next chunk from the thread; False at the end of the data."""
+        if self._eof:
+            return False
+        data = self._chunks.get()
+        if isinstance(data, BaseException):
+            raise data
+        if not data:
+            self._eof = True
+            return False
+        self._pieces.append(data)
+        self._avail += len(data)
+        return True
 
-    def read(self, size: int = -1) -> bytes:
-        if size < 0:
-            self._fill(lambda: False)
-            size = len(self._buf)
-        self._fill(lambda: len(self._buf) >= size)
-        out = bytes(self._buf[:size])
-        del self._buf[:size]
+    def _find_newline(self, start: int, stop: int) -> int:
+        """Offset of the first newline in [start, stop) of the buffered data, or -1."""
+        base = -self._off
+        for piece in self._pieces:
+            end = base + len(piece)
+            if end > start:
+                lo = max(start - base, 0)
+                hit = piece.find(b"\n", lo, max(lo, stop - base))
+                if hit >= 0:
+                    return base + hit
+            if end >= stop:
+                break
+            base = end
+        return -1
+
+    def _take(self, n: int) -> bytes:
+        """The first n buffered bytes, copied once."""
+        n = min(n, self._avail)
+        first = self._pieces[0] if self._pieces else b""
+        if self._off + n <= len(first):  # within one chunk
+            out = first[self._off : self._off + n]
+        else:
+            parts: list[bytes | memoryview] = []
+            need, off = n, self._off
+            for piece in self._pieces:
+                part = memoryview(piece)[off : off + need]
+                parts.append(part)
+                need -= len(part)
+                off = 0
+                if not need:
+                    break
+            out = b"".join(parts)
+        self._avail -= n
+        self._off += n
+        while self._pieces and self._off >= len(self._pieces[0]):
+            self._off -= len(self._pieces.popleft())
         return out
 
+    def read(self, size: int = -1) -> bytes:
+        while (size < 0 or self._avail < size) and self._more():
+            pass
+        return self._take(self._avail if size < 0 else size)
+
+    def read_lines(self, size: int, limit: int) -> bytes:
+        """About `size` bytes ending with a whole line (at most `size + limit`)."""
+        while self._avail < size and self._more():
+            pass
+        start = max(size - 1, 0)
+        while True:
+            stop = min(self._avail, size + limit)
+            hit = self._find_newline(start, stop)
+            if hit >= 0:
+                return self._take(hit + 1)
+            if stop >= size + limit or not self._more():
+                return self._take(stop)
+            start = stop
+
     def readline(self, size: int | None = -1) -> bytes:
-        self._fill(lambda: b"\n" in self._buf)
-        end = self._buf.find(b"\n")
-        end = len(self._buf) if end < 0 else end + 1
-        return self.read(end)
+        limit = size if size is not None and size >= 0 else 1 << 62
+        return self.read_lines(1, limit - 1) if limit > 0 else b""
 
     def readable(self) -> bool:
         return True
@@ -205,7 +258,7 @@ class _ReadAhead(io.RawIOBase):
 
 
 @contextmanager
-def _decompressed(path: Path) -> Iterator[tuple[IO[bytes], Callable[[], int]]]:
+def _decompressed(path: Path) -> Iterator[tuple[_ReadAhead, Callable[[], int]]]:
     """The CSV bytes, and how far into the file (compressed bytes) we are. zlib inflates
     in the read-ahead thread (it releases the GIL): less CPU than a gzip process and a
     pipe, and decompression still overlaps the parsing."""
@@ -214,7 +267,7 @@ def _decompressed(path: Path) -> Iterator[tuple[IO[bytes], Callable[[], int]]]:
         size = path.stat().st_size
         ahead = _ReadAhead(src)
         try:
-            yield cast(IO[bytes], ahead), lambda: min(raw.tell(), size)
+            yield ahead, lambda: min(raw.tell(), size)
         finally:
             ahead.stop()
 
@@ -258,7 +311,8 @@ class TripStream:
         self.hashed = [self.columns[lowered.index(h.lower())] for h in taxi.hash_columns]
         self.rows = 0
         self.rejects: list[Reject] = []
-        self._bad_columns: dict[str, npt.NDArray[np.bool_]] = {}
+        self._bad_what: dict[str, dict[int, str]] = {}  # column -> row -> what is wrong
+        self._lines: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)  # record -> line
         self._odd: dict[str, npt.NDArray[np.bool_]] = {}  # timestamps not in PG's spelling
         self._typed: dict[str, tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]] = {}
         self._fast_kinds = b"".join(_FAST_KINDS.get(self.kinds[c], b"T") for c in self.columns)
@@ -273,47 +327,83 @@ class TripStream:
     # ---- the stream ----------------------------------------------------------------------
 
     def batches(self) -> Iterator[bytes]:
-        """Blocks are split on line boundaries here and made in `workers` threads (Polars
-        and numpy release the GIL); results are taken in file order, so the first bad
-        row reported is the first in the file and rejects keep file order."""
+        """Blocks are split on record boundaries here and made in `workers` threads
+        (Polars and numpy release the GIL); results are taken in file order, so the first
+        bad row reported is the first in the file and rejects keep file order.
+
+        The gzip CRC and length are checked as the file is read (`open_text_lines`). A
+        file that fails them is damaged: nothing of it loads, whatever else went wrong
+        first, so after a bad row the rest is inflated (only) to tell the two apart."""
         try:
             with (
                 _decompressed(self.path) as (src, position),
                 ThreadPoolExecutor(self.workers, thread_name_prefix="taxi-cli-block") as pool,
             ):
-                width = check_header(
-                    self.name, src.readline(), self.taxi.accepted_headers, self.taxi.name
-                )
-                yield pgbinary.SIGNATURE
-                pending: deque[Future[tuple[bytes, int, list[Reject]]]] = deque()
                 try:
-                    line = 2
-                    while True:
-                        block = src.read(self.block_bytes)
-                        if not block:
-                            break
-                        if not block.endswith(b"\n"):
-                            block += src.readline()
-                        if self.progress is not None:
-                            self.progress(position())
-                        pending.append(pool.submit(self._own_block, block, line, width))
-                        line += block.count(b"\n") + (not block.endswith(b"\n"))
-                        while len(pending) >= self.workers:
-                            out = self._finish(pending.popleft())
-                            if out:
-                                yield out
-                    while pending:
-                        out = self._finish(pending.popleft())
-                        if out:
-                            yield out
-                finally:
-                    for future in pending:
-                        future.cancel()
-                yield pgbinary.TRAILER
-        except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-            raise DataError(
-                f"{self.name}: cannot read the file ({exc}); re-extract it with --force"
-            ) from exc
+                    yield from self._blocks(src, position, pool)
+                except DataError as bad:
+                    try:
+                        while src.read(4 << 20):
+                            pass
+                    except READ_ERRORS as exc:
+                        raise damaged(self.name, self.taxi.name, exc) from bad
+                    raise
+        except READ_ERRORS as exc:
+            raise damaged(self.name, self.taxi.name, exc) from exc
+
+    def _blocks(
+        self, src: _ReadAhead, position: Callable[[], int], pool: ThreadPoolExecutor
+    ) -> Iterator[bytes]:
+        width = check_header(self.name, src.readline(), self.taxi.accepted_headers, self.taxi.name)
+        yield pgbinary.SIGNATURE
+        pending: deque[Future[tuple[bytes, int, list[Reject]]]] = deque()
+        try:
+            line = 2
+            while True:
+                block = src.read_lines(self.block_bytes, MAX_RECORD)
+                if not block:
+                    break
+                block = self._to_record_end(src, block, line)
+                if self.progress is not None:
+                    self.progress(position())
+                pending.append(pool.submit(self._own_block, block, line, width))
+                line += _count_lines(block)
+                while len(pending) >= self.workers:
+                    out = self._finish(pending.popleft())
+                    if out:
+                        yield out
+            while pending:
+                out = self._finish(pending.popleft())
+                if out:
+                    yield out
+        finally:
+            for future in pending:
+                future.cancel()
+        yield pgbinary.TRAILER
+
+    def _to_record_end(self, src: _ReadAhead, block: bytes, line: int) -> bytes:
+        """Extend `block` (whole lines) while a quoted field is open at its end: a quoted
+        field may hold line breaks. No record is longer than MAX_RECORD."""
+        too_long = len(block) >= self.block_bytes + MAX_RECORD and not block.endswith(b"\n")
+        open_quote = b'"' in block and _open_quote(block)
+        parts = [block]
+        grown = 0
+        while open_quote and not too_long:
+            more = src.readline(MAX_RECORD)
+            if not more:
+                break  # end of file: the block's last record reports the open quote
+            parts.append(more)
+            grown += len(more)
+            open_quote ^= _open_quote(more)
+            too_long = grown > MAX_RECORD
+        joined = b"".join(parts) if len(parts) > 1 else block
+        if too_long:
+            where = line + joined.count(b"\n")
+            raise BadRow(
+                f"{self.name}: near line {where:,}: a record longer than {MAX_RECORD:,} "
+                "bytes (an unclosed quote, or not a trip file); fix or re-extract the file"
+            )
+        return joined
 
     def _own_block(
         self, block: bytes, first_line: int, width: int
@@ -332,7 +422,8 @@ class TripStream:
         return out
 
     def _block(self, block: bytes, first_line: int, width: int) -> tuple[bytes, int]:
-        if _fastcopy is not None and width == len(self.columns) and b'"' not in block:
+        quoted = b'"' in block
+        if _fastcopy is not None and width == len(self.columns) and not quoted:
             # C, GIL released: canonical lines only; anything else (a bad or odd value,
             # a blank line, a wrong width) gives None and the whole block goes below
             fast = _fastcopy.encode(block, self._fast_kinds, self._fast_hashed, width)
@@ -340,35 +431,45 @@ class TripStream:
                 self.rows += fast[1]
                 return fast[0], fast[1]
         buf = np.frombuffer(block, dtype=np.uint8)
-        ends = np.flatnonzero(buf == 10)
-        if len(block) and block[-1:] != b"\n":
+        newlines = np.flatnonzero(buf == 10)
+        quotes = np.flatnonzero(buf == 34) if quoted else None
+        # records end at a newline outside quotes (a quoted field may hold line breaks)
+        ends = newlines if quotes is None else newlines[np.searchsorted(quotes, newlines) % 2 == 0]
+        if len(block) and (not len(ends) or ends[-1] != len(block) - 1):
             ends = np.append(ends, len(block))
         n_lines = len(ends)
-        starts = np.concatenate(([0], ends[:-1] + 1))
+        starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
+        self._lines = first_line + np.searchsorted(newlines, starts)  # record -> file line
         lengths = ends - starts
         # a trailing \r belongs to the line ending (the release files are CRLF)
         has_cr = lengths > 0
         has_cr[has_cr] = buf[ends[has_cr] - 1] == 13
         blank = (lengths - has_cr) == 0
-        n_commas = int(np.count_nonzero(buf == 44))
-        if n_commas == (width - 1) * int(n_lines - blank.sum()) and b'"' not in block:
+        commas = np.flatnonzero(buf == 44)
+        if quotes is not None:  # a comma inside quotes separates nothing
+            commas = commas[np.searchsorted(quotes, commas) % 2 == 0]
+        if len(commas) == (width - 1) * int(n_lines - blank.sum()) and quotes is None:
             # the common case, checked in one pass: every line has the right width
             fields = np.where(blank, 0, width)
-        elif b'"' in block:
-            fields = np.array(self._quoted_field_counts(block, n_lines), dtype=np.int64)
         else:
-            commas = np.flatnonzero(buf == 44)
             fields = np.diff(np.searchsorted(commas, np.concatenate(([-1], ends)))) + 1
-        bad = (fields != width) & ~blank
+        problems = self._text_problems(block, buf, starts, ends, quotes)
+        for long in np.flatnonzero(lengths > MAX_RECORD).tolist():
+            problems[long] = _TOO_LONG
+        for wrong in np.flatnonzero((fields != width) & ~blank).tolist():
+            problems.setdefault(wrong, f"expected {width} fields, found {int(fields[wrong])}")
         drop = blank.copy()
-        for i in np.flatnonzero(bad):
+        for i in sorted(problems):
             text = self._line_text(block, int(starts[i]), int(ends[i]))
-            reason = f"expected {width} fields, found {int(fields[i])}"
+            reason = problems[i]
+            line = int(self._lines[i])
+            if reason in _FATAL:  # the rest of the file has no record boundaries
+                raise BadRow(f"{self.name}: line {line}: {reason}; fix or re-extract the file")
             if not self.quarantine:
                 if i > 0:  # a bad value on an earlier line is the first error
                     self._block(block[: int(starts[i])], first_line, width)
-                raise BadRow(f"{self.name}: line {first_line + int(i)}: {reason}; {HINT}")
-            self.rejects.append(Reject(first_line + int(i), reason, text))
+                raise BadRow(f"{self.name}: line {line}: {reason}; {HINT}")
+            self.rejects.append(Reject(line, reason, text))
             drop[i] = True
         kept: npt.NDArray[np.int64] | None = None
         if drop.any():
@@ -379,11 +480,11 @@ class TripStream:
             return b"", n_lines
         typed, bad = self._convert(df)
         if bad.any():
-            df, typed, kept = self._bad_values(df, typed, bad, first_line, kept, n_lines)
+            df, typed, kept = self._bad_values(df, typed, bad, kept, n_lines)
             if df.height == 0:
                 return b"", n_lines
         self._typed = typed
-        wire: list[pgbinary.Field] = [self._row_ids(df, first_line, kept)]
+        wire: list[pgbinary.Field] = [self._row_ids(df)]
         for name in self.columns:
             if name in typed:
                 values, nulls = typed[name]
@@ -394,23 +495,50 @@ class TripStream:
         return pgbinary.encode(wire, df.height), n_lines
 
     @staticmethod
-    def _quoted_field_counts(block: bytes, n_lines: int) -> list[int]:
-        text = block.decode("utf-8", "replace")
-        counts = [len(next(csv.reader([line]), [])) for line in text.split("\n")[:n_lines]]
-        return counts + [0] * (n_lines - len(counts))
+    def _text_problems(
+        block: bytes,
+        buf: npt.NDArray[np.uint8],
+        starts: npt.NDArray[np.int64],
+        ends: npt.NDArray[np.int64],
+        quotes: npt.NDArray[np.int64] | None,
+    ) -> dict[int, str]:
+        """Records PostgreSQL cannot take as text (NUL, invalid UTF-8), or whose quoting
+        CSV readers read differently (a quote inside an unquoted field, an open quote)."""
+        problems: dict[int, str] = {}
+
+        def record(at: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+            return np.searchsorted(ends, at).astype(np.int64)
+
+        for i in np.unique(record(np.flatnonzero(buf == 0))).tolist():
+            problems[i] = "a NUL byte (PostgreSQL text cannot hold one)"
+        if not block.isascii():
+            for i in np.unique(record(np.flatnonzero(buf >= 0x80))).tolist():
+                try:
+                    block[int(starts[i]) : int(ends[i])].decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    problems.setdefault(i, f"invalid UTF-8 ({exc.reason})")
+        if quotes is not None and len(quotes):
+            k = np.arange(len(quotes))
+            before = buf[np.maximum(quotes - 1, 0)]
+            after = buf[np.minimum(quotes + 1, len(buf) - 1)]
+            follows_quote = np.concatenate(([False], quotes[1:] == quotes[:-1] + 1))
+            opening_ok = (quotes == starts[record(quotes)]) | (before == 44) | follows_quote
+            closing_ok = (quotes == len(buf) - 1) | np.isin(after, (34, 44, 13, 10))
+            stray = np.where(k % 2 == 0, ~opening_ok, ~closing_ok)
+            for i in np.unique(record(quotes[stray])).tolist():
+                problems.setdefault(i, "a quote inside an unquoted field")
+            if len(quotes) % 2:
+                problems[int(record(quotes[-1:])[0])] = _UNCLOSED
+        return problems
 
     @staticmethod
     def _line_text(block: bytes, start: int, end: int) -> str:
-        return block[start:end].decode("utf-8", "replace").rstrip("\r")[:1000]
+        text = block[start:end].decode("utf-8", "replace").rstrip("\r")[:1000]
+        return text.replace("\0", "\\0")  # kept as text in the rejects table
 
     def _parse(self, block: bytes) -> pl.DataFrame:
-        """Numbers parsed by the CSV reader itself (no text copies of them); when any
-        value does not parse, the block is read again as text to find and name it."""
-        typed = {c: _polars_type(k) for c, k in self.kinds.items()}
-        try:
-            return pl.read_csv(block, has_header=False, schema=typed, quote_char='"')
-        except pl.exceptions.PolarsError:
-            pass
+        """Every column as text (quoted fields unquoted, unquoted empty as NULL); the
+        typed ones are converted by `_convert`, under PostgreSQL's rules."""
         try:
             return pl.read_csv(
                 block,
@@ -421,68 +549,63 @@ class TripStream:
         except pl.exceptions.PolarsError as exc:
             raise DataError(f"{self.name}: cannot parse the CSV ({exc}); {HINT}") from exc
 
-    def _line_of(self, row: int, first_line: int, kept: npt.NDArray[np.int64] | None) -> int:
-        return first_line + (int(kept[row]) if kept is not None else row)
+    def _line_of(self, row: int, kept: npt.NDArray[np.int64] | None) -> int:
+        return int(self._lines[int(kept[row]) if kept is not None else row])
 
     # ---- typed values, bad values -------------------------------------------------------
 
     def _convert(
         self, df: pl.DataFrame
     ) -> tuple[dict[str, tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]], npt.NDArray[np.bool_]]:
-        """Numeric columns as numpy (values, NULL mask), and which rows hold a bad value."""
-        # one select for every column: values, NULLs, failures, odd timestamp spellings
+        """Typed columns as numpy (values, NULL mask), and which rows hold a bad value.
+        The plain forms are converted by Polars in one select; every other value by
+        `pgtext`, which reads it as PostgreSQL would (or finds it unloadable)."""
         exprs: list[pl.Expr] = []
         names = []
         for name, kind in self.kinds.items():
             if kind not in _WIRE:
                 continue
             col = pl.col(name)
-            if df.schema[name] != pl.String:  # parsed by the CSV reader already
-                conv = col
-            elif kind is Kind.COUNT:
+            plain = col.str.contains(_BULK[kind])
+            if kind is Kind.COUNT:
                 conv = col.cast(pl.Int32, strict=False)
             elif kind is Kind.MONEY:
                 conv = col.cast(pl.Float64, strict=False)
             else:
                 parsed = col.str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M:%S", strict=False)
                 conv = parsed.dt.epoch("us") - pgbinary.PG_EPOCH_US
+            conv = pl.when(plain).then(conv)
             names.append(name)
             exprs += [
                 conv.fill_null(0).alias(name),
                 col.is_null().alias(f"{name}\0null"),
-                (conv.is_null() & col.is_not_null()).alias(f"{name}\0failed"),
+                (conv.is_null() & col.is_not_null()).alias(f"{name}\0slow"),
             ]
-            if kind is Kind.TIMESTAMP:  # PostgreSQL's own spelling hashes as it is
-                exprs.append((col.str.len_bytes().fill_null(19) != 19).alias(f"{name}\0odd"))
         converted = df.select(exprs)
         typed = {}
         bad = np.zeros(df.height, dtype=np.bool_)
-        self._bad_columns = {}
+        self._bad_what = {}
         self._odd = {}
         for name in names:
             kind = self.kinds[name]
             nulls = converted[f"{name}\0null"].to_numpy()
-            failed = converted[f"{name}\0failed"].to_numpy().copy()
+            slow = converted[f"{name}\0slow"].to_numpy()
             values = converted[name].to_numpy()
-            if kind is Kind.TIMESTAMP:
-                self._odd[name] = converted[f"{name}\0odd"].to_numpy() | failed
-            if failed.any():
+            failed = np.zeros(df.height, dtype=np.bool_)
+            if slow.any():
                 values = values.copy()
                 raw = df[name]
-            if kind is Kind.TIMESTAMP:
-                for i in np.flatnonzero(failed):  # 'T' separator, fractional seconds
-                    micros = _iso_micros(str(raw[int(i)]))
-                    if micros is not None:
-                        values[i], failed[i] = micros - pgbinary.PG_EPOCH_US, False
-            elif failed.any():  # surrounding spaces are fine for PostgreSQL too
-                dtype = pl.Int32 if kind is Kind.COUNT else pl.Float64
-                retry = raw.filter(pl.Series(failed)).str.strip_chars().cast(dtype, strict=False)
-                where = np.flatnonzero(failed)
-                ok = retry.is_not_null().to_numpy()
-                values[where[ok]] = retry.drop_nulls().to_numpy()
-                failed[where[ok]] = False
+                what: dict[int, str] = {}
+                for i in np.flatnonzero(slow).tolist():
+                    try:
+                        values[i] = _SLOW[kind](str(raw[i]))
+                    except pgtext.Unloadable as exc:
+                        failed[i] = True
+                        what[i] = exc.what
+                self._bad_what[name] = what
+            if kind is Kind.TIMESTAMP:  # not in PostgreSQL's spelling: rendered for the id
+                self._odd[name] = slow & ~failed
             typed[name] = (values, nulls)
-            self._bad_columns[name] = failed
             bad |= failed
         return typed, bad
 
@@ -491,7 +614,6 @@ class TripStream:
         df: pl.DataFrame,
         typed: dict[str, tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]],
         bad: npt.NDArray[np.bool_],
-        first_line: int,
         kept: npt.NDArray[np.int64] | None,
         n_lines: int,
     ) -> tuple[
@@ -500,14 +622,14 @@ class TripStream:
         npt.NDArray[np.int64],
     ]:
         """Reject mode: fail on the first bad value. Quarantine: record and drop the rows."""
-        for row in np.flatnonzero(bad):
-            column = next(c for c in self.columns if c in typed and self._bad_columns[c][row])
-            value = str(df[column][int(row)])
-            line = self._line_of(int(row), first_line, kept)
-            what = f"invalid {_TYPE_WORDS[self.kinds[column]]}"
+        for row in np.flatnonzero(bad).tolist():
+            column = next(c for c in self.columns if row in self._bad_what.get(c, {}))
+            value = str(df[column][row])
+            line = self._line_of(row, kept)
+            what = self._bad_what[column][row]
             if not self.quarantine:
                 raise self._fail(line, column, value, what)
-            raw = ",".join("" if v is None else str(v) for v in df.row(int(row)))
+            raw = ",".join("" if v is None else str(v) for v in df.row(row))
             self.rejects.append(Reject(line, f'column {column}: {what} "{value}"', raw))
         keep = ~bad
         base = kept if kept is not None else np.arange(n_lines, dtype=np.int64)
@@ -517,40 +639,25 @@ class TripStream:
 
     # ---- unique_row_id ----------------------------------------------------------------------
 
-    def _rendered(
-        self, df: pl.DataFrame, name: str, first_line: int, kept: npt.NDArray[np.int64] | None
-    ) -> pl.Expr:
+    def _rendered(self, df: pl.DataFrame, name: str) -> pl.Expr:
+        """The column as PostgreSQL's `::text` renders its typed value ('' for NULL)."""
         kind = self.kinds[name]
         col = pl.col(name)
-        if kind is Kind.MONEY and df.schema[name] == pl.Float64:
-            return pl.lit(_pg_doubles(df[name]))
         if kind is Kind.MONEY:
-            mapping = {}
-            for value in df[name].drop_nulls().unique().to_list():
-                try:
-                    if "_" in value:
-                        raise ValueError(value)
-                    mapping[value] = pg_float_text(value.strip())
-                except ValueError:
-                    row = int(np.flatnonzero((df[name] == value).fill_null(False).to_numpy())[0])
-                    raise self._fail(
-                        self._line_of(row, first_line, kept), name, value, "not a number"
-                    ) from None
-            return col.replace_strict(mapping, default="", return_dtype=pl.String)
+            values, nulls = self._typed[name]
+            return pl.lit(_pg_doubles(values, nulls))
         if kind is Kind.TIMESTAMP:
             odd = np.flatnonzero(self._odd[name])
             if not len(odd):
                 return col.fill_null("")
             micros = self._typed[name][0]
-            rendered = [_pg_timestamp(int(micros[i])) for i in odd]
+            rendered = [pgtext.timestamp_text(int(micros[i])) for i in odd]
             fixed = df[name].scatter(odd, rendered)
             return pl.lit(fixed).fill_null("")
         return col.fill_null("")
 
-    def _row_ids(
-        self, df: pl.DataFrame, first_line: int, kept: npt.NDArray[np.int64] | None
-    ) -> pgbinary.Text:
-        parts = [self._rendered(df, name, first_line, kept) for name in self.hashed]
+    def _row_ids(self, df: pl.DataFrame) -> pgbinary.Text:
+        parts = [self._rendered(df, name) for name in self.hashed]
         message = df.select(pl.concat_str(parts).alias("m")).to_series()
         lens = message.str.len_bytes().to_numpy().astype(np.int64)
         digests = np.empty((len(lens), 16), dtype=np.uint8)

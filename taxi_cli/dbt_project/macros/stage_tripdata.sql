@@ -6,7 +6,8 @@
   the course's 2026 key (the 2024-25 one, vendor + pickup time, merged distinct trips).
   Among rows sharing a trip id the kept one is chosen by a stable order (the loaders'
   unique_row_id, then the file), so rebuilds keep the same rows; the course's
-  row_number() had no ORDER BY.
+  row_number() had no ORDER BY. file_month: the month of the release file the row
+  came from (macros/file_month.sql), what the fact table is partitioned by.
 #}
 {% macro stage_tripdata(taxi) -%}
     {%- set prefix = 'lpep' if taxi == 'green' else 'tpep' -%}
@@ -47,7 +48,8 @@ typed as (
         coalesce({{ to_int('payment_type') }}, 0) as payment_type,
         '{{ service_type }}' as service_type,
         unique_row_id,
-        filename
+        filename,
+        {{ file_month_of('filename') }} as file_month
     from source
     where vendorid is not null
 ),
@@ -95,7 +97,8 @@ select
     payment_type,
     {{ get_payment_type_description('payment_type') }} as payment_type_description,
     unique_row_id,
-    filename
+    filename,
+    file_month
 from ranked
 where rn = 1
 {%- if var('is_test_run', false) %}

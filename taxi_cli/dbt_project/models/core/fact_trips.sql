@@ -1,7 +1,25 @@
 {#
   Every staged trip of both services whose pickup and dropoff zones are known: inner
   joins to dim_zones without the 'Unknown' borough (ids 264/265), as in the course.
+
+  Incremental by file month: a build after loading (or reloading) one month rebuilds
+  that month only (macros/changed_file_months.sql). BigQuery: partitioned by file_month
+  (MONTH), clustered by pickup time and zone, the month's partition replaced
+  (insert_overwrite). PostgreSQL: the month's rows deleted and inserted in one
+  transaction (delete+insert on file_month). `transform --full-refresh` rebuilds all.
 #}
+{{ config(
+    materialized='incremental',
+    incremental_strategy=('insert_overwrite' if target.type == 'bigquery' else 'delete+insert'),
+    unique_key=(none if target.type == 'bigquery' else 'file_month'),
+    partition_by={
+        'field': 'file_month', 'data_type': 'date', 'granularity': 'month',
+        'copy_partitions': true,
+    },
+    cluster_by=['pickup_datetime', 'pickup_location_id'],
+    indexes=([] if target.type == 'bigquery' else [{'columns': ['file_month']}]),
+    on_schema_change='fail',
+) }}
 {%- if execute
     and not relation_exists(source('raw', 'green_tripdata'))
     and not relation_exists(source('raw', 'yellow_tripdata')) -%}
@@ -12,10 +30,16 @@
     ) }}
 {%- endif %}
 
+{%- set months = changed_file_months() if is_incremental() and execute else [] %}
+
 with trips as (
     select * from {{ ref('stg_green_tripdata') }}
     union all
     select * from {{ ref('stg_yellow_tripdata') }}
+),
+
+fingerprints as (
+    {{ source_fingerprints() }}
 ),
 
 known_zones as (
@@ -51,9 +75,23 @@ select
     trips.congestion_surcharge,
     trips.payment_type,
     trips.payment_type_description,
-    trips.filename
+    trips.filename,
+    trips.file_month,
+    fingerprints.source_fingerprint
 from trips
+inner join fingerprints
+    on trips.service_type = fingerprints.service_type
+    and trips.file_month = fingerprints.file_month
 inner join known_zones as pickup_zone
     on trips.pickup_location_id = pickup_zone.location_id
 inner join known_zones as dropoff_zone
     on trips.dropoff_location_id = dropoff_zone.location_id
+{%- if is_incremental() %}
+where trips.file_month in (
+    {%- for month in months %}
+    cast('{{ month }}' as date){{ "," if not loop.last }}
+    {%- else %}
+    null  {#- nothing changed: no row #}
+    {%- endfor %}
+)
+{%- endif %}
