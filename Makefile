@@ -11,7 +11,7 @@ COMPILE   = $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.
             --generate-hashes --quiet --custom-compile-command "make lock"
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint fmt bench lock docs clean smoke-gcp
+.PHONY: help install run test test-fast lint fmt bench lock docs clean smoke-gcp browser
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -66,6 +66,15 @@ bench: $(STAMP) ## load-pg against COPY, the course's SQL and DuckDB, and the Pa
 lock: $(STAMP) ## re-pin requirements/*.txt (with hashes) after a change to pyproject.toml
 	$(COMPILE) --extra test --extra lint --output-file $(LOCK_DEV)
 	$(COMPILE) --output-file $(LOCK_RUN)
+
+# The report test opens the HTML in a real browser: Debian's headless Chromium. apt needs
+# root, so this installs it as root or in CI and otherwise says how.
+browser: ## headless Chromium for the report test (Debian package `chromium`)
+	@if command -v chromium >/dev/null; then echo "chromium: $$(command -v chromium)"; \
+	elif [ "$$(id -u)" = 0 ] || [ -n "$$CI" ]; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends chromium; \
+	else echo "run as root (or in CI): apt-get install -y chromium" >&2; exit 1; fi
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -26,7 +26,7 @@ import httpx
 from rich.table import Table
 from rich.text import Text
 
-from taxi_cli import load
+from taxi_cli import extract, load, upstream
 from taxi_cli.catalog import Partition, TaxiType, month_range, next_month, taxi_url
 from taxi_cli.choices import Reprocess, TargetName
 from taxi_cli.config import Settings, hostname
@@ -35,7 +35,7 @@ from taxi_cli.destinations import Destination, lock_name
 from taxi_cli.download import CONNECT_RETRIES, connect_error, make_client
 from taxi_cli.errors import TransientError
 from taxi_cli.lock import RunLock, lock_path
-from taxi_cli.model import LedgerRow
+from taxi_cli.model import LedgerRow, Upstream
 from taxi_cli.plan import PlanItem
 from taxi_cli.retry import retrying
 from taxi_cli.shard import Shard, shard_of
@@ -195,6 +195,7 @@ def plan_run(
     """The plan, and the partitions it covers (catch-up finds them upstream)."""
     ledgers = load.read_ledgers(destinations, read_only=read_only)
     reprocess = opts.reprocess
+    reload_changed = reprocess is Reprocess.CHANGED
     if opts.catch_up:
         start = min(p.month for p in partitions) if partitions else None
         with make_client(cfg) as client:
@@ -204,6 +205,9 @@ def plan_run(
         partitions = [Partition(t, m) for t in taxis for m in months.get(t.name, [])]
         if reprocess is Reprocess.NONE:
             reprocess = Reprocess.FAILED  # making up failed months is what catch-up is for
+        if cfg.catch_up_changed:  # and so is reloading a month re-published upstream
+            reload_changed = True
+            partitions += _done_before(ledgers, taxis, partitions)
     assert partitions is not None  # the CLI requires MONTHS unless --catch-up
     if opts.shard is not None:
         mine = opts.shard.pick(partitions)
@@ -216,8 +220,22 @@ def plan_run(
             extra={"shard": opts.shard.name},
         )
         partitions = mine
+    changed = drift(cfg, partitions, ledgers)  # this shard's done months only
+    if opts.catch_up:  # the done months outside the range were only asked about
+        partitions = [
+            p
+            for p in partitions
+            if (p.taxi.name, p.month) in changed or p.month in months.get(p.taxi.name, [])
+        ]
     plan = load.plan_partitions(
-        cfg, partitions, destinations, ledgers, reprocess=reprocess, backwards=opts.backwards
+        cfg,
+        partitions,
+        destinations,
+        ledgers,
+        reprocess=reprocess,
+        backwards=opts.backwards,
+        changed=changed,
+        reload_changed=reload_changed,
     )
     count = opts.shard.count if opts.shard else opts.shard_count
     if count:
@@ -226,6 +244,61 @@ def plan_run(
             replace(i, shard=f"{shard_of(by_key[(i.taxi, i.month)], count)}/{count}") for i in plan
         ]
     return plan, list(partitions)
+
+
+def _done_before(
+    ledgers: Mapping[str, Sequence[LedgerRow]],
+    taxis: Sequence[TaxiType],
+    partitions: Sequence[Partition],
+) -> list[Partition]:
+    """The done months of `taxis` that `partitions` does not cover (catch-up's history)."""
+    have = {(p.taxi.name, p.month) for p in partitions}
+    by_name = {t.name: t for t in taxis}
+    found = {
+        (e.taxi, e.month)
+        for entries in ledgers.values()
+        for e in entries
+        if e.status == "done" and e.month and e.taxi in by_name
+    }
+    return [Partition(by_name[t], m) for t, m in sorted(found - have)]
+
+
+def drift(
+    cfg: Settings,
+    partitions: Sequence[Partition],
+    ledgers: Mapping[str, Sequence[LedgerRow]],
+) -> dict[tuple[str, str], str]:
+    """(taxi, month) -> how the release asset of a done partition changed upstream since
+    it was loaded (`size 670357 -> 670361`), asking the host once per month, concurrently.
+
+    The loaded version is the ledger's (`upstream`), else the cached file's when it is
+    the file the ledger says was loaded. A month the host does not answer for is left
+    out: unknown is not changed."""
+    wanted = {(p.taxi.name, p.month): p for p in partitions}
+    recorded: dict[tuple[str, str], Upstream] = {}
+    for entries in ledgers.values():
+        for entry in entries:
+            key = (entry.taxi, entry.month or "")
+            if entry.status != "done" or key not in wanted or key in recorded:
+                continue
+            version = upstream.of_ledger(entry) or _cached_version(cfg, wanted[key], entry)
+            if version is not None:
+                recorded[key] = version
+    if not recorded:
+        return {}
+    current = upstream.versions(cfg, [wanted[key] for key in recorded])
+    changed = upstream.changes(recorded, current)
+    for (taxi, month), how in sorted(changed.items()):
+        log.info("%s %s changed upstream (%s)", taxi, month, how)
+    return changed
+
+
+def _cached_version(cfg: Settings, part: Partition, entry: LedgerRow) -> Upstream | None:
+    path = extract.data_file(cfg, part.taxi, part.month)
+    if not entry.sha256 or extract.cached_sha256(cfg, part.taxi, part.month) != entry.sha256:
+        return None
+    etag, modified = extract.recorded_validators(path)
+    return Upstream(path.stat().st_size, etag, modified)
 
 
 def plan_table(plan: Sequence[PlanItem], title: str) -> Table:

@@ -29,10 +29,23 @@ class Reprocess(StrEnum):
     FAILED = "failed"  # also retry what failed
     COMPLETED = "completed"  # reload everything, done or not
     ALL = "all"  # alias of completed
+    CHANGED = "changed"  # reload the done months whose release asset changed upstream
 
     @property
     def canonical(self) -> Reprocess:
         return Reprocess.COMPLETED if self is Reprocess.ALL else self
+
+
+class Checks(StrEnum):
+    """What a breached data check does to its partition (taxi_cli.quality)."""
+
+    WARN = "warn"  # load it, record the breach
+    FAIL = "fail"  # fail the partition; nothing of it commits
+
+
+class ReportFormat(StrEnum):
+    HTML = "html"  # one self-contained file with SVG charts
+    MD = "md"  # Markdown tables, for a CI job summary
 
 
 class TargetName(StrEnum):

@@ -20,11 +20,13 @@ from taxi_cli import console
 from taxi_cli.catalog import Partition
 from taxi_cli.choices import (
     BadRows,
+    Checks,
     DbAction,
     ExtractFormat,
     LakeFormat,
     LogFormat,
     Mode,
+    ReportFormat,
     Reprocess,
     ScheduleKind,
     StatusTarget,
@@ -211,6 +213,15 @@ JobsOpt = Annotated[
 FailFastOpt = Annotated[
     bool, typer.Option("--fail-fast", help="Stop after the first failed partition.")
 ]
+ChecksOpt = Annotated[
+    Checks | None,
+    typer.Option(
+        "--checks",
+        help="A breached data check: warn (load, record it) or fail (the partition fails) "
+        "[env TAXI_CHECKS; default: warn]",
+        show_default=False,
+    ),
+]
 
 
 class _Globals:
@@ -349,6 +360,7 @@ def load_pg_cmd(
     schema: SchemaOpt = None,
     mode: ModeOpt = Mode.REPLACE,
     bad_rows: BadRowsOpt = BadRows.REJECT,
+    checks: ChecksOpt = None,
     force: ForceOpt = False,
     jobs: JobsOpt = 1,
     fail_fast: FailFastOpt = False,
@@ -375,6 +387,7 @@ def load_pg_cmd(
         source_url=source_url,
         manifest=manifest,
         pg_data=pg_data,
+        checks=checks,
     )
     options = DestinationOptions(mode=mode, bad_rows=bad_rows)
     _load(
@@ -522,7 +535,8 @@ def backfill_cmd(
         typer.Option(
             "--reprocess",
             help="none: only what is not done; failed: also retry failed; "
-            "completed (or all): reload everything.",
+            "completed (or all): reload everything; changed: also reload the done months "
+            "whose release asset changed upstream.",
         ),
     ] = Reprocess.NONE,
     jobs: JobsOpt = 2,
@@ -534,11 +548,13 @@ def backfill_cmd(
         bool,
         typer.Option(
             "--catch-up",
-            help="From the first month not done to the newest upstream (MONTHS optional).",
+            help="From the first month not done to the newest upstream (MONTHS optional); "
+            "also reloads months changed upstream [TAXI_CATCH_UP_CHANGED].",
         ),
     ] = False,
     mode: ModeOpt = Mode.REPLACE,
     bad_rows: BadRowsOpt = BadRows.REJECT,
+    checks: ChecksOpt = None,
     data_dir: DataDirOpt = None,
     source_url: SourceUrlOpt = None,
     manifest: ManifestOpt = None,
@@ -615,6 +631,7 @@ def backfill_cmd(
         gcp_project=project,
         bq_dataset=dataset,
         bq_location=location,
+        checks=checks,
         shard_count=shard_count,
     )
     share = explicit or (None if claim else shard.from_engine(cfg.engine_env, cfg.shard_count))
@@ -653,18 +670,155 @@ def status_cmd(
     schema: SchemaOpt = None,
     pg_data: PgDataOpt = None,
     json_out: JsonOpt = False,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain", help="Explain why counts by file and by pickup date differ, then stop."
+        ),
+    ] = False,
 ) -> None:
     """What a target holds: months by taxi type, state and rows, totals per year.
 
+    A total that equals a published figure (the course's answers) is marked ✓.
     Read-only: with nothing loaded it says so, and it never creates a database, a data
     dir or a server to find that out.
     """
     from taxi_cli import destinations, status
 
+    if explain:
+        from taxi_cli.figures import TRAP
+
+        typer.echo(TRAP, nl=False)
+        return
     out = output(json_out=json_out)
     cfg = settings(pg_url=pg_url, pg_schema=schema, pg_data=pg_data)
     (made,) = destinations.make(cfg, TargetName(str(target)), reading=True)
     status.render(status.build(str(target), made.ledger(read_only=True)), out)
+
+
+@app.command("check")
+@reports_errors
+def check_cmd(
+    taxis: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[TAXIS]", help="Taxi types: green, yellow,green, all.", show_default=False
+        ),
+    ] = None,
+    months: MonthsArg = None,
+    target: Annotated[
+        StatusTarget, typer.Option("--target", "-t", help="Which destination to check.")
+    ] = StatusTarget.PG,
+    checks: ChecksOpt = None,
+    pg_url: PgUrlOpt = None,
+    schema: SchemaOpt = None,
+    pg_data: PgDataOpt = None,
+    bucket: BucketOpt = None,
+    prefix: PrefixOpt = None,
+    project: ProjectOpt = None,
+    dataset: DatasetOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Reconcile what a target holds now with its ledger, its source and the published
+    figures: a table of ✓/✗ per partition and per figure; exit 1 on any mismatch.
+
+    Rows are counted in the destination (pg: per filename in the tables), not taken from
+    the ledger. Read-only.
+    """
+    from taxi_cli import check, destinations
+    from taxi_cli.catalog import parse_taxis, select
+
+    partitions = select(taxis, months) if taxis and months else None
+    only = [t.name for t in parse_taxis(taxis)] if taxis else None
+    out = output(json_out=json_out)
+    cfg = settings(
+        pg_url=pg_url,
+        pg_schema=schema,
+        pg_data=pg_data,
+        gcs_bucket=bucket,
+        gcs_prefix=prefix,
+        gcp_project=project,
+        bq_dataset=dataset,
+        checks=checks,
+    )
+    (made,) = destinations.make(cfg, TargetName(str(target)), reading=True)
+    check.run(made, out, partitions=partitions, taxis=only, strict=cfg.checks == Checks.FAIL)
+
+
+@app.command("runs")
+@reports_errors
+def runs_cmd(
+    target: Annotated[
+        StatusTarget, typer.Option("--target", "-t", help="Whose run history (pg keeps one).")
+    ] = StatusTarget.PG,
+    pg_url: PgUrlOpt = None,
+    schema: SchemaOpt = None,
+    pg_data: PgDataOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Past load runs, newest first: start, seconds, partitions done/failed, rows, the
+    command line (secrets masked). Read-only."""
+    from rich.table import Table
+
+    from taxi_cli import destinations
+
+    out = output(json_out=json_out)
+    cfg = settings(pg_url=pg_url, pg_schema=schema, pg_data=pg_data)
+    (made,) = destinations.make(cfg, TargetName(str(target)), reading=True)
+    reader = getattr(made, "runs", None)
+    if reader is None:
+        raise UsageError(f"{target} keeps no run history yet; use --target pg")
+    found = reader()
+    if out.json:
+        out.emit_json({"target": str(target), "runs": [r.as_json() for r in found]})
+        return
+    if not found:
+        out.out.print(f"no run recorded in {target} yet")
+        return
+    grid = Table(title=f"taxi-cli runs: {target}", title_justify="left", show_edge=False)
+    for name in ("started", "finished", "done", "skipped", "failed", "rows", "command"):
+        grid.add_column(name, justify="right" if name in ("done", "failed", "rows") else "left")
+    for r in found:
+        grid.add_row(
+            f"{r.started:%Y-%m-%d %H:%M:%S}",
+            f"{r.finished:%H:%M:%S}",
+            str(r.done),
+            str(r.skipped),
+            str(r.failed),
+            f"{r.rows:,}",
+            r.command,
+        )
+    out.out.print(grid)
+
+
+@app.command("report")
+@reports_errors
+def report_cmd(
+    out_path: Annotated[
+        str, typer.Option("--out", "-o", metavar="FILE", help="Where to write the report.")
+    ] = "report.html",
+    fmt: Annotated[
+        ReportFormat, typer.Option("--format", help="html (self-contained, charts) or md.")
+    ] = ReportFormat.HTML,
+    target: Annotated[
+        StatusTarget, typer.Option("--target", "-t", help="Which destination to report on.")
+    ] = StatusTarget.PG,
+    pg_url: PgUrlOpt = None,
+    schema: SchemaOpt = None,
+    pg_data: PgDataOpt = None,
+) -> None:
+    """Write one self-contained HTML report (no network needed to open it): months
+    loaded, rows against published figures, checks, runs, revenue (dbt mart)."""
+    from pathlib import Path
+
+    from taxi_cli import destinations, report
+
+    out = output()
+    cfg = settings(pg_url=pg_url, pg_schema=schema, pg_data=pg_data)
+    (made,) = destinations.make(cfg, TargetName(str(target)), reading=True)
+    path = Path(out_path).expanduser()
+    data = report.write(made, path, str(fmt))
+    out.out.print(f"{path}: {len(data.entries)} partitions, {len(data.runs)} runs")
 
 
 @app.command("schedule")

@@ -100,6 +100,32 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _const(value: float) -> Callable[[], float]:
+    return lambda: value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise ValueError("must be a share between 0 and 1")
+    return value
+
+
+def _flag(text: str) -> bool:
+    value = str(text).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _checks(text: str) -> str:
+    if text not in ("warn", "fail"):
+        raise ValueError("must be warn or fail")
+    return text
+
+
 def _seconds(text: str) -> float:
     value = _positive_float(text)
     if value == 0:
@@ -299,6 +325,37 @@ SPECS: tuple[Spec, ...] = (
         _positive_int,
         help="transform on BigQuery: a dbt query billing more bytes fails (0 = no cap)",
     ),
+    Spec(
+        "catch_up_changed",
+        "TAXI_CATCH_UP_CHANGED",
+        lambda: True,
+        _flag,
+        help="backfill --catch-up also reloads done months whose release asset changed "
+        "upstream (true/false)",
+    ),
+    Spec(
+        "checks",
+        "TAXI_CHECKS",
+        lambda: "warn",
+        _checks,
+        help="a breached data check: warn (load and record it) or fail (the partition fails)",
+    ),
+    *(
+        Spec(
+            f"check_{name}",
+            f"TAXI_CHECK_{name.upper()}",
+            _const(limit),
+            _share,
+            help=f"data check: largest share (0..1) of a file's rows with {what}",
+        )
+        for name, what, limit in (
+            ("outside_month", "a pickup outside the file's month", 0.01),
+            ("dropoff_before_pickup", "a dropoff before the pickup", 0.01),
+            ("negative_amounts", "a negative fare or total", 0.01),
+            ("null_passenger_count", "no passenger count", 0.6),
+            ("unknown_zones", "a zone id not in the lookup", 0.01),
+        )
+    ),
 )
 SPEC_BY_NAME = {s.name: s for s in SPECS}
 
@@ -339,6 +396,13 @@ class Settings:
     dbt_threads: int
     shard_count: int = 0
     bq_max_bytes_billed: int = 50_000_000_000
+    catch_up_changed: bool = True
+    checks: str = "warn"
+    check_outside_month: float = 0.01
+    check_dropoff_before_pickup: float = 0.01
+    check_negative_amounts: float = 0.01
+    check_null_passenger_count: float = 0.6
+    check_unknown_zones: float = 0.01
     manifest: str = ""
     gcs_check_location: bool = False
     keep_cache: bool = True

@@ -457,3 +457,18 @@ def fetch(
             cfg.http_retries,
         )
         sleep(delay)
+
+
+def validators(part: Path) -> tuple[str | None, str | None]:
+    """(ETag, Last-Modified) of the response that wrote `part`, as kept for If-Range;
+    read before `discard`, so the ledger can record which upstream version was loaded."""
+    try:
+        meta = json.loads(_meta_path(part).read_text())
+    except (OSError, ValueError):
+        return None, None
+    if not isinstance(meta, dict):
+        return None, None
+    etag, modified = meta.get("etag"), meta.get("last_modified")
+    return (etag if isinstance(etag, str) else None), (
+        modified if isinstance(modified, str) else None
+    )

@@ -162,15 +162,22 @@ def cached_sha256(cfg: Settings, taxi: TaxiType, month: str) -> str | None:
     return digest.hexdigest()
 
 
-def _write_sidecar(path: Path, verified: Verified) -> None:
-    """Record the verification; on a read-only data dir, skip it (verify again next time)."""
+def _write_sidecar(
+    path: Path, verified: Verified, validators: tuple[str | None, str | None] = (None, None)
+) -> None:
+    """Record the verification; on a read-only data dir, skip it (verify again next time).
+
+    `validators`: the downloaded asset's ETag and Last-Modified, the upstream version
+    the ledger records (unknown for a file verified again from the cache)."""
     try:
-        _write_sidecar_file(path, verified)
+        _write_sidecar_file(path, verified, validators)
     except OSError as exc:
         log.debug("cannot write the sidecar of %s (%s); it will be verified again", path, exc)
 
 
-def _write_sidecar_file(path: Path, verified: Verified) -> None:
+def _write_sidecar_file(
+    path: Path, verified: Verified, validators: tuple[str | None, str | None] = (None, None)
+) -> None:
     st = path.stat()
     meta = {
         "version": SIDECAR_VERSION,
@@ -182,6 +189,8 @@ def _write_sidecar_file(path: Path, verified: Verified) -> None:
         "uncompressed_bytes": verified.uncompressed_bytes,
         "header": list(verified.header),
         "note": verified.note,
+        "etag": validators[0],
+        "last_modified": validators[1],
     }
     side = sidecar_path(path)
     tmp = side.with_name(side.name + ".tmp")
@@ -392,8 +401,9 @@ def _cycle(
             bar.finish()
         sidecar_path(final).unlink(missing_ok=True)
         _durable_replace(part, final)
+        validators = download.validators(part)  # which asset version this is
         download.discard(part)
-        _write_sidecar(final, verified)
+        _write_sidecar(final, verified, validators)
         if verified.note:
             log.warning("%s", verified.note)
         timings = {"download_s": fetched - began, "verify_s": time.monotonic() - fetched}
@@ -517,6 +527,8 @@ def ensure_file(
             bars=bars,
             entry=entry,
         )
+    etag, modified = recorded_validators(final)
+    result = replace(result, etag=etag, last_modified=modified)
     if parquet:
         from taxi_cli.parquet import parquet_path_for, to_parquet
 
@@ -591,3 +603,15 @@ def each_file(
                 yield part, exc
             else:
                 yield part, got
+
+
+def recorded_validators(path: Path) -> tuple[str | None, str | None]:
+    """(ETag, Last-Modified) of the asset the cached file `path` was downloaded as, from
+    its sidecar while that still describes the file; (None, None) when not known."""
+    meta = _read_sidecar(path)
+    if meta is None:
+        return None, None
+    etag, modified = meta.get("etag"), meta.get("last_modified")
+    return (etag if isinstance(etag, str) else None), (
+        modified if isinstance(modified, str) else None
+    )

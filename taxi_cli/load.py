@@ -25,9 +25,10 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx
@@ -96,6 +97,7 @@ class Outcome:
     download_seconds: float | None = None
     verify_seconds: float | None = None
     load_seconds: float | None = None
+    downloaded_bytes: int = 0  # what this run fetched for it (0 when cached)
     loaded: Loaded | None = None
     exc: TaxiError | None = field(default=None, repr=False)
 
@@ -183,6 +185,8 @@ def plan_partitions(
     *,
     reprocess: Reprocess,
     backwards: bool = False,
+    changed: Mapping[tuple[str, str], str] | None = None,
+    reload_changed: bool | None = None,
 ) -> list[PlanItem]:
     return make_plan(
         partitions,
@@ -191,6 +195,8 @@ def plan_partitions(
         reprocess=reprocess,
         local_sha256=lambda part: extract.cached_sha256(cfg, part.taxi, part.month),
         backwards=backwards,
+        changed=changed,
+        reload_changed=reload_changed,
     )
 
 
@@ -228,10 +234,46 @@ def execute(
     claims: ClaimSource | None = None,
 ) -> Summary:
     """Run a plan, print its summary, and raise for what failed."""
+    started = datetime.now(UTC)
     summary = Runner(cfg, opts, destinations, partitions, plan, out, claims).run()
+    record_run(destinations, summary, started, opts)
     report(summary, out, f"{opts.label} summary")
     raise_for(summary, opts.retry_hint)
     return summary
+
+
+def record_run(
+    destinations: Sequence[Destination], summary: Summary, started: datetime, opts: RunOptions
+) -> None:
+    """The run into each destination's run history (pg); a failure to record is logged."""
+    from taxi_cli.runs import RunRecord, command_line
+
+    if isinstance(summary.fatal, ConnectError):
+        return  # nowhere to record it: the destination could not be reached
+    failed = summary.count("failed") + (1 if summary.fatal else 0)
+    run = RunRecord(
+        started,
+        datetime.now(UTC),
+        command_line(),
+        opts.label,
+        opts.worker,
+        summary.count("done"),
+        summary.count("skipped"),
+        summary.count("failed"),
+        summary.rows,
+        summary.seconds,
+        "failed" if failed else "ok",
+        # a file loaded into two destinations was downloaded once
+        sum({(o.item.taxi, o.item.month): o.downloaded_bytes for o in summary.outcomes}.values()),
+    )
+    for destination in destinations:
+        recorder = getattr(destination, "record_run", None)
+        if recorder is None:
+            continue
+        try:
+            recorder(run)
+        except Exception as exc:  # the history is a report, not the ledger of record
+            log.warning("could not record the run in %s: %s", destination.name, exc)
 
 
 def raise_for(summary: Summary, retry_hint: str = RunOptions.retry_hint) -> None:
@@ -722,6 +764,7 @@ class Runner:
                     client=client,
                     parquet=parquet,
                     on_bytes=on_bytes,
+                    force=any(i.refetch for i in unit.items),  # re-published upstream
                 ),
             )
         except _Failed as failed:
@@ -765,6 +808,7 @@ class Runner:
                     fetched.download_seconds + fetched.verify_seconds + load_s,
                     attempts=attempts,
                     download_seconds=fetched.download_seconds,
+                    downloaded_bytes=0 if fetched.cached else fetched.compressed_bytes,
                     verify_seconds=fetched.verify_seconds,
                     load_seconds=load_s,
                     loaded=result,

@@ -18,7 +18,7 @@ from typing import Any
 
 from taxi_cli.catalog import Partition
 
-__all__ = ["Extracted", "LedgerRow", "Loaded", "Partition"]
+__all__ = ["Extracted", "LedgerRow", "Loaded", "Partition", "Upstream"]
 
 MIB = 1 << 20
 
@@ -40,6 +40,13 @@ class Extracted:
     url: str | None = None  # where it was (or would be) downloaded from
     download_seconds: float = 0.0  # time spent downloading (0 when cached)
     verify_seconds: float = 0.0  # time spent verifying (0 when the sidecar vouched)
+    etag: str | None = None  # the release asset's ETag when it was downloaded
+    last_modified: str | None = None  # ... and its Last-Modified
+
+    @property
+    def upstream(self) -> Upstream:
+        """The version of the release asset this file is (identity encoding: size = bytes)."""
+        return Upstream(self.compressed_bytes, self.etag, self.last_modified)
 
     @property
     def csv_name(self) -> str:
@@ -55,6 +62,45 @@ class Extracted:
         payload["download_seconds"] = round(self.download_seconds, 3)
         payload["verify_seconds"] = round(self.verify_seconds, 3)
         return payload
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A release asset's version as the host describes it (HEAD or the download's GET)."""
+
+    size: int | None
+    etag: str | None = None
+    last_modified: str | None = None
+
+    def change_from(self, before: Upstream) -> str | None:
+        """`size 670357 -> 670361` when `self` is another asset than `before`, else None.
+
+        Size first (every host has it); then the ETag, then Last-Modified, each only
+        when both sides know it: an unknown is never a change."""
+        for name, old, new in (
+            ("size", before.size, self.size),
+            ("ETag", before.etag, self.etag),
+            ("Last-Modified", before.last_modified, self.last_modified),
+        ):
+            if old is not None and new is not None and old != new:
+                return f"{name} {old} -> {new}"
+        return None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"size": self.size, "etag": self.etag, "last_modified": self.last_modified}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Upstream | None:
+        if not isinstance(data, dict):
+            return None
+        size = data.get("size")
+        etag = data.get("etag")
+        modified = data.get("last_modified")
+        return cls(
+            int(size) if isinstance(size, int) else None,
+            etag if isinstance(etag, str) else None,
+            modified if isinstance(modified, str) else None,
+        )
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ class PlanItem:
     ledger_sha256: str | None = None
     ledger_rows: int | None = None
     shard: str | None = None  # "I/N" when the run is split between workers
+    refetch: bool = False  # the release asset changed upstream: download it again
 
     @property
     def partition(self) -> str:
@@ -74,6 +75,7 @@ class PlanItem:
             "ledger_sha256": self.ledger_sha256,
             "ledger_rows": self.ledger_rows,
             "shard": self.shard,
+            "refetch": self.refetch,
         }
 
 
@@ -84,9 +86,15 @@ def state_of(entry: LedgerEntry | None) -> State:
 
 
 def decide(
-    entry: LedgerEntry | None, reprocess: Reprocess, local_sha256: str | None
+    entry: LedgerEntry | None,
+    reprocess: Reprocess,
+    local_sha256: str | None,
+    changed: str | None = None,
+    reload_changed: bool = False,
 ) -> tuple[State, Action, str]:
-    """The action for one partition, with a short reason for the plan table."""
+    """The action for one partition, with a short reason for the plan table.
+
+    `changed`: how its release asset changed upstream since the load (`size a -> b`)."""
     state = state_of(entry)
     if entry is None:
         return state, Action.LOAD, "not loaded yet"
@@ -96,6 +104,10 @@ def decide(
         if reprocess is Reprocess.FAILED:
             return state, Action.RETRY, f"failed before: {entry.error or 'unknown error'}"
         return state, Action.SKIP, "failed before; --reprocess failed retries it"
+    if changed is not None:
+        if reload_changed:
+            return state, Action.RELOAD, f"changed upstream ({changed})"
+        return state, Action.SKIP, f"changed upstream ({changed}); --reprocess changed reloads it"
     if local_sha256 is not None and entry.sha256 and local_sha256 != entry.sha256:
         return state, Action.RELOAD, "source changed (cached file's sha256 differs)"
     if local_sha256 is None:
@@ -111,9 +123,18 @@ def make_plan(
     reprocess: Reprocess = Reprocess.NONE,
     local_sha256: Callable[[Partition], str | None] = lambda part: None,
     backwards: bool = False,
+    changed: Mapping[tuple[str, str], str] | None = None,
+    reload_changed: bool | None = None,
 ) -> list[PlanItem]:
     """Every (partition, target) in run order: by month (newest first if `backwards`),
-    then taxi in catalogue order, then target in load order."""
+    then taxi in catalogue order, then target in load order.
+
+    `changed`: (taxi, month) -> how its asset changed upstream; those done months are
+    reloaded (from a fresh download) when `reload_changed` (default: `--reprocess
+    changed`), else the plan says so."""
+    changed = changed or {}
+    if reload_changed is None:
+        reload_changed = reprocess is Reprocess.CHANGED
     index: dict[tuple[str, str, str | None], LedgerEntry] = {}
     for target, entries in ledgers.items():
         for known in entries:
@@ -133,7 +154,8 @@ def make_plan(
                 if not sha_cache:
                     sha_cache.append(local_sha256(part))
                 local = sha_cache[0]
-            state, action, reason = decide(entry, reprocess, local)
+            drift = changed.get((part.taxi.name, part.month))
+            state, action, reason = decide(entry, reprocess, local, drift, reload_changed)
             if action is not Action.SKIP and not part.in_window:
                 reason += f"; outside the known window {part.taxi.window_text()}; trying"
             plan.append(
@@ -146,6 +168,7 @@ def make_plan(
                     reason,
                     entry.sha256 if entry else None,
                     entry.rows if entry else None,
+                    refetch=drift is not None and action is not Action.SKIP,
                 )
             )
     return plan

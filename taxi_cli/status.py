@@ -15,6 +15,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from taxi_cli import figures
 from taxi_cli.catalog import TAXIS, in_window, month_range
 from taxi_cli.console import Output
 from taxi_cli.plan import LedgerEntry, State, state_of
@@ -33,6 +34,11 @@ class Cell:
     file: str | None
     finished: datetime | None
     error: str | None
+
+    @property
+    def known(self) -> int | None:
+        figure = figures.of(self.taxi, self.month)
+        return figure.value if figure else None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -55,6 +61,12 @@ class Total:
     done: int
     failed: int
     missing: int
+
+    @property
+    def known(self) -> int | None:
+        """The published row count of this taxi type's year, when there is one."""
+        figure = figures.of(self.taxi, self.year)
+        return figure.value if figure else None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -79,6 +91,18 @@ class Report:
     def total_rows(self) -> int:
         return sum(t.rows for t in self.totals)
 
+    def known_figures(self) -> list[dict[str, Any]]:
+        """Each done month and each complete year that has a published row count, and
+        whether the loaded count is it (`matches`)."""
+        found: list[dict[str, Any]] = []
+        for cell in self.cells.values():
+            if cell.state is State.DONE and cell.known is not None:
+                found.append(_figure(cell.taxi, cell.month, cell.rows, cell.known))
+        for total in self.totals:
+            if total.known is not None and not total.failed and not total.missing:
+                found.append(_figure(total.taxi, total.year, total.rows, total.known))
+        return found
+
     def as_json(self) -> dict[str, Any]:
         return {
             "target": self.target,
@@ -90,7 +114,12 @@ class Report:
             ],
             "totals": [t.as_json() for t in self.totals],
             "total_rows": self.total_rows,
+            "known_figures": self.known_figures(),
         }
+
+
+def _figure(taxi: str, period: str, rows: int | None, known: int) -> dict[str, Any]:
+    return {"taxi": taxi, "period": period, "rows": rows, "known": known, "matches": rows == known}
 
 
 def _finished(entry: LedgerEntry) -> datetime | None:
@@ -152,7 +181,8 @@ def _cell_text(cell: Cell | None) -> Text:
     if cell is None:
         return Text("")
     if cell.state is State.DONE:
-        return Text(f"{cell.rows or 0:,}", style=STYLE[cell.state])
+        text = Text(f"{cell.rows or 0:,}", style=STYLE[cell.state])
+        return text.append(_known_mark(cell.rows, cell.known))
     return Text(str(cell.state), style=STYLE[cell.state])
 
 
@@ -183,11 +213,22 @@ def table(report: Report) -> Table:
             if total.missing:
                 note.append(f"{total.missing} missing")
             text = Text(f"{total.rows:,}", style="bold")
+            if not total.failed and not total.missing:  # a partial year is no figure
+                text.append(_known_mark(total.rows, total.known))
             if note:
                 text.append(f" ({', '.join(note)})", style="yellow")
             totals.append(text)
         grid.add_row(Text(f"{year} total", style="bold"), *totals, end_section=True)
     return grid
+
+
+def _known_mark(rows: int | None, known: int | None) -> Text:
+    """` ✓` when the count is a published figure, ` ✗ (published N)` when it differs."""
+    if known is None or rows is None:
+        return Text("")
+    if rows == known:
+        return Text(" ✓", style="bold green")
+    return Text(f" ✗ (published {known:,})", style="yellow")
 
 
 def render(report: Report, out: Output) -> None:
@@ -202,6 +243,11 @@ def render(report: Report, out: Output) -> None:
     for cell in failed_cells(report):
         out.out.print(Text(f"{cell.taxi} {cell.month} failed: {cell.error}", style="red"))
     out.out.print(f"total rows in {report.target}: {report.total_rows:,}")
+    if any(c.known is not None for c in report.cells.values()):
+        out.out.print(
+            "✓ = a published figure (the course's answers, counted by file); "
+            "`taxi-cli status --explain` says why counts by pickup date differ"
+        )
 
 
 def failed_cells(report: Report) -> Sequence[Cell]:

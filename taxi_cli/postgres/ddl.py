@@ -105,9 +105,24 @@ def create_ledger(schema: str) -> sql.Composed:
 
 def migrate_ledger(schema: str) -> sql.Composed:
     """Columns added since the first release (IF NOT EXISTS: idempotent, forward only)."""
-    return sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS worker text").format(
-        ident(schema, LEDGER)
+    added = ", ".join(
+        f"ADD COLUMN IF NOT EXISTS {name} {kind}"
+        for name, kind in (("worker", "text"), *RECONCILE_COLUMNS)
     )
+    return sql.SQL("ALTER TABLE {} " + added).format(ident(schema, LEDGER))
+
+
+# issue 13: what a load reconciles, per file (see taxi_cli.postgres.reconcile)
+RECONCILE_COLUMNS = (
+    ("source_rows", "bigint"),  # data rows counted in the release file while verifying it
+    ("written", "bigint"),  # rows this load wrote
+    ("quarantined", "bigint"),  # rows it put in taxi_cli_rejects instead
+    ("source_bytes", "bigint"),  # the file uncompressed
+    ("upstream_size", "bigint"),  # the release asset's version: size, ETag, Last-Modified
+    ("upstream_etag", "text"),
+    ("upstream_modified", "text"),
+    ("checks", "jsonb"),  # the data checks' counts and verdict
+)
 
 
 def create_rejects(schema: str) -> sql.Composed:

@@ -17,10 +17,13 @@ from taxi_cli.choices import BadRows, Mode
 from taxi_cli.config import Settings
 from taxi_cli.model import Extracted, LedgerRow, Loaded, Partition
 from taxi_cli.plan import Action
-from taxi_cli.postgres import ddl, embedded, target
+from taxi_cli.postgres import ddl, embedded, reconcile, target
 from taxi_cli.postgres import ledger as _ledger
+from taxi_cli.postgres import runs as _runs
 from taxi_cli.postgres.errors import mapped
 from taxi_cli.postgres.loader import LoadResult, bootstrap, load_file
+from taxi_cli.quality import Limits
+from taxi_cli.runs import RunRecord
 
 if TYPE_CHECKING:
     from taxi_cli.console import Output
@@ -84,8 +87,34 @@ class PgDestination:
             force=action is not Action.LOAD,
             out=self.out,
             worker=self.worker,
+            source=reconcile.Source(
+                source.rows, source.uncompressed_bytes, source.upstream, Limits.of(self.cfg)
+            ),
         )
         return self._loaded(result)
+
+    def record_run(self, run: RunRecord) -> None:
+        """Append to `{schema}.taxi_cli_runs` (its own transaction, after the run)."""
+        with connect(self.cfg) as conn:
+            _runs.write(conn, self.schema, run)
+
+    def runs(self) -> list[RunRecord]:
+        if self._embedded_absent():
+            return []  # reading must not create a server
+        with connect(self.cfg) as conn:
+            return _runs.read(conn, self.schema)
+
+    def revenue(self) -> tuple[list[tuple[str, float]], list[tuple[str, float]]] | None:
+        """Revenue by borough and the top zones, where dbt has built the mart."""
+        from taxi_cli.postgres.marts import revenue
+
+        with connect(self.cfg) as conn:
+            return revenue(conn, self.schema)
+
+    def actual_rows(self) -> dict[str, int]:
+        """filename -> rows the trip tables hold now (not the ledger's word for it)."""
+        with connect(self.cfg) as conn:
+            return reconcile.actual_rows(conn, self.schema)
 
     def _loaded(self, result: LoadResult) -> Loaded:
         table = ddl.ZONES if result.taxi == "zones" else f"{result.taxi}_tripdata"

@@ -3,17 +3,20 @@ same transaction as the file's rows, so it never claims data that did not commit
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from taxi_cli.catalog import TAXIS
 from taxi_cli.model import LedgerRow
 from taxi_cli.postgres import ddl
 
 _COLUMNS = "file, taxi, month, sha256, rows, mode, started, finished, status, error, worker"
+_RECONCILE = [name for name, _ in ddl.RECONCILE_COLUMNS]
 
 
 def exists(conn: psycopg.Connection[Any], schema: str) -> bool:
@@ -24,7 +27,9 @@ def exists(conn: psycopg.Connection[Any], schema: str) -> bool:
 
 
 def read(conn: psycopg.Connection[Any], schema: str, file: str | None = None) -> list[LedgerRow]:
-    query = sql.SQL("SELECT " + _COLUMNS + " FROM {}").format(ddl.ident(schema, ddl.LEDGER))
+    query = sql.SQL("SELECT " + _COLUMNS + ", " + ", ".join(_RECONCILE) + " FROM {}").format(
+        ddl.ident(schema, ddl.LEDGER)
+    )
     if file is None:
         rows = conn.execute(query + sql.SQL(" ORDER BY file")).fetchall()
     else:
@@ -33,8 +38,9 @@ def read(conn: psycopg.Connection[Any], schema: str, file: str | None = None) ->
 
 
 def _row(row: tuple[Any, ...]) -> LedgerRow:
-    file, taxi, month, sha256, rows, mode, started, finished, status, error, worker = row
-    detail = {"worker": worker} if worker else {}
+    file, taxi, month, sha256, rows, mode, started, finished, status, error, worker = row[:11]
+    detail: dict[str, Any] = {"worker": worker} if worker else {}
+    detail.update(reconcile_detail(dict(zip(_RECONCILE, row[11:], strict=True))))
     return LedgerRow(
         file, taxi, month, sha256, rows, status, error, started, finished, detail, "pg", mode
     )
@@ -93,18 +99,46 @@ def write(
     status: str,
     error: str | None = None,
     worker: str | None = None,
+    reconciled: Mapping[str, Any] | None = None,
 ) -> None:
+    """`reconciled`: the RECONCILE_COLUMNS values of this load (absent ones are NULL)."""
+    values = [(reconciled or {}).get(name) for name in _RECONCILE]
+    values = [Jsonb(v) if isinstance(v, dict) else v for v in values]
     conn.execute(
         sql.SQL(
-            "INSERT INTO {} (" + _COLUMNS + ") VALUES "
-            "(%s, %s, %s, %s, %s, %s, %s, clock_timestamp(), %s, %s, %s) "
+            "INSERT INTO {} (" + _COLUMNS + ", " + ", ".join(_RECONCILE) + ") VALUES "
+            "(%s, %s, %s, %s, %s, %s, %s, clock_timestamp(), %s, %s, %s"
+            + ", %s"
+            * len(_RECONCILE)
+            + ") "
             "ON CONFLICT (file) DO UPDATE SET taxi = excluded.taxi, month = excluded.month, "
             "sha256 = excluded.sha256, rows = excluded.rows, mode = excluded.mode, "
             "started = excluded.started, finished = excluded.finished, "
             "status = excluded.status, error = excluded.error, worker = excluded.worker"
+            + "".join(f", {name} = excluded.{name}" for name in _RECONCILE)
         ).format(ddl.ident(schema, ddl.LEDGER)),
-        (file, taxi, month, sha256, rows, mode, started, status, error, worker),
+        (file, taxi, month, sha256, rows, mode, started, status, error, worker, *values),
     )
+
+
+def reconcile_detail(columns: Mapping[str, Any]) -> dict[str, Any]:
+    """The reconciliation columns as `LedgerRow.detail` keys (the same for every target):
+    source_rows, written, quarantined, source_bytes, upstream {size, etag, last_modified},
+    checks."""
+    detail: dict[str, Any] = {
+        k: columns[k]
+        for k in ("source_rows", "written", "quarantined", "source_bytes")
+        if columns.get(k) is not None
+    }
+    if columns.get("upstream_size") is not None:
+        detail["upstream"] = {
+            "size": columns["upstream_size"],
+            "etag": columns.get("upstream_etag"),
+            "last_modified": columns.get("upstream_modified"),
+        }
+    if columns.get("checks") is not None:
+        detail["checks"] = columns["checks"]
+    return detail
 
 
 def write_failure(

@@ -35,7 +35,7 @@ from taxi_cli.config import Settings
 from taxi_cli.console import Output, add_task
 from taxi_cli.errors import DataError, UsageError
 from taxi_cli.model import LedgerRow
-from taxi_cli.postgres import ddl, ledger, target
+from taxi_cli.postgres import ddl, ledger, reconcile, target
 from taxi_cli.postgres import errors as pg_errors
 from taxi_cli.postgres.csvfile import HINT
 
@@ -317,10 +317,12 @@ def load_file(
     force: bool = False,
     out: Output | None = None,
     worker: str | None = None,
+    source: reconcile.Source | None = None,
 ) -> LoadResult:
     """Load one .csv.gz as the rows of `csv_name` in `{schema}.{taxi}_tripdata`.
 
-    `worker` names who loaded it in the ledger (a backfill shard, host and pid)."""
+    `worker` names who loaded it in the ledger (a backfill shard, host and pid);
+    `source` what the source counted, to reconcile and check it in the same transaction."""
     check_options(mode, bad_rows)
     if schema is None:
         schema = conn_or_cfg.pg_schema if isinstance(conn_or_cfg, Settings) else "public"
@@ -363,6 +365,17 @@ def load_file(
                         )
                     _write_rejects(conn, schema, csv_name, stream.rejects)
                     table_rows = _file_rows(conn, schema, taxi, csv_name, kind, mode, rows)
+                    reconciled = reconcile.finish(
+                        conn,
+                        schema,
+                        taxi,
+                        csv_name,
+                        month,
+                        rows=table_rows,
+                        written=rows,
+                        quarantined=len(stream.rejects),
+                        source=source,
+                    )
                     ledger.write(
                         conn,
                         schema,
@@ -375,6 +388,7 @@ def load_file(
                         started=started,
                         status="done",
                         worker=worker,
+                        reconciled=reconciled,
                     )
             except psycopg.errors.DataError as exc:
                 raise _copy_error(exc, stream) from exc

@@ -1,0 +1,344 @@
+"""`check`: does what a destination holds now agree with its ledger, its source and the
+published figures?
+
+For every partition the ledger records (or those named), the rows actually there are
+counted now (pg: `SELECT filename, count(*)` over the trip tables; gcs: the object's
+recorded row count; bq: a COUNT per filename), never taken from the ledger, and
+compared with:
+
+- the ledger's rows (what the load committed),
+- what the source counted while verifying, less the rows quarantined (replace mode),
+- the published count of that file, when one is known (`taxi_cli.figures`),
+- the data checks recorded by the load (`taxi_cli.quality`): a breach is a warning, or a
+  mismatch with `--checks fail`.
+
+Then each known yearly or monthly figure the partitions cover is compared with their
+sum. Any mismatch exits 1 naming the file and the difference; all agreeing exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+from taxi_cli import figures
+from taxi_cli.catalog import TAXIS, Partition
+from taxi_cli.console import Output
+from taxi_cli.destinations import Destination
+from taxi_cli.errors import DataError, UsageError
+from taxi_cli.model import LedgerRow
+from taxi_cli.quality import Outcome
+
+log = logging.getLogger("taxi_cli.check")
+
+OK, BAD, WARN = "✓", "✗", "!"
+
+
+@dataclass
+class Line:
+    """One partition's reconciliation."""
+
+    taxi: str
+    month: str
+    file: str
+    status: str  # the ledger's
+    ledger_rows: int | None
+    actual_rows: int | None  # None: nothing of the file is there
+    source_rows: int | None = None
+    quarantined: int | None = None
+    known_rows: int | None = None
+    checks: Outcome | None = None
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "taxi": self.taxi,
+            "month": self.month,
+            "file": self.file,
+            "status": self.status,
+            "ledger_rows": self.ledger_rows,
+            "actual_rows": self.actual_rows,
+            "source_rows": self.source_rows,
+            "quarantined": self.quarantined,
+            "known_rows": self.known_rows,
+            "checks": self.checks.as_json() if self.checks else None,
+            "ok": self.ok,
+            "problems": self.problems,
+            "warnings": self.warnings,
+        }
+
+
+@dataclass
+class Result:
+    target: str
+    lines: list[Line]
+    figures: list[figures.Verdict]
+    strict: bool  # --checks fail
+
+    @property
+    def problems(self) -> list[str]:
+        found = [p for line in self.lines for p in line.problems]
+        return found + [
+            f"{v.figure.label}: {v.actual:,}, the published figure is {v.figure.value:,} "
+            f"({v.actual - v.figure.value:+,}; {v.figure.source})"
+            for v in self.figures
+            if v.comparable and not v.matches and v.actual is not None
+        ]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "ok": self.ok,
+            "mismatches": len(self.problems),
+            "problems": self.problems,
+            "partitions": [line.as_json() for line in self.lines],
+            "figures": [v.as_json() for v in self.figures],
+        }
+
+
+# ---- counting what is there -------------------------------------------------------------
+
+
+def actual_rows(destination: Destination, entries: Sequence[LedgerRow]) -> dict[str, int]:
+    """filename -> rows the destination holds now."""
+    counter: Callable[[], dict[str, int]] | None = getattr(destination, "actual_rows", None)
+    if counter is not None:
+        return counter()
+    if destination.name == "gcs":
+        return _gcs_rows(destination, entries)
+    if destination.name == "bq":
+        return _bq_rows(destination, entries)
+    raise UsageError(f"check cannot count the rows of {destination.name}")
+
+
+def _gcs_rows(destination: Any, entries: Sequence[LedgerRow]) -> dict[str, int]:
+    """The row count each object carries (its `taxi-cli-rows` metadata, set at upload)."""
+    counts: dict[str, int] = {}
+    lake = destination.lake()
+    for entry in entries:  # the gcs ledger's `file` is the object's URI
+        if entry.month is None or entry.taxi not in TAXIS or not entry.file.startswith("gs://"):
+            continue
+        blob = lake.get(entry.file.split("/", 3)[3])
+        if blob is None:
+            continue
+        rows = (blob.metadata or {}).get("taxi-cli-rows")
+        if rows is not None and str(rows).isdigit():
+            counts[entry.file] = int(rows)
+    return counts
+
+
+def _bq_rows(destination: Any, entries: Sequence[LedgerRow]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    warehouse = destination.warehouse()
+    for taxi in sorted({e.taxi for e in entries if e.taxi in TAXIS}):
+        table = warehouse.table_id(f"{taxi}_tripdata")
+        try:
+            job = warehouse.client.query(
+                f"SELECT filename, COUNT(*) AS n FROM `{table}` GROUP BY filename"
+            )
+            for row in job.result():
+                counts[str(row["filename"])] = int(row["n"])
+        except Exception as exc:  # no such table: nothing of it is there
+            log.debug("counting %s: %s", table, exc)
+    return counts
+
+
+# ---- reconciling ------------------------------------------------------------------------
+
+
+def reconcile(
+    target: str,
+    entries: Sequence[LedgerRow],
+    actual: Mapping[str, int],
+    *,
+    partitions: Sequence[Partition] | None = None,
+    taxis: Sequence[str] | None = None,
+    strict: bool = False,
+) -> Result:
+    """Compare each ledger row (of `partitions` or `taxis`, when given) with what is there."""
+    wanted = {(p.taxi.name, p.month) for p in partitions} if partitions is not None else None
+
+    def picked(taxi: str, month: str | None) -> bool:
+        if month is None or (taxis is not None and taxi not in taxis):
+            return False
+        return wanted is None or (taxi, month) in wanted
+
+    chosen = [e for e in entries if picked(e.taxi, e.month)]
+    lines = [_line(e, actual, strict) for e in sorted(chosen, key=lambda e: (e.month, e.taxi))]
+    recorded = {e.file for e in entries}
+    for name in sorted(set(actual) - recorded):
+        taxi, _, rest = name.partition("_tripdata_")
+        month = rest.removesuffix(".csv")
+        if not picked(taxi, month):
+            continue
+        line = Line(taxi, month, name, "not recorded", None, actual[name])
+        line.problems.append(f"{name}: {actual[name]:,} rows in {target} that no load recorded")
+        lines.append(line)
+    present = {
+        (line.taxi, line.month): line.actual_rows
+        for line in lines
+        if line.actual_rows is not None and line.status == "done"
+    }
+    verdicts = figures.compare(present, where="now")
+    sizes = {
+        (e.taxi, e.month): int(e.detail["source_bytes"])
+        for e in chosen
+        if e.month is not None and e.detail.get("source_bytes") is not None
+    }
+    verdicts += figures.compare(sizes, figures.UNCOMPRESSED, where="source")
+    return Result(target, lines, verdicts, strict)
+
+
+def _line(entry: LedgerRow, actual: Mapping[str, int], strict: bool) -> Line:
+    assert entry.month is not None
+    detail = entry.detail
+    line = Line(
+        entry.taxi,
+        entry.month,
+        entry.file,
+        entry.status,
+        entry.rows,
+        actual.get(entry.file),
+        detail.get("source_rows"),
+        detail.get("quarantined"),
+    )
+    known = figures.of(entry.taxi, entry.month)
+    line.known_rows = known.value if known else None
+    line.checks = Outcome.from_json(detail.get("checks"))
+    name = entry.file
+    if entry.status != "done":
+        line.problems.append(f"{name}: the last load failed: {entry.error or 'unknown error'}")
+        if entry.rows is None:
+            return line
+    there = line.actual_rows or 0
+    if entry.rows is not None and there != entry.rows:
+        line.problems.append(
+            f"{name}: {there:,} rows there now, the ledger recorded {entry.rows:,} "
+            f"({there - entry.rows:+,})"
+        )
+    if line.source_rows is not None and entry.rows is not None and entry.mode != "merge":
+        expected = line.source_rows - (line.quarantined or 0)
+        if entry.rows != expected:
+            line.problems.append(
+                f"{name}: the load committed {entry.rows:,} rows, the source counted "
+                f"{line.source_rows:,} less {line.quarantined or 0:,} quarantined"
+            )
+    if known is not None and line.actual_rows is not None and there != known.value:
+        quarantined = line.quarantined or 0
+        if there + quarantined != known.value:
+            line.problems.append(
+                f"{name}: {there:,} rows, the published count is {known.value:,} "
+                f"({there - known.value:+,}; {known.source})"
+            )
+    if line.checks is not None:
+        for check in line.checks.breaches:
+            text = f"{name}: {line.checks.describe(check)}"
+            (line.problems if strict else line.warnings).append(text)
+    return line
+
+
+# ---- the command --------------------------------------------------------------------------
+
+
+def run(
+    destination: Destination,
+    out: Output,
+    *,
+    partitions: Sequence[Partition] | None = None,
+    taxis: Sequence[str] | None = None,
+    strict: bool = False,
+) -> Result:
+    """`taxi-cli check`: print the reconciliation; DataError (exit 1) on any mismatch."""
+    entries = list(destination.ledger(read_only=True))
+    actual = actual_rows(destination, entries) if entries else {}
+    result = reconcile(
+        destination.name, entries, actual, partitions=partitions, taxis=taxis, strict=strict
+    )
+    render(result, out)
+    problems = result.problems
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise DataError(
+            f"check found {len(problems)} mismatch(es): {problems[0]}{more}; reload a file "
+            "with `taxi-cli backfill TAXI MONTH --reprocess completed`"
+        )
+    return result
+
+
+def _mark(ok: bool | None, warn: bool = False) -> Text:
+    if ok is None:
+        return Text("–", style="dim")
+    if not ok:
+        return Text(BAD, style="bold red")
+    return Text(WARN, style="yellow") if warn else Text(OK, style="green")
+
+
+def _num(value: int | None) -> str:
+    return f"{value:,}" if value is not None else ""
+
+
+def render(result: Result, out: Output) -> None:
+    if out.json:
+        out.emit_json(result.as_json())
+        return
+    if not result.lines:
+        out.out.print(f"nothing recorded in the {result.target} ledger to check")
+        return
+    grid = Table(title=f"taxi-cli check: {result.target}", title_justify="left", show_edge=False)
+    for name in ("partition", "ledger", "there now", "source", "quarantined", "known"):
+        grid.add_column(name, justify="left" if name == "partition" else "right")
+    grid.add_column("checks")
+    grid.add_column("ok")
+    for line in result.lines:
+        checks = ""
+        if line.checks is not None:
+            breaches = line.checks.breaches
+            checks = ", ".join(breaches) if breaches else "pass"
+        grid.add_row(
+            f"{line.taxi} {line.month}",
+            _num(line.ledger_rows),
+            _num(line.actual_rows),
+            _num(line.source_rows),
+            _num(line.quarantined),
+            _num(line.known_rows),
+            checks,
+            _mark(line.ok, bool(line.warnings)),
+        )
+    out.out.print(grid)
+    if result.figures:
+        table = Table(title="known figures", title_justify="left", show_edge=False)
+        for name in ("figure", "published", "loaded", "ok", "source"):
+            table.add_column(name, justify="right" if name in ("published", "loaded") else "left")
+        for v in result.figures:
+            loaded = _num(v.actual) if v.comparable else f"{v.have} of {len(v.figure.months)} files"
+            table.add_row(
+                v.figure.label,
+                _num(v.figure.value),
+                loaded,
+                _mark(v.matches if v.comparable else None),
+                v.figure.source,
+            )
+        out.out.print(table)
+    for line in result.lines:
+        for text in line.problems:
+            out.out.print(Text(f"{BAD} {text}", style="red"))
+        for text in line.warnings:
+            out.out.print(Text(f"{WARN} {text}", style="yellow"))
+    agreed = sum(line.ok for line in result.lines)
+    out.out.print(
+        f"{agreed} of {len(result.lines)} partitions agree; {len(result.problems)} mismatch(es)"
+    )
