@@ -34,7 +34,7 @@ run: $(STAMP) ## the main job: real months into the embedded Postgres, dbt model
 	$(BIN)/python -m taxi_cli.demo --local-mirror tests/data/real tests/data
 	@echo "taxi-cli is installed in $(VENV): run $(BIN)/taxi-cli --help, or first 'source $(BIN)/activate'"
 
-test: $(STAMP) ## run the whole test suite (starts its own Postgres and emulators)
+test: $(STAMP) browser ## run the whole test suite (starts its own Postgres, emulators and a headless Chromium)
 	$(BIN)/pytest -q
 
 smoke-gcp: $(STAMP) ## the cloud path against a real project (TAXI_GCP_PROJECT, TAXI_GCS_BUCKET, credentials)
