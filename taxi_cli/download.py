@@ -46,7 +46,7 @@ from taxi_cli.config import Settings
 from taxi_cli.errors import ConfigError, ConnectError, DownloadError, TransientError
 from taxi_cli.oserrors import disk_error
 from taxi_cli.redact import mask_url
-from taxi_cli.retry import backoff_delay
+from taxi_cli.retry import backoff_delay, retry_with
 
 __all__ = [
     "CONNECT_BACKOFF_MAX",
@@ -406,57 +406,74 @@ def fetch(
         part.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise disk_error(exc, part.parent) from exc
-    failures = 0
-    unreachable = 0
-    attempts = 0
-    answered = False  # the host answered at least once in this run
+    budget = _Budget(cfg, url, part)
     resumed_any = False
-    best = part.stat().st_size if part.exists() else 0  # furthest the file ever got
-    while True:
-        attempts += 1
-        try:
-            resumed = _attempt(client, url, part, progress, expected_size)
-            resumed_any = resumed_any or resumed
-            return Fetched(url, part.stat().st_size, resumed_any, attempts)
-        except _Unreachable as exc:
-            reason, retry_after = exc.reason, None
-            if not answered:
-                unreachable += 1
-                if unreachable > CONNECT_RETRIES or exc.timed_out:
-                    raise _connect_error(url, reason) from exc
-                delay = min(backoff_delay(cfg, unreachable), CONNECT_BACKOFF_MAX)
-                log.warning("%s: %s; retrying in %.1fs", _label(part), reason, delay)
-                sleep(delay)
-                continue
-            failures += 1
-        except _Retry as exc:
-            answered = True
-            reason, retry_after = exc.reason, exc.retry_after
-            now = part.stat().st_size if part.exists() else 0
-            if now > best:
-                best = now
-                failures = 1  # the file got further than ever: the budget starts again
+
+    def once() -> None:
+        nonlocal resumed_any
+        resumed_any = _attempt(client, url, part, progress, expected_size) or resumed_any
+
+    _, attempts = retry_with(once, budget, sleep=sleep)
+    return Fetched(url, part.stat().st_size, resumed_any, attempts)
+
+
+class _Budget:
+    """The retry policy of one download (`taxi_cli.retry.Policy`).
+
+    A host that never answered gets CONNECT_RETRIES short tries (exit 3 after that, or
+    at once after a connect timeout). Once it answered, `http_retries` failures in a row
+    without progress give up; a failure after the file got further than it ever did
+    restarts that count, so a slow but moving link finishes and a dead one fails fast.
+    """
+
+    def __init__(self, cfg: Settings, url: str, part: Path) -> None:
+        self.cfg, self.url, self.part = cfg, url, part
+        self.failures = 0
+        self.unreachable = 0
+        self.answered = False  # the host answered at least once in this run
+        self.best = part.stat().st_size if part.exists() else 0  # furthest it ever got
+
+    def delay(self, error: Exception, attempt: int) -> float | None:
+        if isinstance(error, _Unreachable) and not self.answered:
+            self.unreachable += 1
+            if self.unreachable > CONNECT_RETRIES or error.timed_out:
+                raise _connect_error(self.url, error.reason) from error
+            wait = min(backoff_delay(self.cfg, self.unreachable), CONNECT_BACKOFF_MAX)
+            log.warning("%s: %s; retrying in %.1fs", _label(self.part), error.reason, wait)
+            return wait
+        if isinstance(error, _Unreachable):
+            self.failures += 1
+            retry_after = None
+        elif isinstance(error, _Retry):
+            self.answered = True
+            retry_after = error.retry_after
+            now = self.part.stat().st_size if self.part.exists() else 0
+            if now > self.best:
+                self.best = now
+                self.failures = 1  # the file got further than ever: the budget starts again
             else:
-                failures += 1
-        if failures > cfg.http_retries:
+                self.failures += 1
+        else:
+            return None  # not a retryable failure: raised as it is
+        if self.failures > self.cfg.http_retries:
             then = "run again (it resumes)"
-            if part.exists() and not resumable(part):
-                discard(part)  # no ETag or Last-Modified: a later Range could splice two files
+            if self.part.exists() and not resumable(self.part):
+                discard(self.part)  # no ETag or Last-Modified: a later Range could splice
                 then = "run again"
             raise TransientError(
-                f"download of {mask_url(url)} failed after {attempts} attempts: {reason}; "
-                f"check the network or the mirror, then {then}"
-            )
-        delay = backoff_delay(cfg, failures, retry_after)
+                f"download of {mask_url(self.url)} failed after {attempt} attempts: "
+                f"{error.reason}; check the network or the mirror, then {then}"
+            ) from error
+        wait = backoff_delay(self.cfg, self.failures, retry_after)
         log.warning(
             "%s: %s; retrying in %.1fs (%d/%d)",
-            _label(part),
-            reason,
-            delay,
-            failures,
-            cfg.http_retries,
+            _label(self.part),
+            error.reason,
+            wait,
+            self.failures,
+            self.cfg.http_retries,
         )
-        sleep(delay)
+        return wait
 
 
 def validators(part: Path) -> tuple[str | None, str | None]:
