@@ -247,3 +247,49 @@ def test_extract_reports_every_file_done_or_failed_and_exits_4(mirror: Mirror) -
     ]
     assert payload["partitions"][0]["rows"] == 50
     assert "404" in payload["partitions"][1]["error"]
+
+
+# ---- what a run shows: per-partition timings and a byte bar while downloading -----------
+
+
+@pytest.mark.integration
+def test_the_summary_times_download_verify_and_load_per_partition(
+    mirror: Mirror, pg_url: str
+) -> None:
+    _serve(mirror, ("2020-04",))
+    result = runner.invoke(app, ["backfill", "green", "2020-04", "--pg-url", pg_url, "--json"])
+    assert result.exit_code == 0, result.stderr
+    (part,) = json.loads(result.stdout)["partitions"]
+    for phase in ("download_seconds", "verify_seconds", "load_seconds"):
+        assert isinstance(part[phase], float) and part[phase] >= 0, phase
+    assert part["seconds"] >= part["load_seconds"]
+    text = runner.invoke(
+        app, ["backfill", "green", "2020-04", "--pg-url", pg_url, "--reprocess", "completed"]
+    )
+    assert text.exit_code == 0, text.stderr
+    header = next(line for line in text.stdout.splitlines() if "partition" in line)
+    assert all(word in header for word in ("download", "verify", "load"))
+
+
+def test_a_downloading_partition_shows_its_bytes_not_a_bare_spinner() -> None:
+    import io
+
+    from rich.console import Console
+
+    from taxi_cli.catalog import GREEN, Partition
+    from taxi_cli.console import Output
+    from taxi_cli.load import Runner, RunOptions, _Event
+    from taxi_cli.plan import Action, PlanItem, State, WorkUnit
+
+    screen = io.StringIO()
+    out = Output(err=Console(file=screen, force_terminal=True, width=120))
+    item = PlanItem("green", "2020-04", "pg", State.MISSING, Action.LOAD, "not loaded yet")
+    part = Partition(GREEN, "2020-04")
+    runner_ = Runner(load_settings(), RunOptions(label="backfill"), [], [part], [item], out)
+    unit = WorkUnit(part, (item,))
+    with runner_._progress() as show:
+        show(_Event("state", unit, "downloading"))
+        show(_Event("bytes", unit, done=3 << 20, total=12 << 20))
+    shown = screen.getvalue()
+    assert "green 2020-04: downloading" in shown
+    assert "3.0/12.0 MiB" in shown
