@@ -339,7 +339,7 @@ class BqDestination:
             "status": status,
             "source_sha256": source.sha256 if source else None,
             "upstream_size": source.compressed_bytes if source else None,
-            "upstream_etag": None,  # the downloader keeps it for resuming only
+            "upstream_etag": source.etag if source else None,
             "started": started,
             "finished": datetime.now(UTC),
             "tool_version": __version__,
@@ -391,15 +391,25 @@ def latest_rows(records: Sequence[dict[str, Any]], target: str) -> list[LedgerRo
                 started=_moment_or_none(last.get("started")),
                 finished=_moment_or_none(last.get("finished")),
                 detail={
-                    k: data.get(k)
-                    for k in (
-                        "table_id",
-                        "job_id",
-                        "source_uri",
-                        "bytes_processed",
-                        "bytes_billed",
-                        "worker",
-                    )
+                    **{
+                        k: data.get(k)
+                        for k in (
+                            "table_id",
+                            "job_id",
+                            "source_uri",
+                            "bytes_processed",
+                            "bytes_billed",
+                            "worker",
+                        )
+                    },
+                    # what `check` and drift detection read of any destination: the job's
+                    # row count was checked against the source's before this row was written
+                    **({"source_rows": data.get("rows"), "quarantined": 0} if done else {}),
+                    "upstream": {
+                        "size": data.get("upstream_size"),
+                        "etag": data.get("upstream_etag"),
+                        "last_modified": None,
+                    },
                 },
                 target=target,
             )
