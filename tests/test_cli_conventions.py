@@ -73,8 +73,9 @@ def test_show_completion_per_shell(shell: str, marker: str) -> None:
 
 
 def test_show_completion_detects_the_calling_shell() -> None:
+    # `; exit $?` keeps bash the parent: a lone command would be exec'd in bash's place
     shown = subprocess.run(
-        ["bash", "-c", f"{TAXI_CLI} --show-completion"],
+        ["bash", "-c", f"{TAXI_CLI} --show-completion; exit $?"],
         capture_output=True,
         text=True,
         timeout=60,
