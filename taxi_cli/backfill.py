@@ -362,6 +362,11 @@ def run(
     with locks:
         for destination in destinations:
             destination.check()
+        since = None
+        if opts.claim:  # before the ledger read: what finishes later is another worker's
+            from taxi_cli.postgres.claims import server_time
+
+            since = server_time(cfg)
         plan, covered = plan_run(cfg, opts, destinations, partitions, taxis)
         runs = sum(item.runs for item in plan)
         log.info(
@@ -380,9 +385,9 @@ def run(
             worker=worker_name(opts.shard),
         )
         claims = None
-        if opts.claim:
+        if since is not None:
             from taxi_cli.postgres.claims import Claims
 
             runnable = list(dict.fromkeys(f"{i.taxi} {i.month}" for i in plan if i.runs))
-            claims = Claims(cfg, runnable)
+            claims = Claims(cfg, runnable, since)
         return load.execute(cfg, plan, covered, destinations, out, run_opts, claims)

@@ -58,10 +58,22 @@ class Claim:
             self._conn.close()
 
 
+def server_time(cfg: Settings) -> datetime:
+    """The target's clock, read before the plan's ledger read (see `Claims`)."""
+    with target.connect(cfg, autocommit=True) as conn:
+        row = conn.execute("SELECT clock_timestamp()").fetchone()
+    assert row is not None
+    moment: datetime = row[0]
+    return moment
+
+
 class Claims:
     """The claim queue of one run: `take()` the next partition nobody holds or finished."""
 
-    def __init__(self, cfg: Settings, keys: Sequence[str]) -> None:
+    def __init__(self, cfg: Settings, keys: Sequence[str], since: datetime) -> None:
+        """`keys`: this worker's runnable partitions, planned from a ledger read after
+        `since` (`server_time()`): a claim finished before then was already in that
+        ledger, one finished after it is another worker's, so neither is taken again."""
         self.cfg = cfg
         self.schema = ddl.check_schema(cfg.pg_schema)
         self.keys = list(keys)
@@ -83,9 +95,7 @@ class Claims:
                     ).format(_table(self.schema)),
                     [(key, i) for i, key in enumerate(self.keys)],
                 )
-            row = conn.execute("SELECT clock_timestamp()").fetchone()
-        assert row is not None
-        self.started: datetime = row[0]
+        self.started = since
 
     def take(self) -> Claim | None:
         """The next partition of this run that no worker holds and none finished since this
