@@ -603,9 +603,9 @@ def backfill_cmd(
 ) -> None:
     """Load a range of months into a target, resumably; rerun to finish what is left."""
     from taxi_cli import backfill, destinations, shard
-    from taxi_cli.catalog import parse_taxis, select
+    from taxi_cli.catalog import is_zones, parse_taxis, select
 
-    if taxis.strip().lower() == "zones":
+    if is_zones(taxis):
         raise UsageError(
             "backfill loads months; load the zone lookup with `taxi-cli load-pg zones`"
         )

@@ -466,11 +466,6 @@ def environ() -> Mapping[str, str]:
     return os.environ
 
 
-def env_flag(name: str) -> str | None:
-    """One raw environment variable, for the few switches that are not settings."""
-    return os.environ.get(name)
-
-
 @contextmanager
 def exported(values: Mapping[str, str]) -> Iterator[None]:
     """`values` in the process environment for the duration (for an in-process tool
@@ -485,10 +480,6 @@ def exported(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-def is_ci() -> bool:
-    return bool(os.environ.get("CI"))
 
 
 def hostname() -> str:

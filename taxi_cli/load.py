@@ -324,11 +324,16 @@ def load_zones(
 
 
 @dataclass
-class Fetched:
+class FileOutcome:
+    """One file of `extract`: verified (`extracted`) or failed (`error`)."""
+
     partition: Partition | None  # None: the zone lookup
-    state: str  # done | failed
     extracted: Extracted | None = None
     error: str | None = None
+
+    @property
+    def state(self) -> str:
+        return "done" if self.extracted is not None else "failed"
 
     def as_json(self) -> dict[str, Any]:
         part = self.partition
@@ -352,20 +357,20 @@ def extract_files(
     parquet: bool = False,
     force: bool = False,
     fail_fast: bool = False,
-) -> list[Fetched]:
+) -> list[FileOutcome]:
     """`extract`: every partition is fetched and verified (or found cached), each one
     reported done or failed; exit 4 when some failed (the only one's own code alone)."""
-    results: list[Fetched] = []
+    results: list[FileOutcome] = []
     errors: list[TaxiError] = []
     for part, got in extract.each_file(cfg, partitions, force=force, parquet=parquet, out=out):
         if isinstance(got, TaxiError):
             log.error("%s failed: %s", part.name, got, extra={"partition": part.name})
-            results.append(Fetched(part, "failed", error=str(got)))
+            results.append(FileOutcome(part, error=str(got)))
             errors.append(got)
             if got.exit_code in FATAL or fail_fast:
                 break
             continue
-        results.append(Fetched(part, "done", got))
+        results.append(FileOutcome(part, got))
     report_files(results, out)
     if errors:
         if len(partitions) == 1 or errors[0].exit_code in FATAL:
@@ -378,13 +383,13 @@ def extract_files(
     return results
 
 
-def extract_zones(cfg: Settings, out: Output, *, force: bool = False) -> list[Fetched]:
-    results = [Fetched(None, "done", extract.ensure_zones(cfg, force=force, out=out))]
+def extract_zones(cfg: Settings, out: Output, *, force: bool = False) -> list[FileOutcome]:
+    results = [FileOutcome(None, extract.ensure_zones(cfg, force=force, out=out))]
     report_files(results, out)
     return results
 
 
-def report_files(results: Sequence[Fetched], out: Output) -> None:
+def report_files(results: Sequence[FileOutcome], out: Output) -> None:
     """One line per file (or JSON with --json) on stdout."""
     if out.json:
         done = sum(r.state == "done" for r in results)

@@ -20,7 +20,6 @@ from taxi_cli.catalog import TAXIS, in_window, month_range
 from taxi_cli.console import Output
 from taxi_cli.plan import LedgerEntry, State, state_of
 
-STATUS_TARGETS = ("pg", "gcs", "bq")
 STYLE = {State.DONE: "green", State.FAILED: "bold red", State.MISSING: "dim"}
 
 
