@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -47,3 +50,33 @@ def md5_mismatches(conn: psycopg.Connection, table: str, pickup: str, dropoff: s
     """Rows whose loaded unique_row_id differs from PostgreSQL's own md5 formula."""
     formula = SQL_MD5.format(p=pickup, d=dropoff)
     return count(conn, table, f"unique_row_id IS DISTINCT FROM {formula}")
+
+
+def wait_for_copy(conn: psycopg.Connection[Any], proc: subprocess.Popen[Any]) -> int:
+    """Poll pg_stat_progress_copy until a COPY into this database has rows in flight;
+    the rows so far. Fails if `proc` ends first (the fault would come too late)."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the process ended before its COPY was seen"
+        row = conn.execute(
+            "SELECT max(tuples_processed) FROM pg_stat_progress_copy "
+            "WHERE datname = current_database()"
+        ).fetchone()
+        if row and row[0]:
+            return int(row[0])
+        time.sleep(0.02)
+    raise AssertionError("no COPY in progress seen")
+
+
+def wait_backends_gone(conn: psycopg.Connection[Any]) -> None:
+    """Until no other session is left in this database (a killed client's backend ends)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        others = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+        if others == (0,):
+            return
+        time.sleep(0.05)
+    raise AssertionError("a backend of the stopped client is still there")

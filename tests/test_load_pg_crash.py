@@ -9,14 +9,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from tests.fixtures_mirror import Mirror
-from tests.pg_helpers import CLI, count
+from tests.pg_helpers import CLI, count, wait_backends_gone, wait_for_copy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 Y01, Y02 = "yellow_tripdata_2021-01.csv", "yellow_tripdata_2021-02.csv"
@@ -33,33 +32,6 @@ def _run(*args: str, data_dir: str | None = None) -> None:
     proc = _cli(*args, data_dir=data_dir)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err.decode()
-
-
-def _wait_for_copy(conn: psycopg.Connection, proc: subprocess.Popen[bytes]) -> int:
-    """Poll pg_stat_progress_copy until the loader's COPY has rows in flight."""
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the load finished before it could be killed"
-        row = conn.execute(
-            "SELECT tuples_processed FROM pg_stat_progress_copy WHERE datname = current_database()"
-        ).fetchone()
-        if row and row[0] > 0:
-            return int(row[0])
-        time.sleep(0.05)
-    raise AssertionError("no COPY in progress seen")
-
-
-def _wait_backends_gone(conn: psycopg.Connection) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ).fetchone()
-        if row == (0,):
-            return
-        time.sleep(0.05)
-    raise AssertionError("the killed loader's backend is still there")
 
 
 def test_sigkill_mid_copy_leaves_the_previous_content(
@@ -81,12 +53,12 @@ def test_sigkill_mid_copy_leaves_the_previous_content(
         _run("extract", "yellow", "2021-01", "-q", data_dir=big)  # downloaded, verified
         proc = _cli("load-pg", "yellow", "2021-01", "--pg-url", pg_url, "-q", data_dir=big)
         try:
-            in_flight = _wait_for_copy(conn, proc)
+            in_flight = wait_for_copy(conn, proc)
             os.kill(proc.pid, signal.SIGKILL)
         finally:
             proc.wait(timeout=60)
         assert proc.returncode == -signal.SIGKILL and in_flight > 0
-        _wait_backends_gone(conn)
+        wait_backends_gone(conn)
 
         assert count(conn, "yellow_tripdata") == 1_000
         ids_after = conn.execute(

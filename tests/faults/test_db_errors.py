@@ -30,7 +30,7 @@ from tests.faults.db_support import (
     tcp_url,
 )
 from tests.fixtures_mirror import Mirror
-from tests.pg_helpers import count
+from tests.pg_helpers import count, wait_for_copy
 
 pytestmark = [pytest.mark.integration]
 # the suite's fixtures (a module, not a conftest: other fault files share the folder)
@@ -183,19 +183,6 @@ def test_a_full_disk_on_the_server(
     assert _ids(admin) == before
 
 
-def _wait_for_copy(conn: psycopg.Connection, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the load finished before the fault"
-        row = conn.execute(
-            "SELECT tuples_processed FROM pg_stat_progress_copy WHERE datname = current_database()"
-        ).fetchone()
-        if row and row[0] > 0:
-            return
-        time.sleep(0.02)
-    raise AssertionError("no COPY in progress seen")
-
-
 def test_a_lost_connection_fails_load_pg_and_keeps_the_rows(  # type: ignore[no-untyped-def]
     mirror: Mirror, pg_url: str, admin, tcp_front: TcpFront, tmp_path: Path
 ) -> None:
@@ -207,7 +194,7 @@ def test_a_lost_connection_fails_load_pg_and_keeps_the_rows(  # type: ignore[no-
     fresh = {"TAXI_DATA_DIR": str(tmp_path / "grown")}
     assert cli("extract", "green", "2020-01", "-q", env=fresh).code == 0
     proc = start("load-pg", "green", "2020-01", "--pg-url", url, env=fresh)
-    _wait_for_copy(admin, proc)
+    wait_for_copy(admin, proc)
     tcp_front.cut()
     run = finish(proc)
     # a lost connection is transient: the partition is retried on a new one, and the
@@ -306,7 +293,7 @@ def test_a_server_that_vanishes_without_a_reset(  # type: ignore[no-untyped-def]
     assert cli("extract", "green", "2020-01", "-q", env=fresh).code == 0
     url = tcp_url(tcp_front, pg_url) + "?tcp_user_timeout=2000"
     proc = start("load-pg", "green", "2020-01", "--pg-url", url, env=fresh)
-    _wait_for_copy(admin, proc)
+    wait_for_copy(admin, proc)
     tcp_front.freeze()
     run = finish(proc, timeout=240)
     # the loss is retried like any transient failure; the frozen peer then does not

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -19,38 +18,15 @@ from taxi_cli.destinations import lock_name, make
 from taxi_cli.lock import RunLock, lock_path
 from tests.faults.db_support import cli, interrupt, start
 from tests.fixtures_mirror import Mirror, rel_path
+from tests.pg_helpers import wait_backends_gone, wait_for_copy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SIGNALS = [signal.SIGTERM, signal.SIGINT]
 
 
-def _wait_for_copy(conn: psycopg.Connection, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the command finished before the signal"
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_progress_copy WHERE datname = current_database() "
-            "AND tuples_processed > 0"
-        ).fetchone()
-        if row and row[0] > 0:
-            return
-        time.sleep(0.02)
-    raise AssertionError("no COPY in progress seen")
-
-
 def _nothing_left(conn: psycopg.Connection) -> None:
     """No other session is left in the database, and so no lock of any kind."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        others = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ).fetchone()
-        if others == (0,):
-            break
-        time.sleep(0.05)
-    else:
-        raise AssertionError("a backend of the interrupted run is still there")
+    wait_backends_gone(conn)
     locks = conn.execute(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' OR "
         "(pid <> pg_backend_pid() AND database = (SELECT oid FROM pg_database "
@@ -86,7 +62,7 @@ def test_load_pg_mid_copy(  # type: ignore[no-untyped-def]
     grown = {"TAXI_DATA_DIR": str(tmp_path / "grown")}
     assert cli("extract", "green", "2020-01", "-q", env=grown).code == 0
     proc = start("load-pg", "green", "2020-01", "--pg-url", pg_url, env=grown)
-    _wait_for_copy(pg_conn, proc)
+    wait_for_copy(pg_conn, proc)
     _interrupted(interrupt(proc, sig))
     _nothing_left(pg_conn)
     assert _content(pg_conn) == before
@@ -102,7 +78,7 @@ def test_backfill_with_workers_mid_copy(  # type: ignore[no-untyped-def]
         mirror.add_month("green", month, rows=300_000, seed=4)
     assert cli("extract", "green", "2020-01..2020-03", "-q").code == 0
     proc = start("backfill", "green", "2020-01..2020-03", "--pg-url", pg_url, "-j", "2")
-    _wait_for_copy(pg_conn, proc)
+    wait_for_copy(pg_conn, proc)
     _interrupted(interrupt(proc, sig))
     _nothing_left(pg_conn)
     # whatever committed before the signal is done in full; nothing else is there
