@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -80,3 +81,23 @@ def wait_backends_gone(conn: psycopg.Connection[Any]) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("a backend of the stopped client is still there")
+
+
+CopyRow = tuple[bytes | None, ...]
+
+
+def decode_copy_rows(data: bytes) -> list[CopyRow]:
+    """Binary COPY tuples (no signature or trailer) as tuples of raw field bytes."""
+    out: list[CopyRow] = []
+    pos = 0
+    while pos < len(data):
+        (n,) = struct.unpack_from(">h", data, pos)
+        pos += 2
+        fields: list[bytes | None] = []
+        for _ in range(n):
+            (size,) = struct.unpack_from(">i", data, pos)
+            pos += 4
+            fields.append(None if size < 0 else data[pos : pos + size])
+            pos += max(size, 0)
+        out.append(tuple(fields))
+    return out

@@ -16,7 +16,15 @@ from taxi_cli.catalog import FHV, FHVHV, GREEN, YELLOW, TaxiType
 from taxi_cli.postgres import rows
 from taxi_cli.postgres.loader import load_file
 from taxi_cli.synthetic import write_month
-from tests.pg_helpers import GREEN_04, GREEN_10, md5_mismatches, sha256, write_gz
+from tests.pg_helpers import (
+    GREEN_04,
+    GREEN_10,
+    CopyRow,
+    decode_copy_rows,
+    md5_mismatches,
+    sha256,
+    write_gz,
+)
 
 # Not importorskip: the extension is optional for installs without a C compiler, but the
 # machines that run these tests have one, so a missing build is a failure, not a skip.
@@ -27,39 +35,17 @@ except ImportError as exc:  # pragma: no cover - only on a broken build
         "taxi_cli.postgres._fastcopy was not built; run `make install` with gcc available"
     ) from exc
 
-Row = tuple[bytes | None, ...]
-
-
-def _decode(data: bytes) -> list[Row]:
-    """Binary COPY tuples (no signature or trailer) as tuples of raw field bytes."""
-    out: list[Row] = []
-    pos = 0
-    while pos < len(data):
-        (n,) = struct.unpack_from(">h", data, pos)
-        pos += 2
-        fields: list[bytes | None] = []
-        for _ in range(n):
-            (size,) = struct.unpack_from(">i", data, pos)
-            pos += 4
-            if size < 0:
-                fields.append(None)
-            else:
-                fields.append(data[pos : pos + size])
-                pos += size
-        out.append(tuple(fields))
-    return out
-
 
 def _stream(taxi: TaxiType) -> rows.TripStream:
     return rows.TripStream(Path("x.csv.gz"), taxi)
 
 
-def _python_rows(taxi: TaxiType, block: bytes, monkeypatch: pytest.MonkeyPatch) -> list[Row]:
+def _python_rows(taxi: TaxiType, block: bytes, monkeypatch: pytest.MonkeyPatch) -> list[CopyRow]:
     stream = _stream(taxi)
     with monkeypatch.context() as m:
         m.setattr(rows, "_fastcopy", None)
         data, _ = stream._block(block, 2, len(taxi.columns))
-    return _decode(data)
+    return decode_copy_rows(data)
 
 
 def _fast(taxi: TaxiType, block: bytes) -> tuple[bytes, int] | None:
@@ -84,7 +70,7 @@ def _assert_same(taxi: TaxiType, block: bytes, monkeypatch: pytest.MonkeyPatch) 
     fast = _fast(taxi, block)
     assert fast is not None, "the fast path declined a canonical block"
     data, n = fast
-    got = _decode(data)
+    got = decode_copy_rows(data)
     assert n == len(got)
     expected = _python_rows(taxi, block, monkeypatch)
     assert Counter(got) == Counter(expected)  # the Python path orders rows by shape
@@ -155,7 +141,7 @@ def test_edge_numbers_hash_as_rowid_renders_them() -> None:
     plan = hash_plan(YELLOW, YELLOW.header)
     fast = _fast(YELLOW, "\n".join(EDGE).encode())
     assert fast is not None
-    ids = [r[0] for r in _decode(fast[0])]
+    ids = [r[0] for r in decode_copy_rows(fast[0])]
     assert ids == [row_id(line.split(","), plan).encode() for line in EDGE]
 
 
@@ -185,7 +171,7 @@ def test_random_numbers_equal_python_float_and_rowid() -> None:
             declined += 1
             continue
         assert fast is not None, number
-        (row,) = _decode(fast[0])
+        (row,) = decode_copy_rows(fast[0])
         assert row[11] == struct.pack(">d", float(number)), number  # fare_amount
         assert row[0] == row_id(line.split(","), plan).encode(), number
         taken += 1

@@ -4,7 +4,6 @@ or the row is refused as a bad row. Every expectation is computed by the real se
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import psycopg
@@ -15,7 +14,7 @@ from taxi_cli.catalog import YELLOW
 from taxi_cli.errors import DataError
 from taxi_cli.postgres.loader import load_file
 from taxi_cli.postgres.rows import TripStream
-from tests.pg_helpers import count
+from tests.pg_helpers import count, decode_copy_rows
 
 pytestmark = pytest.mark.integration
 NAME = "yellow_tripdata_2020-07.csv"
@@ -229,29 +228,13 @@ def test_invalid_utf8_and_nul_rows_are_quarantined_and_the_rest_loads(
     assert count(pg_conn, "yellow_tripdata", f"unique_row_id IS DISTINCT FROM {FORMULA}") == 0
 
 
-def _decoded_rows(data: bytes) -> list[tuple[bytes | None, ...]]:
-    out = []
-    pos = 0
-    while pos < len(data):
-        (n,) = struct.unpack_from(">h", data, pos)
-        pos += 2
-        fields: list[bytes | None] = []
-        for _ in range(n):
-            (size,) = struct.unpack_from(">i", data, pos)
-            pos += 4
-            fields.append(None if size < 0 else data[pos : pos + size])
-            pos += max(size, 0)
-        out.append(tuple(fields))
-    return out
-
-
 def test_a_quoted_line_break_across_a_block_boundary_is_one_record(tmp_path: Path) -> None:
     rows = [_row(f"L{i}", 0, '"1\n2\n3"' if i % 7 == 3 else "1") for i in range(200)]
     rows[151] = _row("L151", 10, "oops")  # a bad value after the multi-line records
     stream = TripStream(_file(tmp_path, rows), YELLOW, quarantine=True, block_bytes=300)
     data = b"".join(stream.batches())
     body = data[len(b"PGCOPY\n\xff\r\n\x00") + 8 : -2]
-    decoded = _decoded_rows(body)
+    decoded = decode_copy_rows(body)
     assert len(decoded) == stream.rows == 199
     assert sum(r[1] == b"1\n2\n3" for r in decoded) == len([i for i in range(200) if i % 7 == 3])
     # the file line of the bad row counts the line breaks inside the quoted fields
