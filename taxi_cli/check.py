@@ -19,7 +19,7 @@ sum. Any mismatch exits 1 naming the file and the difference; all agreeing exits
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,7 @@ from rich.text import Text
 from taxi_cli import figures
 from taxi_cli.catalog import TAXIS, Partition
 from taxi_cli.console import Output
-from taxi_cli.destinations import Destination
+from taxi_cli.destinations import CountsRows, Destination
 from taxi_cli.errors import DataError, UsageError
 from taxi_cli.model import LedgerRow
 from taxi_cli.quality import Outcome
@@ -115,9 +115,8 @@ class Result:
 
 def actual_rows(destination: Destination, entries: Sequence[LedgerRow]) -> dict[str, int]:
     """filename -> rows the destination holds now."""
-    counter: Callable[[], dict[str, int]] | None = getattr(destination, "actual_rows", None)
-    if counter is not None:
-        return counter()
+    if isinstance(destination, CountsRows):
+        return destination.actual_rows()
     if destination.name == "gcs":
         return _gcs_rows(destination, entries)
     if destination.name == "bq":

@@ -765,10 +765,9 @@ def runs_cmd(
     out = output(json_out=json_out)
     cfg = settings(pg_url=pg_url, pg_schema=schema, pg_data=pg_data)
     (made,) = destinations.make(cfg, TargetName(str(target)), reading=True)
-    reader = getattr(made, "runs", None)
-    if reader is None:
+    if not isinstance(made, destinations.KeepsRuns):
         raise UsageError(f"{target} keeps no run history yet; use --target pg")
-    found = reader()
+    found = made.runs()
     if out.json:
         out.emit_json({"target": str(target), "runs": [r.as_json() for r in found]})
         return

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from taxi_cli.choices import BadRows, LakeFormat, Mode, TargetName
 from taxi_cli.config import Settings
@@ -28,6 +28,7 @@ from taxi_cli.plan import Action
 if TYPE_CHECKING:
     from taxi_cli.console import Output
     from taxi_cli.gcp.destinations import GcsDestination
+    from taxi_cli.runs import RunRecord
 
 
 class Destination(Protocol):
@@ -61,6 +62,31 @@ class Destination(Protocol):
 
     def load_zones(self, source: Extracted, *, force: bool, staged: Loaded | None = None) -> Loaded:
         """The zone lookup (not a partition: no ledger row of its own)."""
+        ...
+
+
+# Capabilities only some destinations have (pg today), declared so that a caller asks
+# `isinstance(d, KeepsRuns)` rather than probing for a method by its name.
+
+
+@runtime_checkable
+class CountsRows(Protocol):
+    def actual_rows(self) -> dict[str, int]:
+        """filename -> rows the destination holds now, counted there."""
+        ...
+
+
+@runtime_checkable
+class KeepsRuns(Protocol):
+    def record_run(self, run: RunRecord) -> None: ...
+
+    def runs(self) -> list[RunRecord]: ...
+
+
+@runtime_checkable
+class HasMart(Protocol):
+    def revenue(self) -> tuple[list[tuple[str, float]], list[tuple[str, float]]] | None:
+        """Revenue by borough and the top zones, where dbt has built the mart."""
         ...
 
 

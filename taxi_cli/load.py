@@ -40,7 +40,7 @@ from taxi_cli.catalog import Partition
 from taxi_cli.choices import Reprocess
 from taxi_cli.config import Settings
 from taxi_cli.console import Output
-from taxi_cli.destinations import Destination
+from taxi_cli.destinations import Destination, KeepsRuns
 from taxi_cli.download import make_client
 from taxi_cli.errors import (
     ConfigError,
@@ -267,11 +267,10 @@ def record_run(
         sum({(o.item.taxi, o.item.month): o.downloaded_bytes for o in summary.outcomes}.values()),
     )
     for destination in destinations:
-        recorder = getattr(destination, "record_run", None)
-        if recorder is None:
+        if not isinstance(destination, KeepsRuns):
             continue
         try:
-            recorder(run)
+            destination.record_run(run)
         except Exception as exc:  # the history is a report, not the ledger of record
             log.warning("could not record the run in %s: %s", destination.name, exc)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from taxi_cli import check
 from taxi_cli.catalog import month_range
-from taxi_cli.destinations import Destination
+from taxi_cli.destinations import Destination, HasMart, KeepsRuns
 from taxi_cli.errors import TaxiError
 from taxi_cli.model import LedgerRow
 from taxi_cli.quality import CHECKS
@@ -55,14 +55,12 @@ def gather(destination: Destination) -> Data:
     entries = [e for e in destination.ledger(read_only=True) if e.month]
     actual = check.actual_rows(destination, entries) if entries else {}
     result = check.reconcile(destination.name, entries, actual)
-    runs = getattr(destination, "runs", None)
-    revenue = getattr(destination, "revenue", None)
     return Data(
         destination.name,
         entries,
         result,
-        list(runs()) if runs else [],
-        revenue() if revenue and entries else None,
+        destination.runs() if isinstance(destination, KeepsRuns) else [],
+        destination.revenue() if isinstance(destination, HasMart) and entries else None,
         datetime.now(UTC),
     )
 
