@@ -2,15 +2,19 @@
 published figures?
 
 For every partition the ledger records (or those named), the rows actually there are
-counted now (pg: `SELECT filename, count(*)` over the trip tables; gcs: the object's
-recorded row count; bq: a COUNT per filename), never taken from the ledger, and
-compared with:
+counted now (pg: `SELECT filename, count(*)` over the trip tables; gcs: the rows in
+each Parquet object's footer, read by a ranged GET, or for a csv.gz object its size, md5
+and crc32c against its load record; bq: a COUNT per filename), never taken from the
+ledger, and compared with:
 
 - the ledger's rows (what the load committed),
 - what the source counted while verifying, less the rows quarantined (replace mode),
 - the published count of that file, when one is known (`taxi_cli.figures`),
 - the data checks recorded by the load (`taxi_cli.quality`): a breach is a warning, or a
   mismatch with `--checks fail`.
+
+gcs keeps a load record apart from each object (`taxi_cli.gcp.records`), so an object
+deleted or replaced behind taxi-cli's back is a mismatch naming it.
 
 Then each known yearly or monthly figure the partitions cover is compared with their
 sum. Any mismatch exits 1 naming the file and the difference; all agreeing exits 0.
@@ -27,9 +31,9 @@ from rich.table import Table
 from rich.text import Text
 
 from taxi_cli import figures
-from taxi_cli.catalog import TAXIS, Partition
+from taxi_cli.catalog import Partition
 from taxi_cli.console import Output
-from taxi_cli.destinations import CountsRows, Destination
+from taxi_cli.destinations import Audit, Audits, CountsRows, Destination
 from taxi_cli.errors import DataError, UsageError
 from taxi_cli.model import LedgerRow
 from taxi_cli.quality import Outcome
@@ -113,47 +117,22 @@ class Result:
 # ---- counting what is there -------------------------------------------------------------
 
 
+def observe(destination: Destination) -> Audit:
+    """The ledger of record and the rows there now: a destination whose ledger is kept
+    apart from its data (gcs, bq) audits itself; pg counts per filename in its tables."""
+    if isinstance(destination, Audits):
+        return destination.audit()
+    entries = list(destination.ledger(read_only=True))
+    return Audit(entries, actual_rows(destination, entries) if entries else {})
+
+
 def actual_rows(destination: Destination, entries: Sequence[LedgerRow]) -> dict[str, int]:
     """filename -> rows the destination holds now."""
     if isinstance(destination, CountsRows):
         return destination.actual_rows()
-    if destination.name == "gcs":
-        return _gcs_rows(destination, entries)
-    if destination.name == "bq":
-        return _bq_rows(destination, entries)
+    if isinstance(destination, Audits):
+        return destination.audit().actual
     raise UsageError(f"check cannot count the rows of {destination.name}")
-
-
-def _gcs_rows(destination: Any, entries: Sequence[LedgerRow]) -> dict[str, int]:
-    """The row count each object carries (its `taxi-cli-rows` metadata, set at upload)."""
-    counts: dict[str, int] = {}
-    lake = destination.lake()
-    for entry in entries:  # the gcs ledger's `file` is the object's URI
-        if entry.month is None or entry.taxi not in TAXIS or not entry.file.startswith("gs://"):
-            continue
-        blob = lake.get(entry.file.split("/", 3)[3])
-        if blob is None:
-            continue
-        rows = (blob.metadata or {}).get("taxi-cli-rows")
-        if rows is not None and str(rows).isdigit():
-            counts[entry.file] = int(rows)
-    return counts
-
-
-def _bq_rows(destination: Any, entries: Sequence[LedgerRow]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    warehouse = destination.warehouse()
-    for taxi in sorted({e.taxi for e in entries if e.taxi in TAXIS}):
-        table = warehouse.table_id(f"{taxi}_tripdata")
-        try:
-            job = warehouse.client.query(
-                f"SELECT filename, COUNT(*) AS n FROM `{table}` GROUP BY filename"
-            )
-            for row in job.result():
-                counts[str(row["filename"])] = int(row["n"])
-        except Exception as exc:  # no such table: nothing of it is there
-            log.debug("counting %s: %s", table, exc)
-    return counts
 
 
 # ---- reconciling ------------------------------------------------------------------------
@@ -167,8 +146,10 @@ def reconcile(
     partitions: Sequence[Partition] | None = None,
     taxis: Sequence[str] | None = None,
     strict: bool = False,
+    audit: Audit | None = None,
 ) -> Result:
-    """Compare each ledger row (of `partitions` or `taxis`, when given) with what is there."""
+    """Compare each ledger row (of `partitions` or `taxis`, when given) with what is there
+    (and add what `audit` found wrong or unverified of each file)."""
     wanted = {(p.taxi.name, p.month) for p in partitions} if partitions is not None else None
 
     def picked(taxi: str, month: str | None) -> bool:
@@ -178,6 +159,10 @@ def reconcile(
 
     chosen = [e for e in entries if picked(e.taxi, e.month)]
     lines = [_line(e, actual, strict) for e in sorted(chosen, key=lambda e: (e.month, e.taxi))]
+    for line in lines:
+        if audit is not None:
+            line.problems += audit.problems.get(line.file, [])
+            line.warnings += audit.warnings.get(line.file, [])
     recorded = {e.file for e in entries}
     for name in sorted(set(actual) - recorded):
         taxi, _, rest = name.partition("_tripdata_")
@@ -262,10 +247,15 @@ def run(
     strict: bool = False,
 ) -> Result:
     """`taxi-cli check`: print the reconciliation; DataError (exit 1) on any mismatch."""
-    entries = list(destination.ledger(read_only=True))
-    actual = actual_rows(destination, entries) if entries else {}
+    seen = observe(destination)
     result = reconcile(
-        destination.name, entries, actual, partitions=partitions, taxis=taxis, strict=strict
+        destination.name,
+        seen.entries,
+        seen.actual,
+        partitions=partitions,
+        taxis=taxis,
+        strict=strict,
+        audit=seen,
     )
     render(result, out)
     problems = result.problems

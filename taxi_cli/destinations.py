@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from taxi_cli.choices import BadRows, LakeFormat, Mode, TargetName
@@ -73,6 +73,26 @@ class Destination(Protocol):
 class CountsRows(Protocol):
     def actual_rows(self) -> dict[str, int]:
         """filename -> rows the destination holds now, counted there."""
+        ...
+
+
+@dataclass(frozen=True)
+class Audit:
+    """What `check` compares, as a destination that keeps its ledger apart from its data
+    (gcs records, bq's table) sees it: every partition the ledger of record holds (also
+    those whose data is gone), the rows counted in the destination now per file, and
+    what else is wrong or unverified per file (an object deleted or replaced)."""
+
+    entries: Sequence[LedgerRow]
+    actual: dict[str, int]
+    problems: dict[str, list[str]] = field(default_factory=dict)
+    warnings: dict[str, list[str]] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Audits(Protocol):
+    def audit(self) -> Audit:
+        """Read-only: the ledger of record against what the destination holds now."""
         ...
 
 

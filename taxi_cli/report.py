@@ -52,9 +52,9 @@ class Data:
 
 def gather(destination: Destination) -> Data:
     """Read everything the report shows (read-only)."""
-    entries = [e for e in destination.ledger(read_only=True) if e.month]
-    actual = check.actual_rows(destination, entries) if entries else {}
-    result = check.reconcile(destination.name, entries, actual)
+    seen = check.observe(destination)
+    entries = [e for e in seen.entries if e.month]
+    result = check.reconcile(destination.name, entries, seen.actual, audit=seen)
     return Data(
         destination.name,
         entries,

@@ -3,7 +3,9 @@
 A record says when a run started and ended, how many partitions were done, skipped and
 failed, the rows it loaded, who ran it (the worker) and the command line with secrets
 masked (`redact.mask_dsn`, plus the value of any option that names a password, a key or
-a token). pg keeps them in `{schema}.taxi_cli_runs`; recording never fails a run.
+a token). pg keeps them in `{schema}.taxi_cli_runs`, gcs as one JSON object per run under
+`{prefix}_taxi_cli/runs/`, bq in the append-only `{dataset}.taxi_cli_runs` (a load job:
+no DML, no streaming); recording never fails a run.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from taxi_cli.redact import MASK, mask_dsn
@@ -70,3 +72,26 @@ class RunRecord:
             "status": self.status,
             "downloaded_bytes": self.downloaded_bytes,
         }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunRecord:
+        """The inverse of `as_json` (gcs and bq keep runs as JSON or rows of it)."""
+        return cls(
+            _moment(data["started"]),
+            _moment(data["finished"]),
+            str(data.get("command") or ""),
+            str(data.get("label") or ""),
+            str(data.get("worker") or ""),
+            int(data.get("done") or 0),
+            int(data.get("skipped") or 0),
+            int(data.get("failed") or 0),
+            int(data.get("rows") or 0),
+            float(data.get("seconds") or 0.0),
+            str(data.get("status") or ""),
+            int(data.get("downloaded_bytes") or 0),
+        )
+
+
+def _moment(value: Any) -> datetime:
+    found = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return found if found.tzinfo else found.replace(tzinfo=UTC)

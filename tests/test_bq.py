@@ -157,7 +157,7 @@ def test_real_month_loads_once_with_postgres_row_ids(
 
     # No staging table: the trip table and the ledger only.
     tables = [t.table_id for t in gcp.bigquery().list_tables(f"{gcp.project}.{gcp.dataset}")]
-    assert sorted(tables) == ["green_tripdata", "taxi_cli_loads"]
+    assert sorted(tables) == ["green_tripdata", "taxi_cli_loads", "taxi_cli_runs"]
 
 
 def test_main_table_schema_partitioning_and_clustering(gcp: Gcp, real_green: Path) -> None:

@@ -66,7 +66,7 @@ def test_a_parquet_month_is_one_load_job_into_its_partition_decorator(
     # No staging table and no query writing the trip table: the object has the row ids.
     assert _trip_jobs(gcp, "query") == []
     created = {r.json["tableReference"]["tableId"] for r in _table_inserts(gcp)}
-    assert created == {"green_tripdata", "taxi_cli_loads"}
+    assert created == {"green_tripdata", "taxi_cli_loads", "taxi_cli_runs"}
     _assert_no_dml(gcp)
     # Result in the emulator: the partition holds the month.
     [(n, month)] = gcp.query(f"SELECT COUNT(*), MIN(file_month) FROM {gcp.table('green_tripdata')}")

@@ -406,7 +406,8 @@ class Warehouse:
     ) -> bigquery.QueryJob:
         from google.cloud import bigquery
 
-        config = bigquery.QueryJobConfig()
+        # A runaway query fails instead of billing (the dbt profile has the same cap).
+        config = bigquery.QueryJobConfig(maximum_bytes_billed=self.cfg.bq_max_bytes_billed or None)
         if destination is not None:
             config.destination = destination
             config.write_disposition = bigquery.WriteDisposition.WRITE_TRUNCATE
@@ -564,24 +565,70 @@ class Warehouse:
     def append_ledger(self, records: Sequence[dict[str, Any]]) -> JobStats:
         """Append ledger rows with a load job (WRITE_APPEND): no DML, no streaming, both
         refused in the sandbox (https://cloud.google.com/bigquery/docs/sandbox#limits)."""
+        return self._append(self.ensure_ledger(), bq_schema.ledger_schema(), records, "ledger")
+
+    def _append(
+        self,
+        table_id: str,
+        schema: list[bigquery.SchemaField],
+        records: Sequence[dict[str, Any]],
+        step: str,
+    ) -> JobStats:
         from google.cloud import bigquery
 
-        table_id = self.ensure_ledger()
         config = bigquery.LoadJobConfig(
-            schema=bq_schema.ledger_schema(),
+            schema=schema,
             source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
             write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
             create_disposition=bigquery.CreateDisposition.CREATE_NEVER,
+            # a table made by an older taxi-cli gains the newer columns (NULL in old rows)
+            schema_update_options=[bigquery.SchemaUpdateOption.ALLOW_FIELD_ADDITION],
         )
         rows = [_json_safe(r) for r in records]
         job = self._run(
-            "ledger",
+            step,
             lambda: self.client.load_table_from_json(
-                rows, table_id, job_config=config, job_id_prefix="taxi_cli_ledger_"
+                rows, table_id, job_config=config, job_id_prefix=f"taxi_cli_{step}_"
             ),
-            f"recording the load in {table_id}",
+            f"recording the {'run' if step == 'runs' else 'load'} in {table_id}",
         )
-        return _load_stats("ledger", job)
+        return _load_stats(step, job)
+
+    def append_run(self, record: dict[str, Any]) -> JobStats:
+        """One row into `{dataset}.taxi_cli_runs`, made if missing (a load job too)."""
+        from google.cloud import bigquery
+
+        table_id = self.table_id(bq_schema.RUNS_TABLE)
+        table = bigquery.Table(table_id, schema=bq_schema.runs_schema())
+        table.description = "taxi-cli: one row per load run (append-only)"
+        try:
+            self.client.create_table(table, exists_ok=True)
+        except Exception as exc:
+            raise clients.api_error(exc, f"creating table {table_id}", self.auth) from exc
+        return self._append(table_id, bq_schema.runs_schema(), [record], "runs")
+
+    def file_counts(self, taxis: Sequence[str]) -> dict[str, int]:
+        """filename -> rows in each taxi's trip table now: one COUNT per table (it reads
+        the `filename` column only; capped by `bq_max_bytes_billed`)."""
+        from google.api_core import exceptions as gexc
+
+        counts: dict[str, int] = {}
+        for taxi in taxis:
+            table = self.table_id(f"{taxi}_tripdata")
+            try:
+                self.client.get_table(table)
+            except gexc.NotFound:
+                continue  # nothing of it is there
+            except Exception as exc:
+                raise clients.api_error(exc, f"reading table {table}", self.auth) from exc
+            job = self._query(
+                f"SELECT filename, COUNT(*) AS n FROM `{table}` GROUP BY filename",
+                f"counting the rows per file of {table}",
+                f"taxi_cli_{taxi}_check_",
+            )
+            for row in job.result():
+                counts[str(row["filename"])] = int(row["n"])
+        return counts
 
 
 def old_layout(table: Any) -> bool:
@@ -636,15 +683,37 @@ def read_ledger(
 ) -> list[dict[str, Any]]:
     """Every row of `{dataset}.taxi_cli_loads`, read with tabledata.list (free, no query
     job); a missing dataset or table is an empty ledger, and nothing is created."""
-    from google.api_core import exceptions as gexc
-
     auth = clients.bq_auth(cfg, project)
     client = clients.bq_client(auth, cfg.bq_location)
     name = check_dataset_name(dataset or cfg.bq_dataset)
     table_id = f"{auth.project}.{name}.{bq_schema.LEDGER_TABLE}"
+    return _read_table(client, auth, table_id, bq_schema.ledger_schema())
+
+
+def read_runs(
+    cfg: Settings, *, project: str | None = None, dataset: str | None = None
+) -> list[dict[str, Any]]:
+    """Every row of `{dataset}.taxi_cli_runs` (tabledata.list: free); none when missing."""
+    auth = clients.bq_auth(cfg, project)
+    client = clients.bq_client(auth, cfg.bq_location)
+    name = check_dataset_name(dataset or cfg.bq_dataset)
+    table_id = f"{auth.project}.{name}.{bq_schema.RUNS_TABLE}"
+    return _read_table(client, auth, table_id, bq_schema.runs_schema())
+
+
+def _read_table(
+    client: Any, auth: clients.Auth, table_id: str, schema: list[bigquery.SchemaField]
+) -> list[dict[str, Any]]:
+    from google.api_core import exceptions as gexc
+
     try:
-        rows = client.list_rows(table_id, selected_fields=bq_schema.ledger_schema())
-        return [dict(row.items()) for row in rows]
+        try:
+            rows = client.list_rows(table_id, selected_fields=schema)
+            return [dict(row.items()) for row in rows]
+        except gexc.BadRequest:
+            # a table from an older taxi-cli lacks a newer column: read what it has
+            rows = client.list_rows(client.get_table(table_id))
+            return [dict(row.items()) for row in rows]
     except gexc.NotFound:
         return []
     except Exception as exc:

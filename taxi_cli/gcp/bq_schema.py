@@ -84,6 +84,28 @@ LEDGER_FIELDS = (
     ("error", "STRING"),
     ("tool_version", "STRING"),
     ("worker", "STRING"),  # who loaded it: a backfill shard, host and pid
+    # Added later (appended with ALLOW_FIELD_ADDITION, so older tables grow them):
+    ("upstream_modified", "STRING"),  # the release asset's Last-Modified, when known
+    ("source_rows", "INT64"),  # rows the source counted while verifying
+    ("quarantined", "INT64"),  # rows set aside (none: a bad row fails the whole file)
+    ("source_bytes", "INT64"),  # the release file's uncompressed size
+    ("checks", "STRING"),  # the data checks (`taxi_cli.quality.Outcome`), JSON
+)
+
+RUNS_TABLE = "taxi_cli_runs"  # one row per load run (`taxi_cli.runs`), append-only
+RUNS_FIELDS = (
+    ("started", "TIMESTAMP"),
+    ("finished", "TIMESTAMP"),
+    ("command", "STRING"),  # secrets masked
+    ("label", "STRING"),
+    ("worker", "STRING"),
+    ("done", "INT64"),
+    ("skipped", "INT64"),
+    ("failed", "INT64"),
+    ("rows", "INT64"),
+    ("seconds", "FLOAT64"),
+    ("status", "STRING"),
+    ("downloaded_bytes", "INT64"),
 )
 
 
@@ -153,6 +175,10 @@ def zones_schema() -> list[bigquery.SchemaField]:
 
 def ledger_schema() -> list[bigquery.SchemaField]:
     return [_field(n, t) for n, t in LEDGER_FIELDS]
+
+
+def runs_schema() -> list[bigquery.SchemaField]:
+    return [_field(n, t) for n, t in RUNS_FIELDS]
 
 
 def pickup_column(taxi: TaxiType) -> str:

@@ -1,11 +1,16 @@
 """The gcs and bq destinations of the load contract; their state lives in the cloud.
 
 gcs: the month as an object at `gs://{bucket}/{prefix}{taxi}/...` (typed Parquet by
-default). The object's own metadata (source file, its sha256, rows, tool version; written
-with the upload and verified) is the record: `ledger()` lists the objects under the
-prefix. A failed attempt leaves no object; it is kept in the local state dir for display
-only (`status`, the plan's reason), never as the truth: deleting the state dir loses
-nothing a run needs.
+default). The data checks run on the local file before the upload (`taxi_cli.lake_checks`;
+`fail` limits stop the partition with the object untouched). The object's own metadata
+(source file, its sha256, rows, checks, tool version; written with the upload and
+verified) says what it is: `ledger()` lists the objects under the prefix, so a deleted
+object is missing and is loaded again. After the upload, a load record
+(`taxi_cli.gcp.records`, under `{prefix}_taxi_cli/`) is written: the ledger of record,
+which survives the object, so `check` (`audit()`) sees an object deleted or replaced
+behind taxi-cli's back. Runs are recorded there too. A failed attempt leaves no object;
+it is kept in the local state dir for display only (`status`, the plan's reason), never
+as the truth: deleting the state dir loses nothing a run needs.
 
 bq: the month from its lake object into its `file_month` partition of
 `{dataset}.{taxi}_tripdata`; the append-only table `{dataset}.taxi_cli_loads` is the
@@ -20,6 +25,7 @@ Clients are per worker thread; nothing is shared between workers.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -27,19 +33,21 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from taxi_cli import __version__
+from taxi_cli import __version__, lake_checks
 from taxi_cli.choices import LakeFormat, Mode
 from taxi_cli.config import Settings
-from taxi_cli.errors import ConfigError, TaxiError
+from taxi_cli.errors import ConfigError, DataError, TaxiError
 from taxi_cli.ledger import StateLedger
 from taxi_cli.model import Extracted, LedgerRow, Loaded, Partition
 from taxi_cli.plan import Action
+from taxi_cli.quality import Limits, Outcome, breach_message
 
 if TYPE_CHECKING:
     from taxi_cli.console import Output
-    from taxi_cli.destinations import Options
+    from taxi_cli.destinations import Audit, Options
     from taxi_cli.gcp.bq import Warehouse
     from taxi_cli.gcp.gcs import Lake, LakeObject, Uploaded
+    from taxi_cli.runs import RunRecord
 
 log = logging.getLogger("taxi_cli.gcp")
 
@@ -114,19 +122,163 @@ class GcsDestination:
         self.lake().probe()
 
     def ledger(self, *, read_only: bool = False) -> Sequence[LedgerRow]:
-        """Done: every taxi-cli object of this format under the prefix. Failed: local
-        records of partitions that have no object (display only)."""
+        """Done: every taxi-cli object of this format under the prefix (a deleted object
+        is missing, so planning loads it again), with what its load record adds when the
+        record is of this very generation. Failed: local records of partitions that have
+        no object (display only)."""
+        from taxi_cli.gcp import records
+
+        listing = self.lake().objects()
+        loads = records.latest_loads(listing, self.prefix, str(self.fmt))
         done = {}
-        for obj in self.lake().objects():
+        for obj in listing:
             row = self._row_of(obj)
-            if row is not None:
-                done[(row.taxi, row.month)] = row
-        failed = [
+            if row is None:
+                continue
+            record = loads.get((row.taxi, row.month or ""))
+            if record is not None and record.generation == obj.generation:
+                row = _with_record(row, record.data)
+            done[(row.taxi, row.month)] = row
+        return sorted([*done.values(), *self._failed(done, read_only)], key=_order)
+
+    def _failed(self, done: Any, read_only: bool) -> list[LedgerRow]:
+        return [
             r
             for r in self.failures.rows(self.name, read_only=read_only)
             if r.status == "failed" and (r.taxi, r.month) not in done
         ]
-        return sorted([*done.values(), *failed], key=lambda r: (r.taxi, r.month or ""))
+
+    def audit(self) -> Audit:
+        """Every month the load records (or a taxi-cli object) name, against the objects
+        there now: a deleted or replaced object is a problem naming it; a Parquet
+        object's rows are its footer's (a ranged read), a csv.gz object's are vouched
+        for by its size, md5 and crc32c equalling the record's (not counted)."""
+        from taxi_cli.destinations import Audit
+        from taxi_cli.gcp import records
+
+        listing = self.lake().objects()
+        loads = records.latest_loads(listing, self.prefix, str(self.fmt))
+        objects: dict[tuple[str, str], tuple[LakeObject, LedgerRow]] = {}
+        for obj in listing:
+            row = self._row_of(obj)
+            if row is not None:
+                objects[(row.taxi, row.month or "")] = (obj, row)
+        audit = Audit([], {})
+        entries: list[LedgerRow] = []
+        for key in sorted(set(loads) | set(objects)):
+            record = loads.get(key)
+            seen = objects.get(key)
+            if record is None:
+                assert seen is not None
+                obj, row = seen
+                entries.append(row)
+                audit.warnings.setdefault(row.file, []).append(
+                    f"{row.file}: no load record for generation {obj.generation} (loaded "
+                    "before taxi-cli kept records, or the load stopped before writing it); "
+                    "its own metadata was used: reload it to record it"
+                )
+                self._count(obj, None, audit)
+                continue
+            entry = self._recorded_row(record)
+            entries.append(entry)
+            self._compare(entry, record, seen[0] if seen is not None else None, audit)
+        entries += self._failed({(e.taxi, e.month) for e in entries}, True)
+        return Audit(sorted(entries, key=_order), audit.actual, audit.problems, audit.warnings)
+
+    def _recorded_row(self, record: Any) -> LedgerRow:
+        data = record.data
+        from taxi_cli.gcp import records
+
+        return _with_record(
+            LedgerRow(
+                file=str(data.get("uri") or ""),
+                taxi=record.taxi,
+                month=record.month,
+                sha256=data.get("source_sha256"),
+                rows=data.get("rows"),
+                status="done",
+                error=None,
+                started=records.moment(data.get("started")),
+                finished=record.finished,
+                detail={"format": data.get("format"), "size": data.get("size")},
+                target=self.name,
+            ),
+            data,
+        )
+
+    def _compare(self, entry: LedgerRow, record: Any, obj: LakeObject | None, audit: Audit) -> None:
+        name = entry.file
+        if obj is None:
+            audit.problems.setdefault(name, []).append(
+                f"{name}: the object is gone (deleted since the load recorded generation "
+                f"{record.generation}); reload it"
+            )
+            return
+        data = record.data
+        if obj.generation != record.generation:
+            audit.problems.setdefault(name, []).append(
+                f"{name}: the object was replaced since its load (generation "
+                f"{obj.generation}, the record says {record.generation}); reload it"
+            )
+        elif (obj.size, obj.md5, obj.crc32c) != (
+            data.get("size"),
+            data.get("md5"),
+            data.get("crc32c"),
+        ):
+            audit.problems.setdefault(name, []).append(
+                f"{name}: the object's size, md5 or crc32c differ from its load record; reload it"
+            )
+        self._count(obj, record, audit)
+
+    def _count(self, obj: LakeObject, record: Any, audit: Audit) -> None:
+        """The object's rows: counted in a Parquet footer; a csv.gz object's are the
+        record's when its bytes are the recorded ones (size, md5, crc32c)."""
+        if self.fmt is LakeFormat.PARQUET:
+            rows = self.lake().parquet_rows(obj.name, obj.size, obj.generation)
+            if rows is not None:
+                audit.actual[obj.uri] = rows
+            else:
+                audit.problems.setdefault(obj.uri, []).append(
+                    f"{obj.uri}: not readable as Parquet (no footer); reload it"
+                )
+            return
+        if record is None:
+            rows_meta = obj.metadata.get("taxi-cli-rows", "")
+            if rows_meta.isdigit():
+                audit.actual[obj.uri] = int(rows_meta)
+            return
+        data = record.data
+        same = (obj.generation, obj.size, obj.md5, obj.crc32c) == (
+            record.generation,
+            data.get("size"),
+            data.get("md5"),
+            data.get("crc32c"),
+        )
+        if same and isinstance(data.get("rows"), int):
+            audit.actual[obj.uri] = int(data["rows"])
+
+    def record_run(self, run: RunRecord) -> None:
+        """One JSON object per run under `{prefix}_taxi_cli/runs/`."""
+        from taxi_cli.gcp import records
+
+        self.lake().put_record(records.run_name(self.prefix, run.started), run.as_json())
+
+    def runs(self) -> list[RunRecord]:
+        """The latest 100 runs, newest first (one listing, no downloads)."""
+        from taxi_cli.gcp import records
+        from taxi_cli.runs import RunRecord
+
+        found = []
+        for obj in self.lake().objects(under=records.RUNS):
+            data = records.payload(obj)
+            if data is None:
+                continue
+            try:
+                found.append(RunRecord.from_json(data))
+            except (KeyError, ValueError, TypeError):
+                log.debug("%s is not a run record", obj.uri)
+        found.sort(key=lambda r: r.started, reverse=True)
+        return found[:100]
 
     def _row_of(self, obj: LakeObject) -> LedgerRow | None:
         match = _OBJECT.match(obj.name[len(self.prefix) :])
@@ -174,10 +326,51 @@ class GcsDestination:
         if local is None:
             raise TaxiError(f"no Parquet file was made for {part.name}; rerun the command")
         name = object_name(self.prefix, part.taxi, part.month, str(self.fmt))
-        # The upload writes the record (the object's metadata) with the data.
-        up = self.lake().upload(local, name, fmt=str(self.fmt), source=source, out=self.out)
-        detail = _object_detail(up)
+        started = datetime.now(UTC)
+        limits = Limits.of(self.cfg)
+        checked: list[Outcome] = []
+
+        def vet() -> dict[str, str]:
+            # The data checks of the verified file, before anything is sent: a breach of
+            # `fail` limits leaves the object as it was (and, for bq, the partition).
+            outcome = lake_checks.outcome(
+                local, part.taxi, part.month, limits, parquet=self.needs_parquet
+            )
+            if outcome.breaches and limits.fail:
+                raise DataError(breach_message(source.csv_name, outcome))
+            checked.append(outcome)
+            return {"taxi-cli-checks": json.dumps(outcome.as_json(), separators=(",", ":"))}
+
+        # The upload writes the object's own record (its metadata) with the data...
+        up = self.lake().upload(
+            local, name, fmt=str(self.fmt), source=source, out=self.out, vet=vet
+        )
+        detail = _object_detail(up) | _source_detail(source) | {"checks": checked[0].as_json()}
+        # ... and the load record (the ledger of record) follows, once it is committed.
+        self._record_load(part, up, detail, started)
         return Loaded(self.name, part.taxi.name, part.month, up.rows, up.action, up.uri, detail)
+
+    def _record_load(
+        self, part: Partition, up: Uploaded, detail: dict[str, Any], started: datetime
+    ) -> None:
+        from taxi_cli.gcp import records
+
+        finished = datetime.now(UTC)
+        record = {
+            **detail,
+            "taxi": part.taxi.name,
+            "month": part.month,
+            "uri": up.uri,
+            "object": up.name,
+            "rows": up.rows,
+            "action": up.action,
+            "started": started.isoformat(),
+            "finished": finished.isoformat(),
+            "worker": self.worker,
+            "tool_version": __version__,
+        }
+        name = records.load_name(self.prefix, part.taxi.name, part.month, finished, up.generation)
+        self.lake().put_record(name, record)
 
     def record_failure(self, part: Partition, error: str) -> None:
         self.failures.record_failed(
@@ -193,6 +386,43 @@ class GcsDestination:
 
 
 _NO_BUCKET = "no bucket: pass --bucket, set TAXI_GCS_BUCKET, or gcs_bucket in the config file"
+
+
+def _order(row: LedgerRow) -> tuple[str, str]:
+    return (row.taxi, row.month or "")
+
+
+def _source_detail(source: Extracted) -> dict[str, Any]:
+    """What pg's ledger holds of the source: its rows (a bad row fails the whole file,
+    so none is quarantined), its uncompressed size and the upstream version."""
+    return {
+        "source_rows": source.rows,
+        "quarantined": 0,
+        "source_bytes": source.uncompressed_bytes,
+        "upstream": source.upstream.as_json(),
+    }
+
+
+_RECORDED = (
+    *("checks", "source_rows", "quarantined", "source_bytes", "upstream", "worker"),
+    *("md5", "crc32c", "generation"),
+)
+
+
+def _with_record(row: LedgerRow, data: dict[str, Any]) -> LedgerRow:
+    """`row` with what a load record adds: the checks, the source's word, the upstream
+    version (drift detection reads it), when and by whom."""
+    from dataclasses import replace
+
+    from taxi_cli.gcp import records
+
+    detail = row.detail | {k: data[k] for k in _RECORDED if k in data}
+    return replace(
+        row,
+        started=records.moment(data.get("started")) or row.started,
+        finished=records.moment(data.get("finished")) or row.finished,
+        detail=detail,
+    )
 
 
 def _object_detail(up: Uploaded) -> dict[str, Any]:
@@ -307,7 +537,9 @@ class BqDestination:
             expected_rows=source.rows,
         )
         record = self._record(part, source, "done", started)
+        checks = staged.detail.get("checks")  # counted by the lake before its upload
         record |= {
+            "checks": json.dumps(checks, sort_keys=True) if checks is not None else None,
             "rows": done.rows,
             "source_uri": staged.where,
             "table_id": done.destination,
@@ -340,6 +572,10 @@ class BqDestination:
             "source_sha256": source.sha256 if source else None,
             "upstream_size": source.compressed_bytes if source else None,
             "upstream_etag": source.etag if source else None,
+            "upstream_modified": source.last_modified if source else None,
+            "source_rows": source.rows if source else None,
+            "quarantined": 0 if source else None,  # a bad row fails the whole file
+            "source_bytes": source.uncompressed_bytes if source else None,
             "started": started,
             "finished": datetime.now(UTC),
             "tool_version": __version__,
@@ -349,6 +585,33 @@ class BqDestination:
     def record_failure(self, part: Partition, error: str) -> None:
         record = self._record(part, None, "failed", None) | {"error": error[:2000]}
         self.warehouse().append_ledger([record])
+
+    def audit(self) -> Audit:
+        """The ledger table against a COUNT per filename of each trip table it names."""
+        from taxi_cli.catalog import TAXIS
+        from taxi_cli.destinations import Audit
+
+        entries = self.ledger(read_only=True)
+        taxis = sorted({e.taxi for e in entries if e.taxi in TAXIS and e.month})
+        return Audit(entries, self.warehouse().file_counts(taxis) if taxis else {})
+
+    def record_run(self, run: RunRecord) -> None:
+        """One row appended to `{dataset}.taxi_cli_runs` by a load job."""
+        self.warehouse().append_run(run.as_json())
+
+    def runs(self) -> list[RunRecord]:
+        """The latest 100 runs, newest first (tabledata.list: no query job)."""
+        from taxi_cli.gcp.bq import read_runs
+        from taxi_cli.runs import RunRecord
+
+        found = []
+        for row in read_runs(self.cfg, project=self.project, dataset=self.dataset):
+            try:
+                found.append(RunRecord.from_json(row))
+            except (KeyError, ValueError, TypeError):
+                log.debug("not a run record: %s", row)
+        found.sort(key=lambda r: r.started, reverse=True)
+        return found[:100]
 
     def load_zones(self, source: Extracted, *, force: bool, staged: Loaded | None = None) -> Loaded:
         if staged is None:
@@ -403,18 +666,35 @@ def latest_rows(records: Sequence[dict[str, Any]], target: str) -> list[LedgerRo
                         )
                     },
                     # what `check` and drift detection read of any destination: the job's
-                    # row count was checked against the source's before this row was written
-                    **({"source_rows": data.get("rows"), "quarantined": 0} if done else {}),
+                    # row count was checked against the source's before this row was
+                    # written (rows older than those columns: the rows are the source's)
+                    **(_source_of(data) if done else {}),
                     "upstream": {
                         "size": data.get("upstream_size"),
                         "etag": data.get("upstream_etag"),
-                        "last_modified": None,
+                        "last_modified": data.get("upstream_modified"),
                     },
                 },
                 target=target,
             )
         )
     return out
+
+
+def _source_of(data: dict[str, Any]) -> dict[str, Any]:
+    source_rows = data.get("source_rows")
+    found: dict[str, Any] = {
+        "source_rows": source_rows if source_rows is not None else data.get("rows"),
+        "quarantined": data.get("quarantined") or 0,
+    }
+    if data.get("source_bytes") is not None:
+        found["source_bytes"] = data["source_bytes"]
+    if data.get("checks"):
+        try:
+            found["checks"] = json.loads(str(data["checks"]))
+        except ValueError:
+            log.debug("unreadable checks in the ledger: %r", data["checks"])
+    return found
 
 
 def _moment_or_none(value: Any) -> datetime | None:

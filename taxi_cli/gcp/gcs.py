@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ log = logging.getLogger("taxi_cli.gcs")
 CHUNK_SIZE = 8 * 1024 * 1024  # resumable chunk: a multiple of 256 KiB
 CONTENT_TYPES = {"parquet": "application/vnd.apache.parquet", "csv.gz": "application/gzip"}
 ZONES_DIR = "misc"  # the release host's layout: misc/taxi_zone_lookup.csv
+RECORD_META = "taxi-cli-record"  # a ledger or run record's JSON, as object metadata
+FOOTER_READ = 64 * 1024  # the tail read for a Parquet footer (ours are a few KiB)
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,8 @@ class LakeObject:
     generation: int
     updated: datetime | None
     metadata: dict[str, str]
+    md5: str | None = None  # base64, as GCS gives it (composite objects have none)
+    crc32c: str | None = None
 
 
 class Lake:
@@ -203,14 +208,18 @@ class Lake:
         """One object request: reachable, allowed (`storage.objects.list`), and there."""
         self.objects(limit=1)
 
-    def objects(self, *, limit: int | None = None) -> list[LakeObject]:
-        """The objects under the prefix with their metadata (a listing: no downloads)."""
+    def objects(self, *, limit: int | None = None, under: str = "") -> list[LakeObject]:
+        """The objects under the prefix (and `under` it) with their metadata (a listing:
+        no downloads)."""
         from google.api_core import exceptions as gexc
 
         retry = clients.preflight_retry(self.cfg)
         try:
             found = self.client.list_blobs(
-                self.bucket, prefix=self.prefix or None, max_results=limit, retry=retry
+                self.bucket,
+                prefix=(self.prefix + under) or None,
+                max_results=limit,
+                retry=retry,
             )
             return [
                 LakeObject(
@@ -220,6 +229,8 @@ class Lake:
                     generation=int(blob.generation or 0),
                     updated=blob.updated,
                     metadata=dict(blob.metadata or {}),
+                    md5=blob.md5_hash,
+                    crc32c=blob.crc32c,
                 )
                 for blob in found
             ]
@@ -231,6 +242,50 @@ class Lake:
 
     def uri(self, name: str) -> str:
         return f"gs://{self.bucket_name}/{name}"
+
+    def put_record(self, name: str, record: dict[str, Any]) -> None:
+        """Write a small JSON record once (`ifGenerationMatch=0`: never over another).
+
+        The JSON is also the object's `taxi-cli-record` metadata, so that a listing
+        returns every record without a download per record."""
+        text = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
+        blob = self.bucket.blob(name)
+        blob.metadata = {RECORD_META: text}
+        try:
+            blob.upload_from_string(text, content_type="application/json", if_generation_match=0)
+        except Exception as exc:
+            raise clients.api_error(exc, f"writing {self.uri(name)}", self.auth) from exc
+
+    def parquet_rows(self, name: str, size: int, generation: int) -> int | None:
+        """The rows a Parquet object holds, from its footer (FileMetaData.num_rows), read
+        with one ranged GET of its last bytes (two when the footer is larger); None when
+        the object is not Parquet, or no longer that generation."""
+        import pyarrow as pa  # type: ignore[import-untyped]
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]
+        from google.api_core import exceptions as gexc
+
+        blob = self.bucket.blob(name, generation=generation)
+
+        def tail(start: int) -> bytes:
+            data: bytes = blob.download_as_bytes(start=start, end=size - 1, checksum=None)
+            return data
+
+        try:
+            data = tail(max(0, size - FOOTER_READ))
+            if len(data) < 12 or data[-4:] != b"PAR1":
+                return None
+            need = int.from_bytes(data[-8:-4], "little") + 8
+            if need > len(data):
+                data = tail(max(0, size - need))
+            return int(pq.read_metadata(pa.BufferReader(b"PAR1" + data[-need:])).num_rows)
+        except gexc.NotFound:
+            return None
+        except pa.ArrowException:
+            return None
+        except Exception as exc:
+            raise clients.api_error(
+                exc, f"reading the footer of {self.uri(name)}", self.auth
+            ) from exc
 
     def get(self, name: str) -> Any | None:
         """The object's current metadata, or None when it does not exist."""
@@ -247,9 +302,14 @@ class Lake:
         fmt: str,
         source: Extracted,
         out: Output | None = None,
+        vet: Callable[[], dict[str, str]] | None = None,
     ) -> Uploaded:
-        """Put `local` at `name` unless an identical object is there; verify the result."""
+        """Put `local` at `name` unless an identical object is there; verify the result.
+
+        `vet` runs once the local file is verified, before any request: it may refuse
+        the file (raise), else it gives more metadata for the object."""
         local_sum = _verified_digests(local, fmt, source)
+        metadata = vet() if vet is not None else {}
         uri = self.uri(name)
         existing = self.get(name)
         if existing is not None and _same(existing, local_sum):
@@ -261,6 +321,7 @@ class Lake:
             "taxi-cli-source-sha256": source.sha256,
             "taxi-cli-rows": str(source.rows),
             "taxi-cli-version": __version__,
+            **metadata,
         }
         # 0 = "must not exist": two writers racing for a new object cannot both win.
         generation = existing.generation if existing is not None else 0
