@@ -722,8 +722,10 @@ def check_cmd(
     """Reconcile what a target holds now with its ledger, its source and the published
     figures: a table of ✓/✗ per partition and per figure; exit 1 on any mismatch.
 
-    Rows are counted in the destination (pg: per filename in the tables), not taken from
-    the ledger. Read-only.
+    Rows are counted in the destination (pg and bq: per filename in the tables; gcs: a
+    Parquet object's footer, a csv.gz object's checksums against its load record), not
+    taken from the ledger; a gcs object deleted or replaced since its load is a
+    mismatch. Read-only.
     """
     from taxi_cli import check, destinations
     from taxi_cli.catalog import parse_taxis, select
@@ -749,24 +751,37 @@ def check_cmd(
 @reports_errors
 def runs_cmd(
     target: Annotated[
-        StatusTarget, typer.Option("--target", "-t", help="Whose run history (pg keeps one).")
+        StatusTarget, typer.Option("--target", "-t", help="Whose run history.")
     ] = StatusTarget.PG,
     pg_url: PgUrlOpt = None,
     schema: SchemaOpt = None,
     pg_data: PgDataOpt = None,
+    bucket: BucketOpt = None,
+    prefix: PrefixOpt = None,
+    project: ProjectOpt = None,
+    dataset: DatasetOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Past load runs, newest first: start, seconds, partitions done/failed, rows, the
-    command line (secrets masked). Read-only."""
+    command line (secrets masked). pg: `taxi_cli_runs` in the schema; gcs: objects under
+    `{prefix}_taxi_cli/runs/`; bq: the `taxi_cli_runs` table. Read-only."""
     from rich.table import Table
 
     from taxi_cli import destinations
 
     out = output(json_out=json_out)
-    cfg = settings(pg_url=pg_url, pg_schema=schema, pg_data=pg_data)
+    cfg = settings(
+        pg_url=pg_url,
+        pg_schema=schema,
+        pg_data=pg_data,
+        gcs_bucket=bucket,
+        gcs_prefix=prefix,
+        gcp_project=project,
+        bq_dataset=dataset,
+    )
     (made,) = destinations.make(cfg, TargetName(str(target)), reading=True)
     if not isinstance(made, destinations.KeepsRuns):
-        raise UsageError(f"{target} keeps no run history yet; use --target pg")
+        raise UsageError(f"{target} keeps no run history")
     found = made.runs()
     if out.json:
         out.emit_json({"target": str(target), "runs": [r.as_json() for r in found]})
@@ -805,6 +820,10 @@ def report_cmd(
     pg_url: PgUrlOpt = None,
     schema: SchemaOpt = None,
     pg_data: PgDataOpt = None,
+    bucket: BucketOpt = None,
+    prefix: PrefixOpt = None,
+    project: ProjectOpt = None,
+    dataset: DatasetOpt = None,
 ) -> None:
     """Write one self-contained HTML report (no network needed to open it): months
     loaded, rows against published figures, checks, runs, revenue (dbt mart)."""
@@ -813,7 +832,15 @@ def report_cmd(
     from taxi_cli import destinations, report
 
     out = output()
-    cfg = settings(pg_url=pg_url, pg_schema=schema, pg_data=pg_data)
+    cfg = settings(
+        pg_url=pg_url,
+        pg_schema=schema,
+        pg_data=pg_data,
+        gcs_bucket=bucket,
+        gcs_prefix=prefix,
+        gcp_project=project,
+        bq_dataset=dataset,
+    )
     (made,) = destinations.make(cfg, TargetName(str(target)), reading=True)
     path = Path(out_path).expanduser()
     data = report.write(made, path, str(fmt))

@@ -135,7 +135,7 @@ class GcsDestination:
             row = self._row_of(obj)
             if row is None:
                 continue
-            record = loads.get((row.taxi, row.month or ""))
+            record = loads.get((row.taxi, row.month or "", str(self.fmt)))
             if record is not None and record.generation == obj.generation:
                 row = _with_record(row, record.data)
             done[(row.taxi, row.month)] = row
@@ -150,19 +150,21 @@ class GcsDestination:
 
     def audit(self) -> Audit:
         """Every month the load records (or a taxi-cli object) name, against the objects
-        there now: a deleted or replaced object is a problem naming it; a Parquet
-        object's rows are its footer's (a ranged read), a csv.gz object's are vouched
-        for by its size, md5 and crc32c equalling the record's (not counted)."""
+        there now, in either format (whatever the lake was loaded as): a deleted or
+        replaced object is a problem naming it; a Parquet object's rows are its footer's
+        (a ranged read), a csv.gz object's are vouched for by its size, md5 and crc32c
+        equalling the record's (not counted)."""
         from taxi_cli.destinations import Audit
         from taxi_cli.gcp import records
 
         listing = self.lake().objects()
-        loads = records.latest_loads(listing, self.prefix, str(self.fmt))
-        objects: dict[tuple[str, str], tuple[LakeObject, LedgerRow]] = {}
+        loads = records.latest_loads(listing, self.prefix)
+        by_name = {obj.name: obj for obj in listing}
+        objects: dict[tuple[str, str, str], tuple[LakeObject, LedgerRow]] = {}
         for obj in listing:
-            row = self._row_of(obj)
+            row = self._row_of(obj, any_format=True)
             if row is not None:
-                objects[(row.taxi, row.month or "")] = (obj, row)
+                objects[(row.taxi, row.month or "", str(row.detail["format"]))] = (obj, row)
         audit = Audit([], {})
         entries: list[LedgerRow] = []
         for key in sorted(set(loads) | set(objects)):
@@ -181,7 +183,8 @@ class GcsDestination:
                 continue
             entry = self._recorded_row(record)
             entries.append(entry)
-            self._compare(entry, record, seen[0] if seen is not None else None, audit)
+            # by its name: an object replaced by another writer may lack our metadata
+            self._compare(entry, record, by_name.get(str(record.data.get("object"))), audit)
         entries += self._failed({(e.taxi, e.month) for e in entries}, True)
         return Audit(sorted(entries, key=_order), audit.actual, audit.problems, audit.warnings)
 
@@ -233,7 +236,7 @@ class GcsDestination:
     def _count(self, obj: LakeObject, record: Any, audit: Audit) -> None:
         """The object's rows: counted in a Parquet footer; a csv.gz object's are the
         record's when its bytes are the recorded ones (size, md5, crc32c)."""
-        if self.fmt is LakeFormat.PARQUET:
+        if obj.name.endswith(".parquet"):
             rows = self.lake().parquet_rows(obj.name, obj.size, obj.generation)
             if rows is not None:
                 audit.actual[obj.uri] = rows
@@ -280,10 +283,14 @@ class GcsDestination:
         found.sort(key=lambda r: r.started, reverse=True)
         return found[:100]
 
-    def _row_of(self, obj: LakeObject) -> LedgerRow | None:
+    def _row_of(self, obj: LakeObject, *, any_format: bool = False) -> LedgerRow | None:
         match = _OBJECT.match(obj.name[len(self.prefix) :])
         meta = obj.metadata
-        if match is None or match["fmt"] != str(self.fmt) or not obj.name.startswith(self.prefix):
+        if match is None or not obj.name.startswith(self.prefix):
+            return None
+        if match["fmt"] not in ("parquet", "csv.gz") or (
+            not any_format and match["fmt"] != str(self.fmt)
+        ):
             return None
         if "taxi-cli-source-sha256" not in meta or "taxi-cli-rows" not in meta:
             return None  # not written by taxi-cli: not a record (a load replaces it)

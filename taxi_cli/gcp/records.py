@@ -70,6 +70,10 @@ class LoadRecord:
     data: dict[str, Any]
 
     @property
+    def format(self) -> str:
+        return str(self.data.get("format"))
+
+    @property
     def generation(self) -> int:
         return int(self.data.get("generation") or 0)
 
@@ -79,18 +83,19 @@ class LoadRecord:
 
 
 def latest_loads(
-    objects: Iterable[LakeObject], prefix: str, fmt: str
-) -> dict[tuple[str, str], LoadRecord]:
-    """(taxi, month) -> the latest load record of that format (by its finish time)."""
-    latest: dict[tuple[str, str], LoadRecord] = {}
+    objects: Iterable[LakeObject], prefix: str, fmt: str | None = None
+) -> dict[tuple[str, str, str], LoadRecord]:
+    """(taxi, month, format) -> the latest load record (by its finish time), of `fmt`
+    only when given."""
+    latest: dict[tuple[str, str, str], LoadRecord] = {}
     for obj in objects:
         if not obj.name.startswith(prefix + LOADS):
             continue
         data = payload(obj)
-        if data is None or data.get("format") != fmt:
+        if data is None or (fmt is not None and data.get("format") != fmt):
             continue
         record = LoadRecord(str(data.get("taxi")), str(data.get("month")), data)
-        key = (record.taxi, record.month)
+        key = (record.taxi, record.month, str(data.get("format")))
         before = latest.get(key)
         if before is None or _order(record) >= _order(before):
             latest[key] = record
