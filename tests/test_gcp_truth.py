@@ -281,7 +281,7 @@ def test_runs_are_kept_by_gcs_and_bq_with_the_command_masked(
     ]
     assert run_job["sourceFormat"] == "NEWLINE_DELIMITED_JSON"
     assert run_job["writeDisposition"] == "WRITE_APPEND"
-    assert run_job["schemaUpdateOptions"] == ["ALLOW_FIELD_ADDITION"]
+    assert run_job["createDisposition"] == "CREATE_NEVER"
     assert not [r for r in gcp.bq_requests.recorded() if r.path.endswith("/insertAll")]
     second = invoke(*args)
     assert second.exit_code == 0, second.stderr
@@ -351,3 +351,69 @@ def test_the_report_of_the_real_green_months(real_months: Gcp, target: str, tmp_
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert 'data-charts="2"' in dom.stdout
     assert [line for line in dom.stderr.splitlines() if "CONSOLE" in line] == []
+
+
+def test_a_large_footer_takes_a_second_ranged_read(
+    gcp: Gcp, mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from taxi_cli.gcp import gcs
+
+    mirror.add_month("green", MONTH, rows=20)
+    done = invoke("load-gcs", "green", MONTH)
+    assert done.exit_code == 0, done.stderr
+    monkeypatch.setattr(gcs, "FOOTER_READ", 64)  # smaller than any footer
+    gcp.gcs_requests.clear()
+    code, parts, err = _check("gcs")
+    assert code == 0, err
+    assert parts[_uri(gcp, MONTH)]["actual_rows"] == 20
+    media = [r for r in gcp.gcs_requests.recorded() if r.query.get("alt") == ["media"]]
+    assert len(media) == 2
+
+
+# ---- 4. an older bq ledger ----------------------------------------------------------------
+
+
+def test_an_older_ledger_table_gains_the_new_columns(gcp: Gcp) -> None:
+    """A `taxi_cli_loads` made before source_rows, checks and upstream_modified gains them
+    as NULLABLE columns at the end (tables.patch, a metadata change: no DML,
+    https://cloud.google.com/bigquery/docs/managing-table-schemas#add_a_nullable_column)
+    before anything is appended. (The emulator records the new schema but its storage
+    does not grow the columns, so the appends after it are the real cloud's to judge.)"""
+    from google.cloud import bigquery
+
+    from taxi_cli.config import load_settings
+    from taxi_cli.gcp import bq_schema
+    from taxi_cli.gcp.bq import Warehouse
+
+    client = gcp.bigquery()
+    client.create_dataset(f"{gcp.project}.{gcp.dataset}")
+    table_id = f"{gcp.project}.{gcp.dataset}.taxi_cli_loads"
+    old = [f for f in bq_schema.ledger_schema() if f.name not in _NEW_COLUMNS]
+    client.create_table(bigquery.Table(table_id, old))
+    gcp.bq_requests.clear()
+    Warehouse(load_settings()).ensure_ledger()
+    [patch] = [r for r in gcp.bq_requests.recorded() if r.method in ("PATCH", "PUT")]
+    fields = patch.json["schema"]["fields"]
+    assert [f["name"] for f in fields] == [f.name for f in bq_schema.ledger_schema()]
+    added = [f for f in fields if f["name"] in _NEW_COLUMNS]
+    assert {f["mode"] for f in added} == {"NULLABLE"} and len(added) == len(_NEW_COLUMNS)
+    assert {f.name for f in client.get_table(table_id).schema} >= _NEW_COLUMNS
+    gcp.bq_requests.clear()
+    Warehouse(load_settings()).ensure_ledger()  # a current table is left alone
+    assert [r for r in gcp.bq_requests.recorded() if r.method in ("PATCH", "PUT")] == []
+
+
+def test_checks_count_is_a_capped_query(gcp: Gcp, mirror: Mirror) -> None:
+    mirror.add_month("green", MONTH, rows=15)
+    done = invoke("load-bq", "green", MONTH, "--create-dataset")
+    assert done.exit_code == 0, done.stderr
+    gcp.bq_requests.clear()
+    code, parts, err = _check("bq")
+    assert code == 0, err
+    assert parts[FILE]["actual_rows"] == parts[FILE]["source_rows"] == 15
+    # the COUNT of `check` is capped ("maximumBytesBilled", jobs#JobConfigurationQuery)
+    [count] = [q for q in gcp.bq_requests.jobs("query") if "GROUP BY filename" in q["query"]]
+    assert int(count["maximumBytesBilled"]) == 50_000_000_000
+
+
+_NEW_COLUMNS = {"upstream_modified", "source_rows", "quarantined", "source_bytes", "checks"}

@@ -555,12 +555,24 @@ class Warehouse:
             return table_id
         table = bigquery.Table(table_id, schema=bq_schema.ledger_schema())
         table.description = "taxi-cli: one row per load and per failure (append-only)"
-        try:
-            self.client.create_table(table, exists_ok=True)
-        except Exception as exc:
-            raise clients.api_error(exc, f"creating table {table_id}", self.auth) from exc
+        self._ensure_table(table)
         self._ledger_ready = True
         return table_id
+
+    def _ensure_table(self, table: bigquery.Table) -> None:
+        """Create `table` if missing; one made by an older taxi-cli gains the columns
+        added since (NULLABLE, at the end: tables.patch, a free metadata change,
+        https://cloud.google.com/bigquery/docs/managing-table-schemas#add_a_nullable_column)."""
+        try:
+            found = self.client.create_table(table, exists_ok=True)
+            have = {f.name for f in found.schema}
+            missing = [f for f in table.schema if f.name not in have]
+            if missing:
+                log.info("adding %s to %s", ", ".join(f.name for f in missing), table.table_id)
+                found.schema = [*found.schema, *missing]
+                self.client.update_table(found, ["schema"])
+        except Exception as exc:
+            raise clients.api_error(exc, f"creating table {table.table_id}", self.auth) from exc
 
     def append_ledger(self, records: Sequence[dict[str, Any]]) -> JobStats:
         """Append ledger rows with a load job (WRITE_APPEND): no DML, no streaming, both
@@ -581,8 +593,6 @@ class Warehouse:
             source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
             write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
             create_disposition=bigquery.CreateDisposition.CREATE_NEVER,
-            # a table made by an older taxi-cli gains the newer columns (NULL in old rows)
-            schema_update_options=[bigquery.SchemaUpdateOption.ALLOW_FIELD_ADDITION],
         )
         rows = [_json_safe(r) for r in records]
         job = self._run(
@@ -601,10 +611,7 @@ class Warehouse:
         table_id = self.table_id(bq_schema.RUNS_TABLE)
         table = bigquery.Table(table_id, schema=bq_schema.runs_schema())
         table.description = "taxi-cli: one row per load run (append-only)"
-        try:
-            self.client.create_table(table, exists_ok=True)
-        except Exception as exc:
-            raise clients.api_error(exc, f"creating table {table_id}", self.auth) from exc
+        self._ensure_table(table)
         return self._append(table_id, bq_schema.runs_schema(), [record], "runs")
 
     def file_counts(self, taxis: Sequence[str]) -> dict[str, int]:
@@ -707,13 +714,12 @@ def _read_table(
     from google.api_core import exceptions as gexc
 
     try:
-        try:
-            rows = client.list_rows(table_id, selected_fields=schema)
-            return [dict(row.items()) for row in rows]
-        except gexc.BadRequest:
-            # a table from an older taxi-cli lacks a newer column: read what it has
-            rows = client.list_rows(client.get_table(table_id))
-            return [dict(row.items()) for row in rows]
+        # tables.get first (free): a table from an older taxi-cli lacks the newer columns,
+        # and asking tabledata.list for a column a table lacks is an error
+        have = {f.name for f in client.get_table(table_id).schema}
+        fields = [f for f in schema if f.name in have]
+        rows = client.list_rows(table_id, selected_fields=fields)
+        return [dict(row.items()) for row in rows]
     except gexc.NotFound:
         return []
     except Exception as exc:

@@ -192,9 +192,11 @@ class GcsDestination:
         data = record.data
         from taxi_cli.gcp import records
 
+        name = data.get("object")
         return _with_record(
             LedgerRow(
-                file=str(data.get("uri") or ""),
+                # in this bucket (a copied bucket's records name the one they came from)
+                file=self.lake().uri(name) if isinstance(name, str) else str(data.get("uri")),
                 taxi=record.taxi,
                 month=record.month,
                 sha256=data.get("source_sha256"),

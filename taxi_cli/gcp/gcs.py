@@ -38,7 +38,9 @@ CHUNK_SIZE = 8 * 1024 * 1024  # resumable chunk: a multiple of 256 KiB
 CONTENT_TYPES = {"parquet": "application/vnd.apache.parquet", "csv.gz": "application/gzip"}
 ZONES_DIR = "misc"  # the release host's layout: misc/taxi_zone_lookup.csv
 RECORD_META = "taxi-cli-record"  # a ledger or run record's JSON, as object metadata
-FOOTER_READ = 64 * 1024  # the tail read for a Parquet footer (ours are a few KiB)
+# The tail read for a Parquet footer: ours take ~4 KiB per 64k-row group, so this holds
+# the footer of a month of up to ~4 million rows; a larger one takes a second read.
+FOOTER_READ = 256 * 1024
 
 
 @dataclass(frozen=True)
