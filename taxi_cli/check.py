@@ -33,9 +33,9 @@ from rich.text import Text
 from taxi_cli import figures
 from taxi_cli.catalog import Partition
 from taxi_cli.console import Output
-from taxi_cli.destinations import Audit, Audits, CountsRows, Destination
+from taxi_cli.destinations import Audits, CountsRows, Destination
 from taxi_cli.errors import DataError, UsageError
-from taxi_cli.model import LedgerRow
+from taxi_cli.model import Audit, LedgerRow
 from taxi_cli.quality import Outcome
 
 log = logging.getLogger("taxi_cli.check")

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from taxi_cli.choices import BadRows, LakeFormat, Mode, TargetName
 from taxi_cli.config import Settings
 from taxi_cli.errors import UsageError
-from taxi_cli.model import Extracted, LedgerRow, Loaded, Partition
+from taxi_cli.model import Audit, Extracted, LedgerRow, Loaded, Partition
 from taxi_cli.plan import Action
 
 if TYPE_CHECKING:
@@ -76,23 +76,11 @@ class CountsRows(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Audit:
-    """What `check` compares, as a destination that keeps its ledger apart from its data
-    (gcs records, bq's table) sees it: every partition the ledger of record holds (also
-    those whose data is gone), the rows counted in the destination now per file, and
-    what else is wrong or unverified per file (an object deleted or replaced)."""
-
-    entries: Sequence[LedgerRow]
-    actual: dict[str, int]
-    problems: dict[str, list[str]] = field(default_factory=dict)
-    warnings: dict[str, list[str]] = field(default_factory=dict)
-
-
 @runtime_checkable
 class Audits(Protocol):
     def audit(self) -> Audit:
-        """Read-only: the ledger of record against what the destination holds now."""
+        """Read-only: the ledger of record against what the destination holds now
+        (`model.Audit`)."""
         ...
 
 

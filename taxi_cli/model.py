@@ -4,6 +4,7 @@
 - `Extracted`: a verified local release file, what the source hands a destination.
 - `Loaded`: what a destination did with one partition (or with the zone lookup).
 - `LedgerRow`: one partition's latest state in a destination's ledger.
+- `Audit`: a destination's ledger of record against what it holds now (`check`).
 
 They import nothing but the catalogue, so the domain, the source, the destinations and
 the jobs can all use them without importing each other.
@@ -18,7 +19,7 @@ from typing import Any
 
 from taxi_cli.catalog import Partition
 
-__all__ = ["Extracted", "LedgerRow", "Loaded", "Partition", "Upstream"]
+__all__ = ["Audit", "Extracted", "LedgerRow", "Loaded", "Partition", "Upstream"]
 
 MIB = 1 << 20
 
@@ -151,3 +152,16 @@ class LedgerRow:
     detail: dict[str, Any] = field(default_factory=dict)
     target: str = ""
     mode: str | None = None  # pg: replace | merge
+
+
+@dataclass(frozen=True)
+class Audit:
+    """What `check` compares, as a destination that keeps its ledger apart from its data
+    (gcs records, bq's table) sees it: every partition the ledger of record holds (also
+    those whose data is gone), the rows counted in the destination now per file, and
+    what else is wrong or unverified per file (an object deleted or replaced)."""
+
+    entries: list[LedgerRow]
+    actual: dict[str, int]
+    problems: dict[str, list[str]] = field(default_factory=dict)
+    warnings: dict[str, list[str]] = field(default_factory=dict)

@@ -38,13 +38,13 @@ from taxi_cli.choices import LakeFormat, Mode
 from taxi_cli.config import Settings
 from taxi_cli.errors import ConfigError, DataError, TaxiError
 from taxi_cli.ledger import StateLedger
-from taxi_cli.model import Extracted, LedgerRow, Loaded, Partition
+from taxi_cli.model import Audit, Extracted, LedgerRow, Loaded, Partition
 from taxi_cli.plan import Action
 from taxi_cli.quality import Limits, Outcome, breach_message
 
 if TYPE_CHECKING:
     from taxi_cli.console import Output
-    from taxi_cli.destinations import Audit, Options
+    from taxi_cli.destinations import Options
     from taxi_cli.gcp.bq import Warehouse
     from taxi_cli.gcp.gcs import Lake, LakeObject, Uploaded
     from taxi_cli.runs import RunRecord
@@ -154,7 +154,6 @@ class GcsDestination:
         replaced object is a problem naming it; a Parquet object's rows are its footer's
         (a ranged read), a csv.gz object's are vouched for by its size, md5 and crc32c
         equalling the record's (not counted)."""
-        from taxi_cli.destinations import Audit
         from taxi_cli.gcp import records
 
         listing = self.lake().objects()
@@ -598,11 +597,10 @@ class BqDestination:
     def audit(self) -> Audit:
         """The ledger table against a COUNT per filename of each trip table it names."""
         from taxi_cli.catalog import TAXIS
-        from taxi_cli.destinations import Audit
 
         entries = self.ledger(read_only=True)
         taxis = sorted({e.taxi for e in entries if e.taxi in TAXIS and e.month})
-        return Audit(entries, self.warehouse().file_counts(taxis) if taxis else {})
+        return Audit(list(entries), self.warehouse().file_counts(taxis) if taxis else {})
 
     def record_run(self, run: RunRecord) -> None:
         """One row appended to `{dataset}.taxi_cli_runs` by a load job."""
