@@ -129,7 +129,8 @@ def of_csv_gz(path: Path, taxi: TaxiType, month: str | None) -> tuple[int, dict[
     """(rows, check -> rows breaching it) of a verified release `.csv.gz`."""
     wanted = _columns(taxi)
     kinds = {c.name: c.kind for c in taxi.columns}
-    names = [c.name for c in taxi.columns if c.name in wanted]
+    index = [i for i, c in enumerate(taxi.columns) if c.name in wanted]
+    names = [taxi.columns[i].name for i in index]
     rows, counts = 0, dict[str, int]()
     aggregate = _aggregate(taxi, month)
     try:
@@ -137,11 +138,13 @@ def of_csv_gz(path: Path, taxi: TaxiType, month: str | None) -> tuple[int, dict[
             raw = pl.read_csv(
                 block,
                 has_header=False,
-                schema=dict.fromkeys((c.name for c in taxi.columns), pl.String()),
+                columns=index,  # only the checked columns are parsed
+                schema_overrides={f"column_{i + 1}": pl.String() for i in index},
+                infer_schema=False,
                 quote_char='"',
                 encoding="utf8-lossy",
             )
-            raw = raw.select(names)
+            raw = raw.rename(dict(zip(raw.columns, names, strict=True)))
             if raw.height == 0:
                 continue
             typed = raw.select(_typed(n, kinds[n]).alias(n) for n in names)

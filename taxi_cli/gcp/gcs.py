@@ -38,8 +38,9 @@ CHUNK_SIZE = 8 * 1024 * 1024  # resumable chunk: a multiple of 256 KiB
 CONTENT_TYPES = {"parquet": "application/vnd.apache.parquet", "csv.gz": "application/gzip"}
 ZONES_DIR = "misc"  # the release host's layout: misc/taxi_zone_lookup.csv
 RECORD_META = "taxi-cli-record"  # a ledger or run record's JSON, as object metadata
-# The tail read for a Parquet footer: ours take ~4 KiB per 64k-row group, so this holds
-# the footer of a month of up to ~4 million rows; a larger one takes a second read.
+# The tail read for a Parquet footer: ours take ~2 KiB per 64k-row group (34 KiB for a
+# million yellow rows), so this holds the footer of a month of up to ~7 million rows; a
+# larger one takes a second read.
 FOOTER_READ = 256 * 1024
 
 
@@ -250,11 +251,17 @@ class Lake:
 
         The JSON is also the object's `taxi-cli-record` metadata, so that a listing
         returns every record without a download per record."""
+        from google.api_core import exceptions as gexc
+
         text = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
         blob = self.bucket.blob(name)
         blob.metadata = {RECORD_META: text}
         try:
             blob.upload_from_string(text, content_type="application/json", if_generation_match=0)
+        except gexc.PreconditionFailed:
+            # the name is this write's own (time and generation): a retried request whose
+            # first attempt landed finds it there
+            log.debug("%s was already written", self.uri(name))
         except Exception as exc:
             raise clients.api_error(exc, f"writing {self.uri(name)}", self.auth) from exc
 
