@@ -15,6 +15,8 @@ values the destination receives:
 
 Unknown zones: the release's zone ids are 1..265 (`taxi_zone_lookup.csv`); no zone
 table is consulted for the cloud targets (pg without its zones table does the same).
+The ids are typed here as in BigQuery (INT64), so a release's `097` is the zone 97
+(pg, which keeps the text, counts it unknown).
 """
 
 from __future__ import annotations

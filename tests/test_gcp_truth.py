@@ -21,7 +21,6 @@ from taxi_cli.cli import app
 from tests.fixtures_gcp import Gcp
 from tests.fixtures_mirror import Mirror, rel_path
 from tests.pg_helpers import GREEN_04, GREEN_10
-from tests.test_data_checks_pg import EXPECTED, ROW, ROWS
 from tests.test_report_pg import _chromium
 
 pytestmark = pytest.mark.integration
@@ -29,18 +28,40 @@ runner = CliRunner()
 MONTH = "2021-03"  # no published count of green 2021-03: only the ledger and the checks
 FILE = f"green_tripdata_{MONTH}.csv"
 
+# pg's hand-made rows (tests/test_data_checks_pg.py) in 2021-03, one suspicion each
+ROW = "2,{p},{d},N,1,{pu},{do},{pc},.86,{fare},0.5,0.5,0,0,,0.3,{total},2,1,"
+OK = {"p": "2021-03-01 00:10:16", "d": "2021-03-01 00:16:32", "pu": "97", "do": "49"}
+OK |= {"pc": "2", "fare": "6", "total": "7.3"}
+ROWS = [
+    OK,
+    OK | {"p": "2008-12-31 23:59:59", "d": "2009-01-01 00:05:00"},  # outside: before
+    OK | {"p": "2021-04-01 00:00:00", "d": "2021-04-01 00:09:00"},  # outside: the next month
+    OK | {"p": "2021-03-31 23:59:59", "d": "2021-04-01 00:09:00"},  # inside (last second)
+    OK | {"p": "2021-03-02 10:00:00", "d": "2021-03-02 09:59:00"},  # dropoff before pickup
+    OK | {"fare": "-3", "total": "-3.8"},  # negative fare and total: one row
+    OK | {"total": "-0.3"},  # negative total only
+    OK | {"pc": ""},  # no passenger count
+    OK | {"pu": "999"},  # no such zone
+    OK | {"do": "0"},  # no such zone either
+    OK | {"pu": "264", "do": "265"},  # the lookup's Unknown zones are known ids
+    # typed, as BigQuery holds it, "097" is the id 97 (pg keeps the text: unknown there)
+    OK | {"pu": "097"},
+]
+EXPECTED = {
+    "outside_month": 2,
+    "dropoff_before_pickup": 1,
+    "negative_amounts": 2,
+    "null_passenger_count": 1,
+    "unknown_zones": 2,
+}
+
 
 def invoke(*args: str) -> Any:
     return runner.invoke(app, list(args))
 
 
 def _bad_month() -> bytes:
-    """pg's hand-made rows (tests/test_data_checks_pg.py), moved to 2021-03."""
-    rows = [
-        {k: v.replace("2020-04", "2021-03").replace("2020-05", "2021-04") for k, v in r.items()}
-        for r in ROWS
-    ]
-    lines = [",".join(GREEN.header)] + [ROW.format(**row) for row in rows]
+    lines = [",".join(GREEN.header)] + [ROW.format(**row) for row in ROWS]
     return gzip.compress(("\r\n".join(lines) + "\r\n").encode(), mtime=0)
 
 
@@ -78,7 +99,7 @@ def test_gcs_counts_the_checks_before_the_upload_and_records_them(
     assert json.loads(blob.metadata["taxi-cli-checks"])["counts"] == EXPECTED
     [record] = _records(gcp, "loads/")
     assert record["checks"]["counts"] == EXPECTED and record["checks"]["rows"] == len(ROWS)
-    assert (record["rows"], record["source_rows"], record["quarantined"]) == (11, 11, 0)
+    assert (record["rows"], record["source_rows"], record["quarantined"]) == (12, 12, 0)
     assert record["generation"] == blob.generation and record["md5"] == blob.md5_hash
     # the release asset's version as the mirror served it (HEAD/GET headers)
     upstream = record["upstream"]
@@ -90,10 +111,10 @@ def test_gcs_counts_the_checks_before_the_upload_and_records_them(
     line = parts[_uri(gcp, MONTH, fmt)]
     assert line["checks"]["counts"] == EXPECTED
     assert (
-        f"{_uri(gcp, MONTH, fmt)}: dropoff before pickup: 1 (9.09%, limit 1.00%)"
+        f"{_uri(gcp, MONTH, fmt)}: dropoff before pickup: 1 (8.33%, limit 1.00%)"
         in (line["warnings"])
     )
-    assert line["actual_rows"] == line["ledger_rows"] == line["source_rows"] == 11
+    assert line["actual_rows"] == line["ledger_rows"] == line["source_rows"] == 12
     code, parts, err = _check("gcs", "--checks", "fail")
     assert code == 1 and "dropoff before pickup" in err
 
@@ -107,12 +128,12 @@ def test_bq_records_the_checks_and_the_whole_upstream_version(gcp: Gcp, mirror: 
         f"upstream_modified FROM {gcp.table('taxi_cli_loads')}"
     )
     assert json.loads(checks)["counts"] == EXPECTED
-    assert (source_rows, quarantined, size) == (11, 0, len(_bad_month()))
+    assert (source_rows, quarantined, size) == (12, 0, len(_bad_month()))
     assert etag.startswith('"') and modified.endswith("GMT")
     code, parts, err = _check("bq")
     assert code == 0, err
     assert parts[FILE]["checks"]["counts"] == EXPECTED
-    assert parts[FILE]["actual_rows"] == parts[FILE]["source_rows"] == 11
+    assert parts[FILE]["actual_rows"] == parts[FILE]["source_rows"] == 12
     assert any("unknown pickup or dropoff zone id: 2" in w for w in parts[FILE]["warnings"])
 
 
@@ -152,7 +173,7 @@ def test_checks_fail_commits_nothing_and_drift_reloads_the_month(gcp: Gcp, mirro
     loaded = invoke("backfill", "green", MONTH, "--target", "gcs+bq", "--reprocess", "completed")
     assert loaded.exit_code == 0, loaded.stderr
     assert bucket.get_blob(name).generation != generation
-    assert gcp.query(rows) == [(11,)]
+    assert gcp.query(rows) == [(12,)]
     for target, file in (("gcs", _uri(gcp, MONTH)), ("bq", FILE)):
         code, parts, err = _check(target)
         assert code == 0, err
