@@ -477,6 +477,31 @@ def verify_trip_file(
     return Verified(rows, size, uncompressed, sha, scan.header or taxi.header, note)
 
 
+def verify_scanned(
+    path: Path,
+    taxi: TaxiType,
+    entry: ManifestEntry,
+    *,
+    sha256: str,
+    read_bytes: int,
+    uncompressed_bytes: int,
+    rows: int,
+    name: str,
+) -> Verified:
+    """The verdict on a downloaded file from what one pass over it measured: the load
+    pass that inflated it to its end (gzip CRC and length checked), took its header and
+    split its records, hashing the compressed bytes as it read them. Size and sha256
+    must then be the release manifest's (an MTIME-only difference is accepted with a
+    note, as by `verify_trip_file`): the manifest names the exact bytes, so nothing
+    else about them can be wrong. Raises ManifestMismatch / VerifyError."""
+    size = path.stat().st_size
+    if read_bytes != size:  # a pass that stopped early hashed only a prefix
+        raise VerifyError(name, f"the pass read {read_bytes:,} of its {size:,} bytes")
+    _check_size(name, size, entry)
+    note = _manifest_note(path, name, sha256, entry)
+    return Verified(rows, size, uncompressed_bytes, sha256, taxi.header, note)
+
+
 def _sha256_of(path: Path) -> hashlib._Hash:
     hasher = hashlib.sha256()
     with path.open("rb") as fh:

@@ -14,11 +14,16 @@ made in two threads and taken in file order. Memory stays at a few blocks whatev
 file size. A block of canonical lines (the common case) is done by the C extension
 `_fastcopy` instead, in one pass without the GIL; any block it declines takes the path
 above, whole.
+
+With `scan`, the pass also measures what verifying the file needs (`scanned()`): the
+sha256 of the compressed bytes as they are read, their count, the inflated bytes and
+the records. A first download is then verified by its load alone (`Extracted.settle`).
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import queue
 import threading
@@ -28,13 +33,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from taxi_cli.catalog import Kind, TaxiType
 from taxi_cli.errors import DataError
+from taxi_cli.model import Scanned
 from taxi_cli.postgres import md5vec, pgbinary, pgtext
 from taxi_cli.postgres.csvfile import HINT, READ_ERRORS, check_header, damaged, open_text_lines
 
@@ -153,6 +159,7 @@ class _ReadAhead(io.RawIOBase):
         self._off = 0  # into the first piece
         self._avail = 0  # bytes buffered (after the offset)
         self._eof = False
+        self.inflated = 0  # bytes taken from the source
         self._stopped = threading.Event()
         self._thread = threading.Thread(
             target=self._run, args=(src, chunk), name="taxi-cli-gunzip", daemon=True
@@ -184,6 +191,7 @@ class _ReadAhead(io.RawIOBase):
         if not data:
             self._eof = True
             return False
+        self.inflated += len(data)
         self._pieces.append(data)
         self._avail += len(data)
         return True
@@ -257,17 +265,53 @@ class _ReadAhead(io.RawIOBase):
         self._thread.join()  # before the source is closed under it
 
 
+class _Hashing(io.RawIOBase):
+    """The compressed file as read, hashed and counted on the way (in the inflater's
+    thread: hashlib releases the GIL)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__()
+        self.raw: Any = raw
+        self.sha256 = hashlib.sha256()
+        self.read_bytes = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = self.raw.readinto(b)
+        if n:
+            self.sha256.update(memoryview(b)[:n])
+            self.read_bytes += n
+        return int(n or 0)
+
+    def tell(self) -> int:
+        return int(self.raw.tell())
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
 @contextmanager
-def _decompressed(path: Path) -> Iterator[tuple[_ReadAhead, Callable[[], int]]]:
-    """The CSV bytes, and how far into the file (compressed bytes) we are. zlib inflates
-    in the read-ahead thread (it releases the GIL): less CPU than a gzip process and a
-    pipe, and decompression still overlaps the parsing."""
-    with open_text_lines(path) as src:
+def _decompressed(
+    path: Path, *, hashed: bool = False
+) -> Iterator[tuple[_ReadAhead, Callable[[], int], _Hashing | None]]:
+    """The CSV bytes, how far into the file (compressed bytes) we are, and with `hashed`
+    what hashes them as read. zlib inflates in the read-ahead thread (it releases the
+    GIL): less CPU than a gzip process and a pipe, and decompression overlaps parsing."""
+    hashing: list[_Hashing] = []
+
+    def wrap(raw: IO[bytes]) -> IO[bytes]:
+        hashing.append(_Hashing(raw))
+        return cast(IO[bytes], hashing[0])
+
+    with open_text_lines(path, wrap=wrap if hashed else None) as src:
         raw = getattr(src, "fileobj", src)
         size = path.stat().st_size
         ahead = _ReadAhead(src)
         try:
-            yield ahead, lambda: min(raw.tell(), size)
+            yield ahead, lambda: min(raw.tell(), size), hashing[0] if hashing else None
         finally:
             ahead.stop()
 
@@ -279,6 +323,10 @@ class Reject:
     line: int
     reason: str
     raw: str
+
+
+# one block's COPY bytes, rows written, rows rejected, and data records
+_Made = tuple[bytes, int, list[Reject], int]
 
 
 class BadRow(DataError):
@@ -297,9 +345,12 @@ class TripStream:
         progress: Callable[[int], None] | None = None,
         block_bytes: int = BLOCK_BYTES,
         workers: int = WORKERS,
+        name: str | None = None,
+        scan: bool = False,
     ) -> None:
         self.path = path
-        self.name = path.name
+        self.name = name or path.name
+        self.scan = scan
         self.taxi = taxi
         self.quarantine = quarantine
         self.progress = progress
@@ -310,7 +361,9 @@ class TripStream:
         lowered = [c.lower() for c in taxi.header]
         self.hashed = [self.columns[lowered.index(h.lower())] for h in taxi.hash_columns]
         self.rows = 0
+        self.records = 0  # data records read (written or rejected; blank lines are none)
         self.rejects: list[Reject] = []
+        self._scanned: Scanned | None = None
         self._bad_what: dict[str, dict[int, str]] = {}  # column -> row -> what is wrong
         self._lines: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)  # record -> line
         self._odd: dict[str, npt.NDArray[np.bool_]] = {}  # timestamps not in PG's spelling
@@ -336,11 +389,18 @@ class TripStream:
         first, so after a bad row the rest is inflated (only) to tell the two apart."""
         try:
             with (
-                _decompressed(self.path) as (src, position),
+                _decompressed(self.path, hashed=self.scan) as (src, position, hashing),
                 ThreadPoolExecutor(self.workers, thread_name_prefix="taxi-cli-block") as pool,
             ):
                 try:
                     yield from self._blocks(src, position, pool)
+                    if hashing is not None:
+                        self._scanned = Scanned(
+                            hashing.sha256.hexdigest(),
+                            hashing.read_bytes,
+                            src.inflated,
+                            self.records,
+                        )
                 except DataError as bad:
                     try:
                         while src.read(4 << 20):
@@ -351,12 +411,18 @@ class TripStream:
         except READ_ERRORS as exc:
             raise damaged(self.name, self.taxi.name, exc) from exc
 
+    def scanned(self) -> Scanned:
+        """What the pass measured (with `scan`, once `batches()` has run to its end)."""
+        if self._scanned is None:
+            raise RuntimeError("scanned() before the pass ended (or without scan=True)")
+        return self._scanned
+
     def _blocks(
         self, src: _ReadAhead, position: Callable[[], int], pool: ThreadPoolExecutor
     ) -> Iterator[bytes]:
         width = check_header(self.name, src.readline(), self.taxi.accepted_headers, self.taxi.name)
         yield pgbinary.SIGNATURE
-        pending: deque[Future[tuple[bytes, int, list[Reject]]]] = deque()
+        pending: deque[Future[_Made]] = deque()
         try:
             line = 2
             while True:
@@ -405,23 +471,24 @@ class TripStream:
             )
         return joined
 
-    def _own_block(
-        self, block: bytes, first_line: int, width: int
-    ) -> tuple[bytes, int, list[Reject]]:
+    def _own_block(self, block: bytes, first_line: int, width: int) -> _Made:
         """`_block` on a copy of this stream: per-block state stays in the worker."""
         worker = copy.copy(self)
         worker.rows = 0
         worker.rejects = []
-        out, _ = worker._block(block, first_line, width)
-        return out, worker.rows, sorted(worker.rejects, key=lambda r: r.line)
+        out, records = worker._block(block, first_line, width)
+        return out, worker.rows, sorted(worker.rejects, key=lambda r: r.line), records
 
-    def _finish(self, future: Future[tuple[bytes, int, list[Reject]]]) -> bytes:
-        out, rows, rejects = future.result()
+    def _finish(self, future: Future[_Made]) -> bytes:
+        out, rows, rejects, records = future.result()
         self.rows += rows
+        self.records += records
         self.rejects.extend(rejects)
         return out
 
     def _block(self, block: bytes, first_line: int, width: int) -> tuple[bytes, int]:
+        """The block's COPY bytes, and how many data records it holds (blank lines
+        excluded): what the source holds, written or rejected."""
         quoted = b'"' in block
         if _fastcopy is not None and width == len(self.columns) and not quoted:
             # C, GIL released: canonical lines only; anything else (a bad or odd value,
@@ -445,6 +512,7 @@ class TripStream:
         has_cr = lengths > 0
         has_cr[has_cr] = buf[ends[has_cr] - 1] == 13
         blank = (lengths - has_cr) == 0
+        records = n_lines - int(np.count_nonzero(blank))
         commas = np.flatnonzero(buf == 44)
         if quotes is not None:  # a comma inside quotes separates nothing
             commas = commas[np.searchsorted(quotes, commas) % 2 == 0]
@@ -477,12 +545,12 @@ class TripStream:
             block = b"\n".join(block[int(starts[i]) : int(ends[i])] for i in kept)
         df = self._parse(block) if (kept is None or len(kept)) else None
         if df is None or df.height == 0:
-            return b"", n_lines
+            return b"", records
         typed, bad = self._convert(df)
         if bad.any():
             df, typed, kept = self._bad_values(df, typed, bad, kept, n_lines)
             if df.height == 0:
-                return b"", n_lines
+                return b"", records
         self._typed = typed
         wire: list[pgbinary.Field] = [self._row_ids(df)]
         for name in self.columns:
@@ -492,7 +560,7 @@ class TripStream:
             else:
                 wire.append(_text_field(df[name]))
         self.rows += df.height
-        return pgbinary.encode(wire, df.height), n_lines
+        return pgbinary.encode(wire, df.height), records
 
     @staticmethod
     def _text_problems(
