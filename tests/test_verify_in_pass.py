@@ -146,6 +146,23 @@ def test_a_bad_download_loads_nothing_and_is_fetched_once_more(mirror: Mirror, p
     assert _final().read_bytes() == GREEN_04.read_bytes()
 
 
+def test_a_copy_differing_only_in_the_gzip_timestamp_loads_with_its_note(
+    mirror: Mirror, pg_url: str
+) -> None:
+    mirror.add_file(GREEN_04)  # the manifest names these bytes
+    data = GREEN_04.read_bytes()
+    mtime = int.from_bytes(data[4:8], "little")
+    other = next(m for m in verify.MTIME_WINDOW if m != mtime)
+    mirror.hijack(PATH_04, _serving(lambda d: d[:4] + other.to_bytes(4, "little") + d[8:]))
+    result = _cli("load-pg", "green", "2020-04", "--pg-url", pg_url)
+    assert result.exit_code == 0, result.stderr
+    assert "only in the gzip timestamp" in " ".join(result.stderr.split())
+    assert len(mirror.gets(PATH_04)) == 1
+    side = json.loads(verify_sidecar(_final()).read_text())
+    assert side["note"] and side["sha256"] != sha256(GREEN_04)
+    assert _ledger(pg_url)[:2] == (side["sha256"], 35_612)
+
+
 def test_twice_bad_is_an_error_and_the_previous_rows_stay(mirror: Mirror, pg_url: str) -> None:
     mirror.add_file(GREEN_04)
     assert _cli("load-pg", "green", "2020-04", "--pg-url", pg_url).exit_code == 0
