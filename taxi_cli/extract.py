@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -434,12 +435,13 @@ def _whole(part: Path, entry: ManifestEntry | None) -> bool:
         return False
 
 
-def _promote(part: Path, final: Path, verified: Verified) -> None:
-    """Give a verified download its final name and sidecar (with the asset's validators)."""
+def _promote(part: Path, final: Path, verified: Verified, *, synced: bool = False) -> None:
+    """Give a verified download its final name and sidecar (with the asset's validators);
+    `synced`: its bytes were fsynced already."""
     from taxi_cli import download
 
     sidecar_path(final).unlink(missing_ok=True)
-    _durable_replace(part, final)
+    _durable_replace(part, final, synced=synced)
     validators = download.validators(part)  # which asset version this is
     download.discard(part)
     _write_sidecar(final, verified, validators)
@@ -447,10 +449,21 @@ def _promote(part: Path, final: Path, verified: Verified) -> None:
         log.warning("%s", verified.note)
 
 
-def _durable_replace(src: Path, dest: Path) -> None:
+def _fsync(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            os.fsync(fh.fileno())
+    except OSError as exc:  # the rename's own fsync tries again, and raises
+        log.debug("fsync of %s: %s", path, exc)
+        return False
+    return True
+
+
+def _durable_replace(src: Path, dest: Path, *, synced: bool = False) -> None:
     """Rename `src` over `dest` so that a power loss leaves one or the other, whole."""
-    with src.open("rb") as fh:
-        os.fsync(fh.fileno())
+    if not synced:
+        with src.open("rb") as fh:
+            os.fsync(fh.fileno())
     os.replace(src, dest)
     dir_fd = os.open(dest.parent, os.O_RDONLY)
     try:
@@ -597,6 +610,12 @@ class _Pending:
         self.verified: Verified | None = None
         self.failure: VerifyError | None = None
         self.verify_s = 0.0
+        # the download's bytes reach the disk while the load runs, not after it
+        self._synced: list[bool] = []
+        self._syncing = threading.Thread(
+            target=lambda: self._synced.append(_fsync(part)), name="taxi-cli-fsync"
+        )
+        self._syncing.start()
 
     @property
     def extracted(self) -> Extracted:
@@ -665,10 +684,11 @@ class _Pending:
             if self.failure is None and self.verified is None:
                 with contextlib.suppress(VerifyError):  # recorded in self.failure
                     self.settle(None)
+            self._syncing.join()
             if self.failure is not None or self.verified is None:
                 download.discard(self.part)  # a bad .part must not be resumed
                 return None
-            _promote(self.part, self.final, self.verified)
+            _promote(self.part, self.final, self.verified, synced=self._synced == [True])
             return self._result(self.verified)
         except OSError as exc:
             raise disk_error(exc) from exc
