@@ -98,6 +98,7 @@ class Outcome:
     verify_seconds: float | None = None
     load_seconds: float | None = None
     downloaded_bytes: int = 0  # what this run fetched for it (0 when cached)
+    verified: str | None = None  # how: "load pass" | "before load" | "sidecar" (cached)
     loaded: Loaded | None = None
     exc: TaxiError | None = field(default=None, repr=False)
 
@@ -119,6 +120,7 @@ class Outcome:
             "download_seconds": sec(self.download_seconds),
             "verify_seconds": sec(self.verify_seconds),
             "load_seconds": sec(self.load_seconds),
+            "verified": self.verified,
             "error": self.error,
             "attempts": self.attempts,
             "result": self.loaded.as_json() if self.loaded else None,
@@ -421,6 +423,14 @@ def report_files(results: Sequence[FileOutcome], out: Output) -> None:
 # ---- reporting --------------------------------------------------------------------------
 
 
+def _how_verified(fetched: Extracted) -> str:
+    if fetched.settle is not None:
+        return "load pass"  # the download was verified by the pass that loaded it
+    if fetched.cached and not fetched.verify_seconds:
+        return "sidecar"  # verified when it was downloaded; unchanged since
+    return "before load"
+
+
 def summary_table(summary: Summary, title: str) -> Table:
     table = Table(title=title, title_justify="left", show_edge=False)
     table.add_column("partition")
@@ -442,7 +452,7 @@ def summary_table(summary: Summary, title: str) -> Table:
             f"[{style}]{o.state}[/]",
             rows,
             sec(o.download_seconds),
-            sec(o.verify_seconds),
+            "in load" if o.verified == "load pass" else sec(o.verify_seconds),
             sec(o.load_seconds),
         )
     return table
@@ -852,6 +862,7 @@ class Runner:
                     downloaded_bytes=0 if fetched.cached else fetched.compressed_bytes,
                     verify_seconds=fetched.verify_seconds,
                     load_seconds=load_s,
+                    verified=_how_verified(fetched),
                     loaded=result,
                 ),
             )

@@ -98,7 +98,7 @@ def test_a_first_load_is_verified_by_its_own_pass(
     result = _cli("load-pg", "green", "2020-04", "--pg-url", pg_url, "--json")
     assert result.exit_code == 0, result.stderr
     (done,) = json.loads(result.stdout)["partitions"]
-    assert (done["state"], done["rows"]) == ("done", 35_612)
+    assert (done["state"], done["rows"], done["verified"]) == ("done", 35_612, "load pass")
     assert inflations == []  # the verifier never inflated it: the COPY pass did, once
     # what the pass measured is what verification records: the file is cached as verified
     final = _final()
@@ -119,6 +119,7 @@ def test_a_first_load_is_verified_by_its_own_pass(
     # a reload from the cache needs no verification either: the sidecar vouches for it
     again = _cli("load-pg", "green", "2020-04", "--pg-url", pg_url, "--force", "--json")
     assert again.exit_code == 0, again.stderr
+    assert json.loads(again.stdout)["partitions"][0]["verified"] == "sidecar"
     assert inflations == [] and len(mirror.gets(PATH_04)) == 1
 
 
@@ -213,10 +214,11 @@ def test_a_file_the_manifest_does_not_know_is_verified_before_the_load(
 ) -> None:
     mirror.add_file(GREEN_04, manifest=False)
     mirror.drop_manifest(f"{G04}.gz")
-    result = _cli("load-pg", "green", "2020-04", "--pg-url", pg_url)
+    result = _cli("load-pg", "green", "2020-04", "--pg-url", pg_url, "--json")
     assert result.exit_code == 0, result.stderr
     # no sha256 to hold the pass to: the record-by-record verification runs first
     assert inflations == [f"{G04}.gz.part"]
+    assert json.loads(result.stdout)["partitions"][0]["verified"] == "before load"
     assert _ledger(pg_url)[:2] == (sha256(GREEN_04), 35_612)
 
 
