@@ -349,7 +349,7 @@ def load_file(
                 if progress is not None and task is not None:
                     progress.update(task, completed=done)
 
-            from taxi_cli.postgres.rows import TripStream
+            from taxi_cli.postgres.rows import CheckSpec, TripStream
 
             stream = TripStream(
                 path,
@@ -358,6 +358,9 @@ def load_file(
                 progress=advance,
                 name=path.name.removesuffix(".part"),
                 scan=settle is not None,
+                checks=None
+                if source is None
+                else CheckSpec(month, tuple(reconcile.known_zone_ids(conn, schema))),
             )
             settled = False
             try:
@@ -387,15 +390,11 @@ def load_file(
                     _write_rejects(conn, schema, csv_name, stream.rejects)
                     table_rows = _file_rows(conn, schema, taxi, csv_name, kind, mode, rows)
                     reconciled = reconcile.finish(
-                        conn,
-                        schema,
-                        taxi,
                         csv_name,
-                        month,
-                        rows=table_rows,
                         written=rows,
                         quarantined=len(stream.rejects),
                         source=source,
+                        checks=stream.check_counts,
                     )
                     ledger.write(
                         conn,

@@ -325,8 +325,117 @@ class Reject:
     raw: str
 
 
-# one block's COPY bytes, rows written, rows rejected, and data records
-_Made = tuple[bytes, int, list[Reject], int]
+# one block's COPY bytes, rows written, rows rejected, data records, and check counts
+_Made = tuple[bytes, int, list[Reject], int, tuple[int, ...]]
+# the data checks in the order `_fastcopy` counts them (taxi_cli/quality.py names them)
+CHECKS = (
+    "outside_month",
+    "dropoff_before_pickup",
+    "negative_amounts",
+    "null_passenger_count",
+    "unknown_zones",
+)
+_NO_COUNTS: tuple[int, ...] = (0, 0, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """What the data checks of a load need to know: the file's month (None: no month to
+    be outside of) and the zone ids that are known, as text (`reconcile.known_zone_ids`)."""
+
+    month: str | None
+    known_zones: tuple[str, ...]
+
+
+class _Checks:
+    """The data checks counted while the rows are made, on the values as sent: what
+    the rows of the file in the table hold, without a scan of them after the COPY."""
+
+    def __init__(self, spec: CheckSpec, columns: list[str], pickup: str, dropoff: str) -> None:
+        def at(name: str) -> int:
+            lowered = [c.lower() for c in columns]
+            return lowered.index(name) if name in lowered else -1
+
+        self.names = [columns[i] if i >= 0 else "" for i in range(len(columns))]
+        self.pos: tuple[int, int, int, int, int, int, int] = (
+            at(pickup.lower()),
+            at(dropoff.lower()),
+            at("fare_amount"),
+            at("total_amount"),
+            at("passenger_count"),
+            at("pulocationid"),
+            at("dolocationid"),
+        )
+        self.start, self.end = _month_bounds(spec.month)
+        ids = [int(z) for z in spec.known_zones if z.isdigit() and str(int(z)) == z]
+        known = bytearray(max(ids, default=-1) + 1)
+        for i in ids:
+            known[i] = 1
+        self.known_text = list(spec.known_zones)
+        self.c_args: tuple[int, int, int, int, int, int, int, int, int, bytes] = (
+            *self.pos,
+            self.start,
+            self.end,
+            bytes(known),
+        )
+        p, d, fare, total, pc, pu, do = self.pos
+        present = (
+            p >= 0 and spec.month is not None,
+            p >= 0 and d >= 0,
+            fare >= 0 and total >= 0,
+            pc >= 0,
+            pu >= 0 and do >= 0,
+        )
+        self.present = present
+
+    def result(self, counts: tuple[int, ...]) -> dict[str, int]:
+        return {name: n for name, n, on in zip(CHECKS, counts, self.present, strict=True) if on}
+
+    def of_rows(
+        self,
+        df: pl.DataFrame,
+        typed: dict[str, tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]],
+    ) -> tuple[int, ...]:
+        """The counts over rows made by the Python path (typed values as sent)."""
+        cols = [self.names[i] if i >= 0 else None for i in self.pos]
+        p, d, fare, total, pc, pu, do = cols
+        counts = [0, 0, 0, 0, 0]
+        if p is not None:
+            pv, pnull = typed[p]
+            counts[0] = int(np.count_nonzero(~pnull & ((pv < self.start) | (pv >= self.end))))
+            if d is not None:
+                dv, dnull = typed[d]
+                counts[1] = int(np.count_nonzero(~pnull & ~dnull & (dv < pv)))
+        if fare is not None and total is not None:
+            fv, fnull = typed[fare]
+            tv, tnull = typed[total]
+            counts[2] = int(np.count_nonzero((~fnull & (fv < 0)) | (~tnull & (tv < 0))))
+        if pc is not None:
+            counts[3] = int(np.count_nonzero(typed[pc][1]))
+        if pu is not None and do is not None:
+
+            def unknown(name: str) -> pl.Expr:
+                col = pl.col(name)
+                return col.is_not_null() & ~col.is_in(self.known_text)
+
+            counts[4] = int(df.select((unknown(pu) | unknown(do)).sum()).item())
+        return tuple(counts)
+
+
+def _month_bounds(month: str | None) -> tuple[int, int]:
+    """[start, end) of the month as PostgreSQL timestamps (microseconds since 2000)."""
+    if month is None:
+        return -(1 << 63), (1 << 63) - 1
+    from datetime import datetime, timedelta
+
+    year, mon = int(month[:4]), int(month[5:7])
+    nxt = (year + mon // 12, mon % 12 + 1)
+    base = datetime(2000, 1, 1)
+    micro = timedelta(microseconds=1)
+    return (
+        (datetime(year, mon, 1) - base) // micro,
+        (datetime(nxt[0], nxt[1], 1) - base) // micro,
+    )
 
 
 class BadRow(DataError):
@@ -347,6 +456,7 @@ class TripStream:
         workers: int = WORKERS,
         name: str | None = None,
         scan: bool = False,
+        checks: CheckSpec | None = None,
     ) -> None:
         self.path = path
         self.name = name or path.name
@@ -370,6 +480,15 @@ class TripStream:
         self._typed: dict[str, tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]] = {}
         self._fast_kinds = b"".join(_FAST_KINDS.get(self.kinds[c], b"T") for c in self.columns)
         self._fast_hashed = tuple(self.columns.index(c) for c in self.hashed)
+        self._checks = (
+            None if checks is None else _Checks(checks, self.columns, taxi.pickup, taxi.dropoff)
+        )
+        self._counts = _NO_COUNTS
+
+    @property
+    def check_counts(self) -> dict[str, int] | None:
+        """The data checks over the rows written (with `checks`, once the pass ended)."""
+        return None if self._checks is None else self._checks.result(self._counts)
 
     # ---- errors ---------------------------------------------------------------------------
 
@@ -476,14 +595,18 @@ class TripStream:
         worker = copy.copy(self)
         worker.rows = 0
         worker.rejects = []
+        worker._counts = _NO_COUNTS
         out, records = worker._block(block, first_line, width)
-        return out, worker.rows, sorted(worker.rejects, key=lambda r: r.line), records
+        rejects = sorted(worker.rejects, key=lambda r: r.line)
+        return out, worker.rows, rejects, records, worker._counts
 
     def _finish(self, future: Future[_Made]) -> bytes:
-        out, rows, rejects, records = future.result()
+        out, rows, rejects, records, counts = future.result()
         self.rows += rows
         self.records += records
         self.rejects.extend(rejects)
+        if counts is not _NO_COUNTS:
+            self._counts = tuple(a + b for a, b in zip(self._counts, counts, strict=True))
         return out
 
     def _block(self, block: bytes, first_line: int, width: int) -> tuple[bytes, int]:
@@ -493,7 +616,15 @@ class TripStream:
         if _fastcopy is not None and width == len(self.columns) and not quoted:
             # C, GIL released: canonical lines only; anything else (a bad or odd value,
             # a blank line, a wrong width) gives None and the whole block goes below
-            fast = _fastcopy.encode(block, self._fast_kinds, self._fast_hashed, width)
+            fast: tuple[bytes, int] | None
+            if self._checks is None:
+                fast = _fastcopy.encode(block, self._fast_kinds, self._fast_hashed, width)
+            else:
+                args = self._checks.c_args
+                counted = _fastcopy.encode(block, self._fast_kinds, self._fast_hashed, width, args)
+                fast = None if counted is None else counted[:2]
+                if counted is not None:
+                    self._counts = counted[2]
             if fast is not None:
                 self.rows += fast[1]
                 return fast[0], fast[1]
@@ -552,6 +683,8 @@ class TripStream:
             if df.height == 0:
                 return b"", records
         self._typed = typed
+        if self._checks is not None:
+            self._counts = self._checks.of_rows(df, typed)
         wire: list[pgbinary.Field] = [self._row_ids(df)]
         for name in self.columns:
             if name in typed:
