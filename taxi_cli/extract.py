@@ -14,6 +14,12 @@ stale, incomplete, unreadable or other-version sidecar means verify again, never
 
 A read-only data dir with verified files serves them (nothing needs writing then); any
 other operating-system error is one line naming the path (`taxi_cli.oserrors`).
+
+`prepare` is the load loop's way in: a download the release manifest knows, for a
+destination whose load reads the whole file in one pass (pg), is handed to that pass
+unverified (`Extracted.settle`), so a first load inflates the file once, not twice. It
+ends exactly as above: verified -> final name and sidecar; bad -> discarded, fetched
+once more and verified here first (`refetch`). The file lock is held until then.
 """
 
 from __future__ import annotations
