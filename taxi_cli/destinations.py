@@ -98,6 +98,15 @@ class HasMart(Protocol):
         ...
 
 
+@runtime_checkable
+class VerifiesInPass(Protocol):
+    """Its load reads the whole file in one pass that can verify a first download on
+    the way: it calls `Extracted.settle` before it commits (pg). The job then hands it
+    the download unverified: one decompression per first load instead of two."""
+
+    verifies_in_pass: bool
+
+
 @dataclass(frozen=True)
 class Options:
     """The options of a load that are not settings; each destination takes its own.

@@ -14,10 +14,17 @@ stale, incomplete, unreadable or other-version sidecar means verify again, never
 
 A read-only data dir with verified files serves them (nothing needs writing then); any
 other operating-system error is one line naming the path (`taxi_cli.oserrors`).
+
+`prepare` is the load loop's way in: a download the release manifest knows, for a
+destination whose load reads the whole file in one pass (pg), is handed to that pass
+unverified (`Extracted.settle`), so a first load inflates the file once, not twice. It
+ends exactly as above: verified -> final name and sidecar; bad -> discarded, fetched
+once more and verified here first (`refetch`). The file lock is held until then.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import fcntl
@@ -25,9 +32,10 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -46,10 +54,16 @@ from taxi_cli.catalog import (
 from taxi_cli.config import Settings
 from taxi_cli.console import Output, add_task
 from taxi_cli.errors import ConfigError, DataError, DownloadError, TaxiError
-from taxi_cli.model import Extracted
+from taxi_cli.model import Extracted, Scanned
 from taxi_cli.oserrors import DATA_DIR_HINT, disk_error, os_error_of
 from taxi_cli.redact import mask_url
-from taxi_cli.verify import Verified, VerifyError, verify_trip_file, verify_zones
+from taxi_cli.verify import (
+    Verified,
+    VerifyError,
+    verify_scanned,
+    verify_trip_file,
+    verify_zones,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -275,11 +289,16 @@ def _from_sidecar(
     )
 
 
-def _ensure(cfg: Settings, *, final: Path, **kwargs: Any) -> Extracted:
+def _ensure(cfg: Settings, *, final: Path, **kwargs: Any) -> Extracted | _Pending:
     """`_ensure_locked` under a per-file lock: a second process fetching the same file
-    waits, then finds it cached, instead of writing into the same `.part`."""
-    with _file_lock(cfg, final):
-        return _ensure_locked(cfg, final=final, **kwargs)
+    waits, then finds it cached, instead of writing into the same `.part`. A pending
+    file keeps the lock until it is settled (`_Pending.finish`)."""
+    with ExitStack() as lock:
+        lock.enter_context(_file_lock(cfg, final))
+        got = _ensure_locked(cfg, final=final, **kwargs)
+        if isinstance(got, _Pending):
+            got.lock = lock.pop_all()
+        return got
 
 
 # a data dir that cannot take a lock file can take no download either: reading is all
@@ -323,7 +342,7 @@ def _file_lock(cfg: Settings, final: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _ensure_locked(cfg: Settings, *, final: Path, **kwargs: Any) -> Extracted:
+def _ensure_locked(cfg: Settings, *, final: Path, **kwargs: Any) -> Extracted | _Pending:
     """The cache-or-download-and-verify cycle shared by trip files and the zone lookup."""
     try:
         return _cycle(cfg, final=final, **kwargs)
@@ -344,7 +363,10 @@ def _cycle(
     client: _Http,
     bars: _Bars,
     entry: ManifestEntry | None,
-) -> Extracted:
+    defer: TaxiType | None = None,
+    attempts: tuple[int, ...] = (1, 2),
+) -> Extracted | _Pending:
+    """`defer`: hand a download the manifest knows to the load pass, unverified."""
     name = final.name
     part = final.with_name(name + ".part")
     if final.exists() and not force:
@@ -368,24 +390,27 @@ def _cycle(
 
     if force:
         download.discard(part)  # --force means a fresh download, not a resumed one
-    for attempt in (1, 2):
+    for attempt in attempts:
         bar = bars.file_bar(name)
         began = time.monotonic()
         fetched = began
         try:
             try:
-                download.fetch(
-                    client.get(),
-                    url,
-                    part,
-                    cfg,
-                    expected_size=entry.size if entry else None,
-                    progress=bar.update,
-                )
+                if not _whole(part, entry):  # one a killed run left complete is not fetched again
+                    download.fetch(
+                        client.get(),
+                        url,
+                        part,
+                        cfg,
+                        expected_size=entry.size if entry else None,
+                        progress=bar.update,
+                    )
                 fetched = time.monotonic()
             except download.NotFound as exc:
                 download.discard(part)
                 raise DownloadError(f"{name}: {exc}; {not_found}") from exc
+            if defer is not None and entry is not None:
+                return _Pending(defer, month, final, part, entry, url, fetched - began)
             bar.verifying()
             verified = check(part)
         except VerifyError as exc:
@@ -399,22 +424,52 @@ def _cycle(
             ) from exc
         finally:
             bar.finish()
-        sidecar_path(final).unlink(missing_ok=True)
-        _durable_replace(part, final)
-        validators = download.validators(part)  # which asset version this is
-        download.discard(part)
-        _write_sidecar(final, verified, validators)
-        if verified.note:
-            log.warning("%s", verified.note)
+        _promote(part, final, verified)
         timings = {"download_s": fetched - began, "verify_s": time.monotonic() - fetched}
         return _extracted(taxi, month, final, verified, url, cached=False, **timings)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _durable_replace(src: Path, dest: Path) -> None:
+def _whole(part: Path, entry: ManifestEntry | None) -> bool:
+    """A `.part` as long as the manifest's file, with its validator: the download is
+    complete (verification judges its bytes), so asking for the rest would get a 416."""
+    from taxi_cli import download
+
+    try:
+        return entry is not None and part.stat().st_size == entry.size and download.resumable(part)
+    except OSError:
+        return False
+
+
+def _promote(part: Path, final: Path, verified: Verified, *, synced: bool = False) -> None:
+    """Give a verified download its final name and sidecar (with the asset's validators);
+    `synced`: its bytes were fsynced already."""
+    from taxi_cli import download
+
+    sidecar_path(final).unlink(missing_ok=True)
+    _durable_replace(part, final, synced=synced)
+    validators = download.validators(part)  # which asset version this is
+    download.discard(part)
+    _write_sidecar(final, verified, validators)
+    if verified.note:
+        log.warning("%s", verified.note)
+
+
+def _fsync(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            os.fsync(fh.fileno())
+    except OSError as exc:  # the rename's own fsync tries again, and raises
+        log.debug("fsync of %s: %s", path, exc)
+        return False
+    return True
+
+
+def _durable_replace(src: Path, dest: Path, *, synced: bool = False) -> None:
     """Rename `src` over `dest` so that a power loss leaves one or the other, whole."""
-    with src.open("rb") as fh:
-        os.fsync(fh.fileno())
+    if not synced:
+        with src.open("rb") as fh:
+            os.fsync(fh.fileno())
     os.replace(src, dest)
     dir_fd = os.open(dest.parent, os.O_RDONLY)
     try:
@@ -503,32 +558,19 @@ def ensure_file(
     Raises DownloadError (404, retries exhausted) or DataError (failed verification
     twice); nothing is left under the final name then.
     """
-    final = data_file(cfg, taxi, month)
-    entry = load_manifest(cfg).get(final.name)
-    url = taxi_url(cfg.source_url, taxi, month)
-    not_found = f"{taxi.name} releases available: {taxi.window_text()}"
-
-    def check(path: Path) -> Verified:
-        return verify_trip_file(path, taxi, entry, name=final.name)
-
-    if on_bytes is not None and _bars is None:
-        _bars = _Bars(None, hook=on_bytes)
-    with _client(cfg, _http or client) as http, _bars_or(out, _bars, entry) as bars:
-        result = _ensure(
-            cfg,
-            taxi=taxi.name,
-            month=month,
-            final=final,
-            url=url,
-            check=check,
-            not_found=not_found,
-            force=force,
-            client=http,
-            bars=bars,
-            entry=entry,
-        )
-    etag, modified = recorded_validators(final)
-    result = replace(result, etag=etag, last_modified=modified)
+    got = _trip_file(
+        cfg,
+        taxi,
+        month,
+        force=force,
+        out=out,
+        client=client,
+        on_bytes=on_bytes,
+        bars=_bars,
+        http=_http,
+    )
+    assert isinstance(got, Extracted)
+    result = got
     if parquet:
         from taxi_cli.parquet import parquet_path_for, to_parquet
 
@@ -540,6 +582,237 @@ def ensure_file(
                 raise
             raise disk_error(failed, parquet_path_for(result.path)) from exc
     return result
+
+
+# ---- a first download that its load pass verifies (one decompression per first load) ----
+
+
+class _Pending:
+    """A download the release manifest knows, handed to the load pass unverified.
+
+    The pass verifies it as it loads (`settle`, see `Extracted`): one inflate and one
+    scan instead of two. `finish` then does what verification here would have done:
+    a verified file gets its final name and sidecar; a failed one is discarded (the
+    job fetches it again, verified first); a file no pass settled (the load was
+    skipped or failed before reading it) is verified on its own. The file lock is held
+    until then, so a second process waits and then finds the file cached."""
+
+    def __init__(
+        self,
+        taxi: TaxiType,
+        month: str | None,
+        final: Path,
+        part: Path,
+        entry: ManifestEntry,
+        url: str,
+        download_s: float,
+    ) -> None:
+        from taxi_cli import download
+
+        self.taxi, self.month, self.final, self.part = taxi, month, final, part
+        self.entry, self.url, self.download_s = entry, url, download_s
+        self.etag, self.last_modified = download.validators(part)  # the asset's version
+        self.lock: ExitStack | None = None
+        self.verified: Verified | None = None
+        self.failure: VerifyError | None = None
+        self.verify_s = 0.0
+        # the download's bytes reach the disk while the load runs, not after it
+        self._synced: list[bool] = []
+        self._syncing = threading.Thread(
+            target=lambda: self._synced.append(_fsync(part)), name="taxi-cli-fsync"
+        )
+        self._syncing.start()
+
+    @property
+    def extracted(self) -> Extracted:
+        return Extracted(
+            taxi=self.taxi.name,
+            month=self.month,
+            path=self.part,
+            rows=0,
+            compressed_bytes=self.entry.size,
+            uncompressed_bytes=0,
+            sha256=self.entry.sha256,  # what it must be: the ledger-hit test compares it
+            cached=False,
+            url=mask_url(self.url),
+            download_seconds=self.download_s,
+            etag=self.etag,
+            last_modified=self.last_modified,
+            file_name=self.final.name,
+            settle=self.settle,
+        )
+
+    def settle(self, scanned: Scanned | None) -> Extracted:
+        began = time.monotonic()
+        try:
+            if scanned is None:
+                verified = verify_trip_file(self.part, self.taxi, self.entry, name=self.final.name)
+            else:
+                verified = verify_scanned(
+                    self.part,
+                    self.taxi,
+                    self.entry,
+                    sha256=scanned.sha256,
+                    read_bytes=scanned.compressed_bytes,
+                    uncompressed_bytes=scanned.uncompressed_bytes,
+                    rows=scanned.rows,
+                    name=self.final.name,
+                )
+        except VerifyError as exc:
+            self.failure = exc
+            raise
+        except OSError as exc:
+            raise disk_error(exc, self.part) from exc
+        finally:
+            self.verify_s += time.monotonic() - began
+        self.verified = verified
+        return self._result(verified)
+
+    def _result(self, verified: Verified) -> Extracted:
+        found = _extracted(
+            self.taxi.name,
+            self.month,
+            self.final,
+            verified,
+            self.url,
+            cached=False,
+            download_s=self.download_s,
+            verify_s=self.verify_s,
+        )
+        return replace(found, etag=self.etag, last_modified=self.last_modified)
+
+    def finish(self) -> Extracted | None:
+        """Settle the file's place in the cache and release its lock: the verified file
+        under its final name, or None when it was discarded."""
+        from taxi_cli import download
+
+        try:
+            if self.failure is None and self.verified is None:
+                with contextlib.suppress(VerifyError):  # recorded in self.failure
+                    self.settle(None)
+            self._syncing.join()
+            if self.failure is not None or self.verified is None:
+                download.discard(self.part)  # a bad .part must not be resumed
+                return None
+            _promote(self.part, self.final, self.verified, synced=self._synced == [True])
+            return self._result(self.verified)
+        except OSError as exc:
+            raise disk_error(exc) from exc
+        finally:
+            if self.lock is not None:
+                self.lock.close()
+
+
+class Prepared:
+    """One partition's file for its load (`prepare`), and what becomes of it after.
+
+    `extracted` is a verified file, or a first download its load pass verifies (its
+    `settle` is set). `close()` always runs (try/finally): it puts a pending download
+    in the cache or discards it, and releases its lock. `refetch()` is the second try
+    after the pass found the download bad: fetched again from scratch and verified
+    here, so nothing unverified is handed on twice."""
+
+    def __init__(self, extracted: Extracted, pending: _Pending | None = None) -> None:
+        self.extracted = extracted
+        self._pending = pending
+
+    @property
+    def failed_verification(self) -> VerifyError | None:
+        return self._pending.failure if self._pending is not None else None
+
+    def close(self) -> Extracted:
+        """The file as it is cached now (what `drop_cache` removes)."""
+        if self._pending is None:
+            return self.extracted
+        pending, self._pending = self._pending, None
+        return pending.finish() or self.extracted
+
+
+def prepare(
+    cfg: Settings,
+    taxi: TaxiType,
+    month: str,
+    *,
+    verify_in_pass: bool,
+    force: bool = False,
+    parquet: bool = False,
+    client: httpx.Client | None = None,
+    on_bytes: Callable[[int, int | None], None] | None = None,
+) -> Prepared:
+    """`ensure_file`, except that with `verify_in_pass` a download the release manifest
+    knows is not verified here: the one load pass that reads it does that (issue 14).
+    Cached files, Parquet, and files the manifest does not know are verified first."""
+    if not verify_in_pass or parquet:
+        return Prepared(
+            ensure_file(
+                cfg, taxi, month, force=force, parquet=parquet, client=client, on_bytes=on_bytes
+            )
+        )
+    got = _trip_file(cfg, taxi, month, force=force, client=client, on_bytes=on_bytes, defer=True)
+    if isinstance(got, _Pending):
+        return Prepared(got.extracted, got)
+    return Prepared(got)
+
+
+def refetch(
+    cfg: Settings,
+    taxi: TaxiType,
+    month: str,
+    *,
+    client: httpx.Client | None = None,
+    on_bytes: Callable[[int, int | None], None] | None = None,
+) -> Extracted:
+    """The second download after a load pass found the first one bad: from scratch,
+    verified before it is handed on; a second failure is the usual error."""
+    got = _trip_file(cfg, taxi, month, force=True, client=client, on_bytes=on_bytes, attempts=(2,))
+    assert isinstance(got, Extracted)
+    return got
+
+
+def _trip_file(
+    cfg: Settings,
+    taxi: TaxiType,
+    month: str,
+    *,
+    force: bool,
+    out: Output | None = None,
+    client: httpx.Client | None = None,
+    on_bytes: Callable[[int, int | None], None] | None = None,
+    bars: _Bars | None = None,
+    http: _Http | None = None,
+    defer: bool = False,
+    attempts: tuple[int, ...] = (1, 2),
+) -> Extracted | _Pending:
+    final = data_file(cfg, taxi, month)
+    entry = load_manifest(cfg).get(final.name)
+    url = taxi_url(cfg.source_url, taxi, month)
+    not_found = f"{taxi.name} releases available: {taxi.window_text()}"
+
+    def check(path: Path) -> Verified:
+        return verify_trip_file(path, taxi, entry, name=final.name)
+
+    if on_bytes is not None and bars is None:
+        bars = _Bars(None, hook=on_bytes)
+    with _client(cfg, http or client) as own_http, _bars_or(out, bars, entry) as own_bars:
+        result = _ensure(
+            cfg,
+            taxi=taxi.name,
+            month=month,
+            final=final,
+            url=url,
+            check=check,
+            not_found=not_found,
+            force=force,
+            client=own_http,
+            bars=own_bars,
+            entry=entry,
+            defer=taxi if defer else None,
+            attempts=attempts,
+        )
+    if isinstance(result, _Pending):
+        return result
+    etag, modified = recorded_validators(final)
+    return replace(result, etag=etag, last_modified=modified)
 
 
 @contextmanager
@@ -565,7 +838,7 @@ def ensure_zones(
     entry = load_manifest(cfg).get(ZONES_FILE)
     url = zones_url(cfg.source_url)
     with _client(cfg, client) as http, _bars_or(out, None, entry) as bars:
-        return _ensure(
+        got = _ensure(
             cfg,
             taxi="zones",
             month=None,
@@ -578,6 +851,8 @@ def ensure_zones(
             bars=bars,
             entry=entry,
         )
+    assert isinstance(got, Extracted)  # only a trip file is ever deferred
+    return got
 
 
 def each_file(

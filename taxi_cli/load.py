@@ -40,7 +40,7 @@ from taxi_cli.catalog import Partition
 from taxi_cli.choices import Reprocess
 from taxi_cli.config import Settings
 from taxi_cli.console import Output
-from taxi_cli.destinations import Destination, KeepsRuns
+from taxi_cli.destinations import Destination, KeepsRuns, VerifiesInPass
 from taxi_cli.download import make_client
 from taxi_cli.errors import (
     ConfigError,
@@ -98,6 +98,7 @@ class Outcome:
     verify_seconds: float | None = None
     load_seconds: float | None = None
     downloaded_bytes: int = 0  # what this run fetched for it (0 when cached)
+    verified: str | None = None  # how: "load pass" | "before load" | "sidecar" (cached)
     loaded: Loaded | None = None
     exc: TaxiError | None = field(default=None, repr=False)
 
@@ -119,6 +120,7 @@ class Outcome:
             "download_seconds": sec(self.download_seconds),
             "verify_seconds": sec(self.verify_seconds),
             "load_seconds": sec(self.load_seconds),
+            "verified": self.verified,
             "error": self.error,
             "attempts": self.attempts,
             "result": self.loaded.as_json() if self.loaded else None,
@@ -421,6 +423,14 @@ def report_files(results: Sequence[FileOutcome], out: Output) -> None:
 # ---- reporting --------------------------------------------------------------------------
 
 
+def _how_verified(fetched: Extracted) -> str:
+    if fetched.settle is not None:
+        return "load pass"  # the download was verified by the pass that loaded it
+    if fetched.cached and not fetched.verify_seconds:
+        return "sidecar"  # verified when it was downloaded; unchanged since
+    return "before load"
+
+
 def summary_table(summary: Summary, title: str) -> Table:
     table = Table(title=title, title_justify="left", show_edge=False)
     table.add_column("partition")
@@ -442,7 +452,7 @@ def summary_table(summary: Summary, title: str) -> Table:
             f"[{style}]{o.state}[/]",
             rows,
             sec(o.download_seconds),
-            sec(o.verify_seconds),
+            "in load" if o.verified == "load pass" else sec(o.verify_seconds),
             sec(o.load_seconds),
         )
     return table
@@ -757,14 +767,19 @@ class Runner:
                 last[0] = now
                 self.events.put(_Event("bytes", unit, done=done, total=total))
 
+        destinations = [self.destinations[i.target] for i in unit.items]
+        # one destination that verifies in its pass: a first download is not inflated
+        # and scanned twice (verify, then load) but once
+        in_pass = len(destinations) == 1 and isinstance(destinations[0], VerifiesInPass)
         try:
-            extracted, _ = self._retrying(
+            prepared, _ = self._retrying(
                 "download",
                 unit,
-                lambda: extract.ensure_file(
+                lambda: extract.prepare(
                     self.cfg,
                     part.taxi,
                     part.month,
+                    verify_in_pass=in_pass and not parquet,
                     client=client,
                     parquet=parquet,
                     on_bytes=on_bytes,
@@ -775,12 +790,30 @@ class Runner:
             for item in unit.items:
                 self._fail(unit, item, failed, started)
             return
-        fetched: Extracted = extracted
+        sources: list[extract.Prepared] = [prepared]  # and a second download, if one was needed
+        try:
+            blocked = self._load_items(unit, sources, client, on_bytes, started)
+        finally:
+            cached = [s.close() for s in sources]  # a download its pass verified is cached
+        if blocked is None and not self.cfg.keep_cache:
+            drop_cache(cached[-1])
+
+    def _load_items(
+        self,
+        unit: WorkUnit,
+        sources: list[extract.Prepared],
+        client: httpx.Client,
+        on_bytes: Callable[[int, int | None], None],
+        started: float,
+    ) -> str | None:
+        """Load the partition into each destination in turn; what blocked the rest.
+        `sources[-1]` is the file; a second download is appended to it."""
+        part = unit.partition
         blocked: str | None = None
         staged: Loaded | None = None
         for item in unit.items:
             if self.stop.is_set():
-                return
+                return "stopped"
             if blocked is not None:
                 # gcs+bq: the BigQuery load reads the object the failed upload did not write.
                 self._fail(unit, item, _Failed(f"not loaded: {blocked}", 0), started)
@@ -788,21 +821,35 @@ class Runner:
             destination = self.destinations[item.target]
             self.events.put(_Event("state", unit, f"loading into {destination.name}"))
             item_started = time.monotonic()
+            fetched = sources[-1].extracted
             try:
-                loaded, attempts = self._retrying(
-                    f"load into {destination.name}",
-                    unit,
-                    lambda d=destination, i=item, s=staged: d.load(  # type: ignore[misc]
-                        part, fetched, i.action, s
-                    ),
-                )
+                try:
+                    loaded, attempts = self._load_one(unit, destination, fetched, item, staged)
+                except _Failed as failed:
+                    if sources[-1].failed_verification is None:
+                        raise
+                    # the pass found the download bad and loaded nothing: once more, from
+                    # scratch, verified before it is loaded (a second failure is final)
+                    log.warning("%s; downloading it once more from scratch", failed.message)
+                    sources[-1].close()  # discards it and releases its lock
+                    self.events.put(_Event("state", unit, "downloading"))
+                    refetched, _ = self._retrying(
+                        "download",
+                        unit,
+                        lambda: extract.refetch(
+                            self.cfg, part.taxi, part.month, client=client, on_bytes=on_bytes
+                        ),
+                    )
+                    sources.append(extract.Prepared(refetched))
+                    fetched = refetched
+                    loaded, attempts = self._load_one(unit, destination, fetched, item, staged)
             except _Failed as failed:
                 self._fail(unit, item, failed, item_started, fetched)
                 blocked = f"{destination.name} failed"
                 continue
             result: Loaded = loaded
             staged = result if destination.name == "gcs" else None
-            load_s = time.monotonic() - item_started
+            load_s = time.monotonic() - item_started  # a download verified in its pass: here
             self._emit(
                 unit,
                 Outcome(
@@ -815,11 +862,26 @@ class Runner:
                     downloaded_bytes=0 if fetched.cached else fetched.compressed_bytes,
                     verify_seconds=fetched.verify_seconds,
                     load_seconds=load_s,
+                    verified=_how_verified(fetched),
                     loaded=result,
                 ),
             )
-        if blocked is None and not self.cfg.keep_cache:
-            drop_cache(fetched)
+        return blocked
+
+    def _load_one(
+        self,
+        unit: WorkUnit,
+        destination: Destination,
+        fetched: Extracted,
+        item: PlanItem,
+        staged: Loaded | None,
+    ) -> tuple[Loaded, int]:
+        loaded, attempts = self._retrying(
+            f"load into {destination.name}",
+            unit,
+            lambda: destination.load(unit.partition, fetched, item.action, staged),
+        )
+        return loaded, attempts
 
     def _fail(
         self,

@@ -1,7 +1,8 @@
 """The values that cross layers: one home and one definition each.
 
 - `Partition`: one (taxi type, month) — the unit of work of every load command.
-- `Extracted`: a verified local release file, what the source hands a destination.
+- `Extracted`: a verified local release file, what the source hands a destination (or
+  one the pass that loads it verifies: `settle`, given what that pass `Scanned`).
 - `Loaded`: what a destination did with one partition (or with the zone lookup).
 - `LedgerRow`: one partition's latest state in a destination's ledger.
 - `Audit`: a destination's ledger of record against what it holds now (`check`).
@@ -12,25 +13,45 @@ the jobs can all use them without importing each other.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from taxi_cli.catalog import Partition
 
-__all__ = ["Audit", "Extracted", "LedgerRow", "Loaded", "Partition", "Upstream"]
+__all__ = ["Audit", "Extracted", "LedgerRow", "Loaded", "Partition", "Scanned", "Upstream"]
 
 MIB = 1 << 20
 
 
 @dataclass(frozen=True)
+class Scanned:
+    """What one pass over a release file measured, for `Extracted.settle` to judge."""
+
+    sha256: str  # of the compressed bytes, as read
+    compressed_bytes: int  # read
+    uncompressed_bytes: int
+    rows: int  # data records (header and blank lines excluded)
+
+
+@dataclass(frozen=True)
 class Extracted:
-    """A verified local release file."""
+    """A verified local release file, or a downloaded one still to be verified.
+
+    With `settle` set (a first download that the load pass verifies, issue 14: one
+    decompression per first load) `path` is the download, `rows` and `sha256` are not
+    known yet, and the loader must, inside its transaction and before it commits, call
+    `settle(scanned)` with what its pass measured: it returns the verified file or raises
+    VerifyError (then nothing may commit: the job fetches the file again). A pass that
+    fails for any other reason calls `settle(None)`, which verifies the file on its own,
+    so that a bad row in a good file is told apart from a bad download.
+    """
 
     taxi: str  # taxi type name, or "zones"
     month: str | None  # None for the zone lookup
-    path: Path  # the verified file under its final name
+    path: Path  # the verified file under its final name (with `settle`: the download)
     rows: int  # data rows (header excluded)
     compressed_bytes: int
     uncompressed_bytes: int
@@ -43,6 +64,10 @@ class Extracted:
     verify_seconds: float = 0.0  # time spent verifying (0 when the sidecar vouched)
     etag: str | None = None  # the release asset's ETag when it was downloaded
     last_modified: str | None = None  # ... and its Last-Modified
+    file_name: str | None = None  # the release file's name when `path` is not it
+    settle: Callable[[Scanned | None], Extracted] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     @property
     def upstream(self) -> Upstream:
@@ -52,10 +77,10 @@ class Extracted:
     @property
     def csv_name(self) -> str:
         """The uncompressed file name: the `filename` lineage value in the warehouses."""
-        return self.path.name.removesuffix(".gz")
+        return (self.file_name or self.path.name).removesuffix(".gz")
 
     def as_json(self) -> dict[str, Any]:
-        payload = asdict(self)
+        payload = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "settle"}
         payload["path"] = str(self.path)
         payload["parquet_path"] = str(self.parquet_path) if self.parquet_path else None
         payload["uncompressed_mib"] = round(self.uncompressed_bytes / MIB, 2)

@@ -13,6 +13,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from taxi_cli.catalog import TaxiType, next_month
+from taxi_cli.postgres import ddl
+from taxi_cli.postgres.reconcile import known_zone_ids
 from tests.conftest import SHARED_DATA
 
 REAL = SHARED_DATA / "real"
@@ -101,3 +104,42 @@ def decode_copy_rows(data: bytes) -> list[CopyRow]:
             pos += max(size, 0)
         out.append(tuple(fields))
     return out
+
+
+def sql_data_checks(
+    conn: psycopg.Connection[Any], schema: str, taxi: TaxiType, csv_name: str, month: str | None
+) -> dict[str, int]:
+    """The data checks of a loaded file counted by PostgreSQL over its rows in the table:
+    the oracle for the counts the loader makes while streaming (`rows.CheckSpec`)."""
+    have = set(ddl.data_columns(taxi))
+    p, d = sql.Identifier(taxi.pickup.lower()), sql.Identifier(taxi.dropoff.lower())
+    known = sql.Literal(known_zone_ids(conn, schema))
+    checks: list[tuple[str, sql.Composable]] = []
+    if month is not None:
+        checks.append(("outside_month", sql.SQL("{p} < %(start)s OR {p} >= %(end)s").format(p=p)))
+    checks.append(("dropoff_before_pickup", sql.SQL("{d} < {p}").format(p=p, d=d)))
+    if {"fare_amount", "total_amount"} <= have:
+        checks.append(("negative_amounts", sql.SQL("fare_amount < 0 OR total_amount < 0")))
+    if "passenger_count" in have:
+        checks.append(("null_passenger_count", sql.SQL("passenger_count IS NULL")))
+    zone = sql.SQL("({c} IS NOT NULL AND NOT ({c} = ANY ({k}::text[])))")
+    checks.append(
+        (
+            "unknown_zones",
+            sql.SQL(" OR ").join(
+                zone.format(c=sql.Identifier(c), k=known) for c in ("pulocationid", "dolocationid")
+            ),
+        )
+    )
+    columns = sql.SQL(", ").join(
+        sql.SQL("count(*) FILTER (WHERE {})").format(cond) for _, cond in checks
+    )
+    query = sql.SQL("SELECT {} FROM {} WHERE filename = %(file)s").format(
+        columns, ddl.ident(schema, ddl.table(taxi))
+    )
+    params: dict[str, str] = {"file": csv_name}
+    if month is not None:
+        params |= {"start": f"{month}-01", "end": f"{next_month(month)}-01"}
+    row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return {name: int(value) for (name, _), value in zip(checks, row, strict=True)}

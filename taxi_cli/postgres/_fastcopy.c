@@ -1,6 +1,6 @@
 /* The common case of `TripStream._block` in C: canonical CSV lines -> binary COPY rows.
  *
- * encode(block, kinds, hashed, width) -> (data, rows) | None
+ * encode(block, kinds, hashed, width[, checks]) -> (data, rows[, counts]) | None
  *
  * `kinds` has one byte per column: 'T' text (ID/FLAG/TEXT), 'C' int4, 'M' float8,
  * 'S' timestamp. `hashed` lists the column positions hashed into unique_row_id (md5 hex,
@@ -10,6 +10,13 @@
  * timestamp outside the plain forms) returns None: the caller then runs the Python path
  * on the whole block, which reports or quarantines exactly as before. No dependencies;
  * MD5 per RFC 1321, four rows' ids at a time; lines split 16 bytes at a time (SSE2).
+ *
+ * `checks` (optional) counts the data checks over the rows encoded, on the values as
+ * sent (taxi_cli/quality.py): a tuple (pickup, dropoff, fare, total, passengers, pu, do,
+ * start, end, known) of column positions (-1: absent), the month's bounds as PostgreSQL
+ * timestamps (microseconds since 2000) and `known`, one byte per zone id (non-zero:
+ * known). `counts` is (outside month, dropoff before pickup, negative fare or total,
+ * null passenger count, unknown zone id), each a number of rows.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -335,9 +342,49 @@ static void init_class(void) {
 }
 
 /* 0 ok, 1 not canonical */
+/* ---- data checks ---------------------------------------------------------------------- */
+
+typedef struct {
+    int pickup, dropoff, fare, total, passengers, pu, dropzone;
+    int64_t start, end;
+    const unsigned char *known;
+    size_t nknown;
+    Py_ssize_t counts[5];
+} Checks;
+
+/* known: exactly the text of a known id (digits, no leading zero), as `<> ALL` tests it */
+static int zone_known(const Checks *ck, const unsigned char *s, size_t n) {
+    if (n == 0 || n > 9 || (n > 1 && s[0] == '0')) return 0;
+    size_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return 0;
+        v = v * 10 + (size_t)(s[i] - '0');
+    }
+    return v < ck->nknown && ck->known[v];
+}
+
+static void count_checks(Checks *ck, const int64_t *ts, const double *num, const size_t *fl,
+                         const unsigned char *const *fs) {
+    if (ck->pickup >= 0 && fl[ck->pickup]) {
+        int64_t p = ts[ck->pickup];
+        if (p < ck->start || p >= ck->end) ck->counts[0]++;
+        if (ck->dropoff >= 0 && fl[ck->dropoff] && ts[ck->dropoff] < p) ck->counts[1]++;
+    }
+    if (ck->fare >= 0 && ck->total >= 0 &&
+        ((fl[ck->fare] && num[ck->fare] < 0) || (fl[ck->total] && num[ck->total] < 0)))
+        ck->counts[2]++;
+    if (ck->passengers >= 0 && !fl[ck->passengers]) ck->counts[3]++;
+    if (ck->pu >= 0 && ck->dropzone >= 0 &&
+        ((fl[ck->pu] && !zone_known(ck, fs[ck->pu], fl[ck->pu])) ||
+         (fl[ck->dropzone] && !zone_known(ck, fs[ck->dropzone], fl[ck->dropzone]))))
+        ck->counts[4]++;
+}
+
 static int encode_block(const unsigned char *blk, size_t n, const char *kinds, const int *hpos,
                         int nh, int width, unsigned char *out, size_t *out_len, Py_ssize_t *rows,
-                        unsigned char *msg) {
+                        unsigned char *msg, Checks *ck) {
+    int64_t tsv[MAX_WIDTH]; /* the row's parsed values, for the checks */
+    double numv[MAX_WIDTH];
     unsigned char lane_blocks[LANES * LANE_BYTES];
     size_t lane_lens[LANES];
     char *lane_out[LANES];
@@ -429,6 +476,7 @@ static int encode_block(const unsigned char *blk, size_t n, const char *kinds, c
                 double v;
                 uint64_t bits;
                 if (!parse_num(s, len, &v, txt, &htl[c])) return 1;
+                numv[c] = v;
                 memcpy(&bits, &v, 8);
                 put32(out + o, 8);
                 put64(out + o + 4, bits);
@@ -438,6 +486,7 @@ static int encode_block(const unsigned char *blk, size_t n, const char *kinds, c
             case 'S': {
                 int64_t v;
                 if (!parse_ts(s, len, &v)) return 1;
+                tsv[c] = v;
                 put32(out + o, 8);
                 put64(out + o + 4, (uint64_t)v);
                 o += 12;
@@ -473,6 +522,7 @@ static int encode_block(const unsigned char *blk, size_t n, const char *kinds, c
             }
         } else
             md5_hex(msg, m, (char *)out + id_at);
+        if (ck) count_checks(ck, tsv, numv, fl, fs);
         r++;
         p = e + 1;
     }
@@ -484,12 +534,32 @@ static int encode_block(const unsigned char *blk, size_t n, const char *kinds, c
 }
 
 static PyObject *encode(PyObject *self, PyObject *args) {
-    Py_buffer block, kinds;
-    PyObject *hashed;
+    Py_buffer block, kinds, known = {0};
+    PyObject *hashed, *checks = Py_None;
     int width;
-    if (!PyArg_ParseTuple(args, "y*y*O!i", &block, &kinds, &PyTuple_Type, &hashed, &width))
+    if (!PyArg_ParseTuple(args, "y*y*O!i|O", &block, &kinds, &PyTuple_Type, &hashed, &width,
+                          &checks))
         return NULL;
     PyObject *result = NULL;
+    Checks ck = {0};
+    Checks *ckp = NULL;
+    if (checks != Py_None) {
+        int cols[7];
+        long long start, end;
+        if (!PyArg_ParseTuple(checks, "iiiiiiiLLy*", &cols[0], &cols[1], &cols[2], &cols[3],
+                              &cols[4], &cols[5], &cols[6], &start, &end, &known))
+            goto done;
+        for (int i = 0; i < 7; i++)
+            if (cols[i] >= width) {
+                PyErr_SetString(PyExc_ValueError, "check column out of range");
+                goto done;
+            }
+        ck.pickup = cols[0], ck.dropoff = cols[1], ck.fare = cols[2], ck.total = cols[3];
+        ck.passengers = cols[4], ck.pu = cols[5], ck.dropzone = cols[6];
+        ck.start = (int64_t)start, ck.end = (int64_t)end;
+        ck.known = known.buf, ck.nknown = (size_t)known.len;
+        ckp = &ck;
+    }
     int hpos[MAX_WIDTH];
     Py_ssize_t nh = PyTuple_GET_SIZE(hashed);
     if (width < 1 || width >= MAX_WIDTH || kinds.len != width || nh > MAX_WIDTH) {
@@ -508,7 +578,10 @@ static PyObject *encode(PyObject *self, PyObject *args) {
     const unsigned char *blk = block.buf;
     size_t n = (size_t)block.len;
     if (n == 0) {
-        result = Py_BuildValue("(y#n)", "", (Py_ssize_t)0, (Py_ssize_t)0);
+        result = ckp ? Py_BuildValue("(y#n(nnnnn))", "", (Py_ssize_t)0, (Py_ssize_t)0,
+                                     (Py_ssize_t)0, (Py_ssize_t)0, (Py_ssize_t)0,
+                                     (Py_ssize_t)0, (Py_ssize_t)0)
+                     : Py_BuildValue("(y#n)", "", (Py_ssize_t)0, (Py_ssize_t)0);
         goto done;
     }
     size_t lines = 0, longest = 0, last = 0;
@@ -537,7 +610,7 @@ static PyObject *encode(PyObject *self, PyObject *args) {
     Py_ssize_t rows = 0;
     int rc;
     Py_BEGIN_ALLOW_THREADS rc = encode_block(blk, n, kinds.buf, hpos, (int)nh, width, out,
-                                             &out_len, &rows, msg);
+                                             &out_len, &rows, msg, ckp);
     Py_END_ALLOW_THREADS free(msg);
     if (rc != 0) {
         Py_DECREF(data);
@@ -546,16 +619,22 @@ static PyObject *encode(PyObject *self, PyObject *args) {
         goto done;
     }
     if (_PyBytes_Resize(&data, (Py_ssize_t)out_len) < 0) goto done; /* data freed */
-    result = Py_BuildValue("(Nn)", data, rows);
+    if (ckp)
+        result = Py_BuildValue("(Nn(nnnnn))", data, rows, ck.counts[0], ck.counts[1],
+                               ck.counts[2], ck.counts[3], ck.counts[4]);
+    else
+        result = Py_BuildValue("(Nn)", data, rows);
 done:
     PyBuffer_Release(&block);
     PyBuffer_Release(&kinds);
+    if (known.buf) PyBuffer_Release(&known);
     return result;
 }
 
 static PyMethodDef methods[] = {
     {"encode", encode, METH_VARARGS,
-     "encode(block, kinds, hashed, width) -> (binary COPY rows, rows) or None"},
+     "encode(block, kinds, hashed, width[, checks]) -> (binary COPY rows, rows[, counts]) "
+     "or None"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastcopy",

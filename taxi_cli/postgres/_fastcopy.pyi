@@ -1,3 +1,14 @@
+from typing import overload
+
+@overload
 def encode(
     block: bytes, kinds: bytes, hashed: tuple[int, ...], width: int
 ) -> tuple[bytes, int] | None: ...
+@overload
+def encode(
+    block: bytes,
+    kinds: bytes,
+    hashed: tuple[int, ...],
+    width: int,
+    checks: tuple[int, int, int, int, int, int, int, int, int, bytes],
+) -> tuple[bytes, int, tuple[int, int, int, int, int]] | None: ...

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import gzip
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -30,10 +31,13 @@ HINT = "fix or re-extract the file (--force), or load with --bad-rows quarantine
 READ_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error, *_ISAL_ERRORS)
 
 
-def open_text_lines(path: Path) -> IO[bytes]:
-    """The decompressed bytes of a .csv.gz (or a plain .csv)."""
-    raw = path.open("rb")
-    if path.name.endswith(".gz"):
+def open_text_lines(path: Path, wrap: Callable[[IO[bytes]], IO[bytes]] | None = None) -> IO[bytes]:
+    """The decompressed bytes of a .csv.gz (or a plain .csv); `wrap` sees the file's
+    own bytes as they are read (e.g. to hash them)."""
+    raw: IO[bytes] = path.open("rb")
+    if wrap is not None:
+        raw = wrap(raw)
+    if path.name.endswith((".gz", ".gz.part")):
         return cast(IO[bytes], _GzipFile(fileobj=raw, mode="rb"))
     return raw
 

@@ -35,6 +35,7 @@ class PgDestination:
     name = "pg"
     modes: tuple[Mode, ...] = (Mode.REPLACE, Mode.MERGE)
     needs_parquet = False
+    verifies_in_pass = True  # a first download is verified by the COPY pass (`settle`)
 
     def __init__(
         self,
@@ -90,6 +91,7 @@ class PgDestination:
             source=reconcile.Source(
                 source.rows, source.uncompressed_bytes, source.upstream, Limits.of(self.cfg)
             ),
+            settle=source.settle,
         )
         return self._loaded(result)
 

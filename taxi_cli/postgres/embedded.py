@@ -111,10 +111,33 @@ def status(data_dir: Path) -> Status:
     )
 
 
+def _deleted_install(pid: int | None) -> str | None:
+    """The program of a running server when it was deleted since it started (a removed
+    venv): such a server answers, but cannot load its own libraries (plpgsql, ...)."""
+    if pid is None:
+        return None
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except OSError:  # not Linux, or not ours to look at: nothing to say
+        return None
+    return exe.removesuffix(" (deleted)") if exe.endswith(" (deleted)") else None
+
+
 def ensure_running(data_dir: Path) -> str:
-    """Start the server unless it runs (initdb on first use); return its URL."""
+    """Start the server unless it runs (initdb on first use); return its URL. A server
+    left running by an install that was deleted since is restarted with this one."""
     data_dir = data_dir.expanduser()
     current = status(data_dir)
+    gone = _deleted_install(current.pid) if current.running else None
+    if gone is not None:
+        log.warning(
+            "the embedded PostgreSQL in %s runs from %s, which was deleted (a removed "
+            "virtualenv?); restarting it with this install",
+            data_dir,
+            gone,
+        )
+        _pg_ctl(data_dir, "stop", "-m", "fast")
+        current = status(data_dir)
     if current.running and current.url:
         return current.url
     data_dir.parent.mkdir(parents=True, exist_ok=True)

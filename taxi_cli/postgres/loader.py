@@ -20,9 +20,9 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +34,7 @@ from taxi_cli.catalog import TaxiType
 from taxi_cli.config import Settings
 from taxi_cli.console import Output, add_task
 from taxi_cli.errors import DataError, UsageError
-from taxi_cli.model import LedgerRow
+from taxi_cli.model import Extracted, LedgerRow, Scanned
 from taxi_cli.postgres import ddl, ledger, reconcile, target
 from taxi_cli.postgres import errors as pg_errors
 from taxi_cli.postgres.csvfile import HINT
@@ -318,11 +318,14 @@ def load_file(
     out: Output | None = None,
     worker: str | None = None,
     source: reconcile.Source | None = None,
+    settle: Callable[[Scanned | None], Extracted] | None = None,
 ) -> LoadResult:
     """Load one .csv.gz as the rows of `csv_name` in `{schema}.{taxi}_tripdata`.
 
     `worker` names who loaded it in the ledger (a backfill shard, host and pid);
-    `source` what the source counted, to reconcile and check it in the same transaction."""
+    `source` what the source counted, to reconcile and check it in the same transaction.
+    `settle`: the file is a download this pass verifies (`Extracted.settle`): `sha256`
+    is what it must be; its verdict comes before anything commits."""
     check_options(mode, bad_rows)
     if schema is None:
         schema = conn_or_cfg.pg_schema if isinstance(conn_or_cfg, Settings) else "public"
@@ -346,9 +349,20 @@ def load_file(
                 if progress is not None and task is not None:
                     progress.update(task, completed=done)
 
-            from taxi_cli.postgres.rows import TripStream
+            from taxi_cli.postgres.rows import CheckSpec, TripStream
 
-            stream = TripStream(path, taxi, quarantine=bad_rows == "quarantine", progress=advance)
+            stream = TripStream(
+                path,
+                taxi,
+                quarantine=bad_rows == "quarantine",
+                progress=advance,
+                name=path.name.removesuffix(".part"),
+                scan=settle is not None,
+                checks=None
+                if source is None
+                else CheckSpec(month, tuple(reconcile.known_zone_ids(conn, schema))),
+            )
+            settled = False
             try:
                 with conn.transaction():
                     conn.execute(
@@ -363,18 +377,24 @@ def load_file(
                         rows = _via_stage(
                             conn, schema, taxi, csv_name, stream, mode=mode, kind=kind
                         )
+                    if settle is not None:  # the download's verdict, before anything commits
+                        settled = True
+                        verified = settle(stream.scanned())
+                        sha256 = verified.sha256
+                        if source is not None:
+                            source = replace(
+                                source,
+                                rows=verified.rows,
+                                uncompressed_bytes=verified.uncompressed_bytes,
+                            )
                     _write_rejects(conn, schema, csv_name, stream.rejects)
                     table_rows = _file_rows(conn, schema, taxi, csv_name, kind, mode, rows)
                     reconciled = reconcile.finish(
-                        conn,
-                        schema,
-                        taxi,
                         csv_name,
-                        month,
-                        rows=table_rows,
                         written=rows,
                         quarantined=len(stream.rejects),
                         source=source,
+                        checks=stream.check_counts,
                     )
                     ledger.write(
                         conn,
@@ -391,7 +411,12 @@ def load_file(
                         reconciled=reconciled,
                     )
             except psycopg.errors.DataError as exc:
-                raise _copy_error(exc, stream) from exc
+                raise _judged(_copy_error(exc, stream), None if settled else settle) from exc
+            except DataError as exc:
+                judged = _judged(exc, None if settled else settle)
+                if judged is exc:
+                    raise
+                raise judged from exc
     seconds = time.perf_counter() - begin
     log.info(
         "%s: %d rows (%s) in %.1fs%s",
@@ -413,6 +438,19 @@ def load_file(
         len(stream.rejects),
         table_rows,
     )
+
+
+def _judged(error: DataError, settle: Callable[[Scanned | None], Extracted] | None) -> DataError:
+    """A pass over an unverified download failed: when the download does not verify on
+    its own, that is the failure (VerifyError: the job fetches it again); a good file's
+    own bad row or value stays the error, and the file is kept."""
+    if settle is None:
+        return error
+    try:
+        settle(None)
+    except DataError as bad:
+        return bad
+    return error
 
 
 def _skipped(

@@ -14,11 +14,16 @@ made in two threads and taken in file order. Memory stays at a few blocks whatev
 file size. A block of canonical lines (the common case) is done by the C extension
 `_fastcopy` instead, in one pass without the GIL; any block it declines takes the path
 above, whole.
+
+With `scan`, the pass also measures what verifying the file needs (`scanned()`): the
+sha256 of the compressed bytes as they are read, their count, the inflated bytes and
+the records. A first download is then verified by its load alone (`Extracted.settle`).
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import queue
 import threading
@@ -28,13 +33,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from taxi_cli.catalog import Kind, TaxiType
 from taxi_cli.errors import DataError
+from taxi_cli.model import Scanned
 from taxi_cli.postgres import md5vec, pgbinary, pgtext
 from taxi_cli.postgres.csvfile import HINT, READ_ERRORS, check_header, damaged, open_text_lines
 
@@ -153,6 +159,7 @@ class _ReadAhead(io.RawIOBase):
         self._off = 0  # into the first piece
         self._avail = 0  # bytes buffered (after the offset)
         self._eof = False
+        self.inflated = 0  # bytes taken from the source
         self._stopped = threading.Event()
         self._thread = threading.Thread(
             target=self._run, args=(src, chunk), name="taxi-cli-gunzip", daemon=True
@@ -184,6 +191,7 @@ class _ReadAhead(io.RawIOBase):
         if not data:
             self._eof = True
             return False
+        self.inflated += len(data)
         self._pieces.append(data)
         self._avail += len(data)
         return True
@@ -257,17 +265,53 @@ class _ReadAhead(io.RawIOBase):
         self._thread.join()  # before the source is closed under it
 
 
+class _Hashing(io.RawIOBase):
+    """The compressed file as read, hashed and counted on the way (in the inflater's
+    thread: hashlib releases the GIL)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__()
+        self.raw: Any = raw
+        self.sha256 = hashlib.sha256()
+        self.read_bytes = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = self.raw.readinto(b)
+        if n:
+            self.sha256.update(memoryview(b)[:n])
+            self.read_bytes += n
+        return int(n or 0)
+
+    def tell(self) -> int:
+        return int(self.raw.tell())
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
 @contextmanager
-def _decompressed(path: Path) -> Iterator[tuple[_ReadAhead, Callable[[], int]]]:
-    """The CSV bytes, and how far into the file (compressed bytes) we are. zlib inflates
-    in the read-ahead thread (it releases the GIL): less CPU than a gzip process and a
-    pipe, and decompression still overlaps the parsing."""
-    with open_text_lines(path) as src:
+def _decompressed(
+    path: Path, *, hashed: bool = False
+) -> Iterator[tuple[_ReadAhead, Callable[[], int], _Hashing | None]]:
+    """The CSV bytes, how far into the file (compressed bytes) we are, and with `hashed`
+    what hashes them as read. zlib inflates in the read-ahead thread (it releases the
+    GIL): less CPU than a gzip process and a pipe, and decompression overlaps parsing."""
+    hashing: list[_Hashing] = []
+
+    def wrap(raw: IO[bytes]) -> IO[bytes]:
+        hashing.append(_Hashing(raw))
+        return cast(IO[bytes], hashing[0])
+
+    with open_text_lines(path, wrap=wrap if hashed else None) as src:
         raw = getattr(src, "fileobj", src)
         size = path.stat().st_size
         ahead = _ReadAhead(src)
         try:
-            yield ahead, lambda: min(raw.tell(), size)
+            yield ahead, lambda: min(raw.tell(), size), hashing[0] if hashing else None
         finally:
             ahead.stop()
 
@@ -279,6 +323,119 @@ class Reject:
     line: int
     reason: str
     raw: str
+
+
+# one block's COPY bytes, rows written, rows rejected, data records, and check counts
+_Made = tuple[bytes, int, list[Reject], int, tuple[int, ...]]
+# the data checks in the order `_fastcopy` counts them (taxi_cli/quality.py names them)
+CHECKS = (
+    "outside_month",
+    "dropoff_before_pickup",
+    "negative_amounts",
+    "null_passenger_count",
+    "unknown_zones",
+)
+_NO_COUNTS: tuple[int, ...] = (0, 0, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """What the data checks of a load need to know: the file's month (None: no month to
+    be outside of) and the zone ids that are known, as text (`reconcile.known_zone_ids`)."""
+
+    month: str | None
+    known_zones: tuple[str, ...]
+
+
+class _Checks:
+    """The data checks counted while the rows are made, on the values as sent: what
+    the rows of the file in the table hold, without a scan of them after the COPY."""
+
+    def __init__(self, spec: CheckSpec, columns: list[str], pickup: str, dropoff: str) -> None:
+        def at(name: str) -> int:
+            lowered = [c.lower() for c in columns]
+            return lowered.index(name) if name in lowered else -1
+
+        self.names = [columns[i] if i >= 0 else "" for i in range(len(columns))]
+        self.pos: tuple[int, int, int, int, int, int, int] = (
+            at(pickup.lower()),
+            at(dropoff.lower()),
+            at("fare_amount"),
+            at("total_amount"),
+            at("passenger_count"),
+            at("pulocationid"),
+            at("dolocationid"),
+        )
+        self.start, self.end = _month_bounds(spec.month)
+        ids = [int(z) for z in spec.known_zones if z.isdigit() and str(int(z)) == z]
+        known = bytearray(max(ids, default=-1) + 1)
+        for i in ids:
+            known[i] = 1
+        self.known_text = list(spec.known_zones)
+        self.c_args: tuple[int, int, int, int, int, int, int, int, int, bytes] = (
+            *self.pos,
+            self.start,
+            self.end,
+            bytes(known),
+        )
+        p, d, fare, total, pc, pu, do = self.pos
+        present = (
+            p >= 0 and spec.month is not None,
+            p >= 0 and d >= 0,
+            fare >= 0 and total >= 0,
+            pc >= 0,
+            pu >= 0 and do >= 0,
+        )
+        self.present = present
+
+    def result(self, counts: tuple[int, ...]) -> dict[str, int]:
+        return {name: n for name, n, on in zip(CHECKS, counts, self.present, strict=True) if on}
+
+    def of_rows(
+        self,
+        df: pl.DataFrame,
+        typed: dict[str, tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]],
+    ) -> tuple[int, ...]:
+        """The counts over rows made by the Python path (typed values as sent)."""
+        cols = [self.names[i] if i >= 0 else None for i in self.pos]
+        p, d, fare, total, pc, pu, do = cols
+        counts = [0, 0, 0, 0, 0]
+        if p is not None:
+            pv, pnull = typed[p]
+            counts[0] = int(np.count_nonzero(~pnull & ((pv < self.start) | (pv >= self.end))))
+            if d is not None:
+                dv, dnull = typed[d]
+                counts[1] = int(np.count_nonzero(~pnull & ~dnull & (dv < pv)))
+        if fare is not None and total is not None:
+            fv, fnull = typed[fare]
+            tv, tnull = typed[total]
+            counts[2] = int(np.count_nonzero((~fnull & (fv < 0)) | (~tnull & (tv < 0))))
+        if pc is not None:
+            counts[3] = int(np.count_nonzero(typed[pc][1]))
+        if pu is not None and do is not None:
+
+            def unknown(name: str) -> pl.Expr:
+                col = pl.col(name)
+                return col.is_not_null() & ~col.is_in(self.known_text)
+
+            counts[4] = int(df.select((unknown(pu) | unknown(do)).sum()).item())
+        return tuple(counts)
+
+
+def _month_bounds(month: str | None) -> tuple[int, int]:
+    """[start, end) of the month as PostgreSQL timestamps (microseconds since 2000)."""
+    if month is None:
+        return -(1 << 63), (1 << 63) - 1
+    from datetime import datetime, timedelta
+
+    year, mon = int(month[:4]), int(month[5:7])
+    nxt = (year + mon // 12, mon % 12 + 1)
+    base = datetime(2000, 1, 1)
+    micro = timedelta(microseconds=1)
+    return (
+        (datetime(year, mon, 1) - base) // micro,
+        (datetime(nxt[0], nxt[1], 1) - base) // micro,
+    )
 
 
 class BadRow(DataError):
@@ -297,9 +454,13 @@ class TripStream:
         progress: Callable[[int], None] | None = None,
         block_bytes: int = BLOCK_BYTES,
         workers: int = WORKERS,
+        name: str | None = None,
+        scan: bool = False,
+        checks: CheckSpec | None = None,
     ) -> None:
         self.path = path
-        self.name = path.name
+        self.name = name or path.name
+        self.scan = scan
         self.taxi = taxi
         self.quarantine = quarantine
         self.progress = progress
@@ -310,13 +471,24 @@ class TripStream:
         lowered = [c.lower() for c in taxi.header]
         self.hashed = [self.columns[lowered.index(h.lower())] for h in taxi.hash_columns]
         self.rows = 0
+        self.records = 0  # data records read (written or rejected; blank lines are none)
         self.rejects: list[Reject] = []
+        self._scanned: Scanned | None = None
         self._bad_what: dict[str, dict[int, str]] = {}  # column -> row -> what is wrong
         self._lines: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)  # record -> line
         self._odd: dict[str, npt.NDArray[np.bool_]] = {}  # timestamps not in PG's spelling
         self._typed: dict[str, tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]] = {}
         self._fast_kinds = b"".join(_FAST_KINDS.get(self.kinds[c], b"T") for c in self.columns)
         self._fast_hashed = tuple(self.columns.index(c) for c in self.hashed)
+        self._checks = (
+            None if checks is None else _Checks(checks, self.columns, taxi.pickup, taxi.dropoff)
+        )
+        self._counts = _NO_COUNTS
+
+    @property
+    def check_counts(self) -> dict[str, int] | None:
+        """The data checks over the rows written (with `checks`, once the pass ended)."""
+        return None if self._checks is None else self._checks.result(self._counts)
 
     # ---- errors ---------------------------------------------------------------------------
 
@@ -336,11 +508,18 @@ class TripStream:
         first, so after a bad row the rest is inflated (only) to tell the two apart."""
         try:
             with (
-                _decompressed(self.path) as (src, position),
+                _decompressed(self.path, hashed=self.scan) as (src, position, hashing),
                 ThreadPoolExecutor(self.workers, thread_name_prefix="taxi-cli-block") as pool,
             ):
                 try:
                     yield from self._blocks(src, position, pool)
+                    if hashing is not None:
+                        self._scanned = Scanned(
+                            hashing.sha256.hexdigest(),
+                            hashing.read_bytes,
+                            src.inflated,
+                            self.records,
+                        )
                 except DataError as bad:
                     try:
                         while src.read(4 << 20):
@@ -351,12 +530,18 @@ class TripStream:
         except READ_ERRORS as exc:
             raise damaged(self.name, self.taxi.name, exc) from exc
 
+    def scanned(self) -> Scanned:
+        """What the pass measured (with `scan`, once `batches()` has run to its end)."""
+        if self._scanned is None:
+            raise RuntimeError("scanned() before the pass ended (or without scan=True)")
+        return self._scanned
+
     def _blocks(
         self, src: _ReadAhead, position: Callable[[], int], pool: ThreadPoolExecutor
     ) -> Iterator[bytes]:
         width = check_header(self.name, src.readline(), self.taxi.accepted_headers, self.taxi.name)
         yield pgbinary.SIGNATURE
-        pending: deque[Future[tuple[bytes, int, list[Reject]]]] = deque()
+        pending: deque[Future[_Made]] = deque()
         try:
             line = 2
             while True:
@@ -405,28 +590,41 @@ class TripStream:
             )
         return joined
 
-    def _own_block(
-        self, block: bytes, first_line: int, width: int
-    ) -> tuple[bytes, int, list[Reject]]:
+    def _own_block(self, block: bytes, first_line: int, width: int) -> _Made:
         """`_block` on a copy of this stream: per-block state stays in the worker."""
         worker = copy.copy(self)
         worker.rows = 0
         worker.rejects = []
-        out, _ = worker._block(block, first_line, width)
-        return out, worker.rows, sorted(worker.rejects, key=lambda r: r.line)
+        worker._counts = _NO_COUNTS
+        out, records = worker._block(block, first_line, width)
+        rejects = sorted(worker.rejects, key=lambda r: r.line)
+        return out, worker.rows, rejects, records, worker._counts
 
-    def _finish(self, future: Future[tuple[bytes, int, list[Reject]]]) -> bytes:
-        out, rows, rejects = future.result()
+    def _finish(self, future: Future[_Made]) -> bytes:
+        out, rows, rejects, records, counts = future.result()
         self.rows += rows
+        self.records += records
         self.rejects.extend(rejects)
+        if counts is not _NO_COUNTS:
+            self._counts = tuple(a + b for a, b in zip(self._counts, counts, strict=True))
         return out
 
     def _block(self, block: bytes, first_line: int, width: int) -> tuple[bytes, int]:
+        """The block's COPY bytes, and how many data records it holds (blank lines
+        excluded): what the source holds, written or rejected."""
         quoted = b'"' in block
         if _fastcopy is not None and width == len(self.columns) and not quoted:
             # C, GIL released: canonical lines only; anything else (a bad or odd value,
             # a blank line, a wrong width) gives None and the whole block goes below
-            fast = _fastcopy.encode(block, self._fast_kinds, self._fast_hashed, width)
+            fast: tuple[bytes, int] | None
+            if self._checks is None:
+                fast = _fastcopy.encode(block, self._fast_kinds, self._fast_hashed, width)
+            else:
+                args = self._checks.c_args
+                counted = _fastcopy.encode(block, self._fast_kinds, self._fast_hashed, width, args)
+                fast = None if counted is None else counted[:2]
+                if counted is not None:
+                    self._counts = counted[2]
             if fast is not None:
                 self.rows += fast[1]
                 return fast[0], fast[1]
@@ -445,6 +643,7 @@ class TripStream:
         has_cr = lengths > 0
         has_cr[has_cr] = buf[ends[has_cr] - 1] == 13
         blank = (lengths - has_cr) == 0
+        records = n_lines - int(np.count_nonzero(blank))
         commas = np.flatnonzero(buf == 44)
         if quotes is not None:  # a comma inside quotes separates nothing
             commas = commas[np.searchsorted(quotes, commas) % 2 == 0]
@@ -477,13 +676,15 @@ class TripStream:
             block = b"\n".join(block[int(starts[i]) : int(ends[i])] for i in kept)
         df = self._parse(block) if (kept is None or len(kept)) else None
         if df is None or df.height == 0:
-            return b"", n_lines
+            return b"", records
         typed, bad = self._convert(df)
         if bad.any():
             df, typed, kept = self._bad_values(df, typed, bad, kept, n_lines)
             if df.height == 0:
-                return b"", n_lines
+                return b"", records
         self._typed = typed
+        if self._checks is not None:
+            self._counts = self._checks.of_rows(df, typed)
         wire: list[pgbinary.Field] = [self._row_ids(df)]
         for name in self.columns:
             if name in typed:
@@ -492,7 +693,7 @@ class TripStream:
             else:
                 wire.append(_text_field(df[name]))
         self.rows += df.height
-        return pgbinary.encode(wire, df.height), n_lines
+        return pgbinary.encode(wire, df.height), records
 
     @staticmethod
     def _text_problems(
