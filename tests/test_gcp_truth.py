@@ -232,6 +232,38 @@ def test_a_deleted_or_replaced_object_fails_check_until_it_is_reloaded(
     assert code == 0, err
 
 
+def test_an_object_without_its_record_is_a_warning_until_a_load_records_it(
+    gcp: Gcp, mirror: Mirror
+) -> None:
+    """A load that stopped between its object and its record (or an object from before
+    records): planning goes by the object, `check` warns, and the next load of the month
+    records it, even when the object is already identical ("unchanged")."""
+    mirror.add_month("green", MONTH, rows=30)
+    done = invoke("load-gcs", "green", MONTH)
+    assert done.exit_code == 0, done.stderr
+    bucket = gcp.storage().bucket(gcp.bucket)
+    for blob in bucket.list_blobs(prefix="_taxi_cli/loads/"):
+        blob.delete()
+    uri = _uri(gcp, MONTH)
+    code, parts, err = _check("gcs")
+    assert code == 0, err
+    assert parts[uri]["actual_rows"] == 30  # still counted in the footer
+    assert any("no load record for generation" in w for w in parts[uri]["warnings"])
+    plan = json.loads(
+        invoke("backfill", "green", MONTH, "--target", "gcs", "--dry-run", "--json").stdout
+    )
+    assert [p["action"] for p in plan] == ["skip"]
+
+    again = invoke("load-gcs", "green", MONTH, "--force", "--json")
+    assert again.exit_code == 0, again.stderr
+    assert "unchanged" in again.stdout
+    [record] = _records(gcp, "loads/")
+    assert record["action"] == "unchanged" and record["rows"] == 30
+    code, parts, err = _check("gcs")
+    assert code == 0, err
+    assert parts[uri]["warnings"] == []
+
+
 def test_a_csv_gz_object_is_vouched_for_by_its_checksums(gcp: Gcp, mirror: Mirror) -> None:
     mirror.add_month("green", MONTH, rows=30)
     done = invoke("load-gcs", "green", MONTH, "--format", "csv.gz")
