@@ -8,8 +8,9 @@ zero tolerance, and the defaults let the real 2019-2021 files pass. `checks = fa
 (`--checks fail`) fails the partition on a breach (its load rolls back); `warn` loads it
 and records the breach, which `taxi-cli check` shows.
 
-A destination computes the counts (pg: one SQL aggregate over the file's partition in
-the load's transaction) and records `Outcome.as_json()` in its ledger.
+A destination computes the counts (pg: while it makes the COPY rows, `postgres.rows`;
+gcs/bq: over the file before the upload, `lake_checks`) and records `Outcome.as_json()`
+in its ledger.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any
 
 from taxi_cli.config import Settings
 
-# name -> what it counts (the names are the settings' suffixes and the ledger's keys)
+# name -> what it counts (the names are the settings' suffixes and the ledger's keys;
+# the order is the one the C fast path counts them in)
 CHECKS: dict[str, str] = {
     "outside_month": "pickups outside the file's month",
     "dropoff_before_pickup": "dropoff before pickup",

@@ -38,6 +38,7 @@ from typing import IO, TYPE_CHECKING, Any, cast
 import numpy as np
 import numpy.typing as npt
 
+from taxi_cli import quality
 from taxi_cli.catalog import Kind, TaxiType
 from taxi_cli.errors import DataError
 from taxi_cli.model import Scanned
@@ -327,14 +328,8 @@ class Reject:
 
 # one block's COPY bytes, rows written, rows rejected, data records, and check counts
 _Made = tuple[bytes, int, list[Reject], int, tuple[int, ...]]
-# the data checks in the order `_fastcopy` counts them (taxi_cli/quality.py names them)
-CHECKS = (
-    "outside_month",
-    "dropoff_before_pickup",
-    "negative_amounts",
-    "null_passenger_count",
-    "unknown_zones",
-)
+# the data checks in the order `_fastcopy` counts them: quality.CHECKS's order
+CHECKS = tuple(quality.CHECKS)
 _NO_COUNTS: tuple[int, ...] = (0, 0, 0, 0, 0)
 
 
