@@ -632,9 +632,13 @@ def _pg_timestamp(stamp: datetime | None) -> str:
 
 
 def md5_hex(messages: pl.Series) -> pl.Series:
-    """Lowercase md5 hex of each string (vectorised, numpy releases the GIL)."""
+    """Lowercase md5 hex of each string: in C (4 lanes at a time, without the GIL) when
+    it is built, else vectorised in numpy (numpy releases the GIL too; 2.5x the CPU)."""
     n = len(messages)
     lens = messages.str.len_bytes().to_numpy().astype(np.int64)
+    fast = md5vec.hex_of_joined(messages.str.join("").item().encode(), lens) if n else None
+    if fast is not None:
+        return pl.Series("unique_row_id", fast).cast(pl.String)
     digests = np.empty((n, 16), dtype=np.uint8)
     done = np.zeros(n, dtype=np.bool_)
     for width, low, high in ((64, 0, 55), (128, 56, 119)):

@@ -631,7 +631,73 @@ done:
     return result;
 }
 
+/* md5_hex(data, lens) -> 32 hex characters per message: `data` holds the messages one
+ * after another, `lens` (native int64) their byte lengths. The Parquet path's row ids. */
+static PyObject *md5_hex_many(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer data, lens;
+    if (!PyArg_ParseTuple(args, "y*y*", &data, &lens)) return NULL;
+    PyObject *result = NULL;
+    size_t n = (size_t)lens.len / sizeof(int64_t);
+    const int64_t *len = lens.buf;
+    size_t total = 0, longest = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (len[i] < 0) {
+            PyErr_SetString(PyExc_ValueError, "a negative length");
+            goto done;
+        }
+        total += (size_t)len[i];
+        if ((size_t)len[i] > longest) longest = (size_t)len[i];
+    }
+    if (lens.len % (Py_ssize_t)sizeof(int64_t) || total != (size_t)data.len) {
+        PyErr_SetString(PyExc_ValueError, "the lengths do not add up to the data");
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(32 * n));
+    unsigned char *msg = malloc(longest + 80);
+    if (!result || !msg) {
+        Py_CLEAR(result);
+        free(msg);
+        if (!PyErr_Occurred()) PyErr_NoMemory();
+        goto done;
+    }
+    char *out = PyBytes_AS_STRING(result);
+    const unsigned char *src = data.buf;
+    Py_BEGIN_ALLOW_THREADS {
+        unsigned char lane_blocks[LANES * LANE_BYTES];
+        size_t lane_lens[LANES];
+        char *lane_out[LANES];
+        int lanes = 0;
+        size_t at = 0;
+        for (size_t i = 0; i < n; i++) {
+            size_t m = (size_t)len[i];
+            if (m <= 55) {
+                memcpy(lane_blocks + lanes * LANE_BYTES, src + at, m);
+                lane_lens[lanes] = m;
+                lane_out[lanes] = out + 32 * i;
+                if (++lanes == LANES) {
+                    md5_hex_lanes(lane_blocks, lane_lens, lane_out);
+                    lanes = 0;
+                }
+            } else {
+                memcpy(msg, src + at, m);
+                md5_hex(msg, m, out + 32 * i);
+            }
+            at += m;
+        }
+        for (int l = 0; l < lanes; l++)
+            md5_hex(lane_blocks + l * LANE_BYTES, lane_lens[l], lane_out[l]);
+    }
+    Py_END_ALLOW_THREADS free(msg);
+done:
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&lens);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"md5_hex", md5_hex_many, METH_VARARGS,
+     "md5_hex(data, lens) -> 32 lowercase hex characters per message (lens: int64)"},
     {"encode", encode, METH_VARARGS,
      "encode(block, kinds, hashed, width[, checks]) -> (binary COPY rows, rows[, counts]) "
      "or None"},

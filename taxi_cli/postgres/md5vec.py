@@ -4,6 +4,7 @@ hashlib costs a Python call per row (~2 µs here), more than the server spends p
 the row. The messages are short (~50 bytes: one or two 64-byte MD5 blocks), so the 64
 MD5 steps run as numpy operations over every message of a batch; numpy releases the GIL,
 so the previous batch streams to the server meanwhile. Verified against hashlib in tests.
+`hex_of_joined` hands the same work to the C extension when it is built (~2.5x less CPU).
 """
 
 from __future__ import annotations
@@ -13,6 +14,11 @@ import math
 
 import numpy as np
 import numpy.typing as npt
+
+try:  # the C fast path's MD5; optional (built only where a compiler is)
+    from taxi_cli.postgres import _fastcopy
+except ImportError:  # pragma: no cover - depends on the build
+    _fastcopy = None  # type: ignore[assignment]
 
 _S = [7, 12, 17, 22] * 4 + [5, 9, 14, 20] * 4 + [4, 11, 16, 23] * 4 + [6, 10, 15, 21] * 4
 _K = [np.uint32(int(abs(math.sin(i + 1)) * 2**32) & 0xFFFFFFFF) for i in range(64)]
@@ -112,3 +118,12 @@ def md5_padded(padded: bytes, lens: I64, width: int) -> U8:
 def md5_one(message: bytes) -> U8:
     """A single raw digest (the fallback for long or non-ASCII messages)."""
     return np.frombuffer(hashlib.md5(message, usedforsecurity=False).digest(), np.uint8)
+
+
+def hex_of_joined(data: bytes, lens: I64) -> npt.NDArray[np.bytes_] | None:
+    """md5 hex (S32) of each message, the messages one after another in `data` with their
+    byte lengths `lens`; None when the C extension is not built (use the numpy path)."""
+    if _fastcopy is None:
+        return None
+    hexed = _fastcopy.md5_hex(data, np.ascontiguousarray(lens, dtype=np.int64).tobytes())
+    return np.frombuffer(hexed, dtype="S32")
