@@ -23,7 +23,6 @@ the records. A first download is then verified by its load alone (`Extracted.set
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 import queue
 import threading
@@ -41,6 +40,7 @@ import numpy.typing as npt
 from taxi_cli import quality
 from taxi_cli.catalog import Kind, TaxiType
 from taxi_cli.errors import DataError
+from taxi_cli.hashed_reader import HashingReader
 from taxi_cli.model import Scanned
 from taxi_cli.postgres import md5vec, pgbinary, pgtext
 from taxi_cli.postgres.csvfile import HINT, READ_ERRORS, check_header, damaged, open_text_lines
@@ -266,45 +266,17 @@ class _ReadAhead(io.RawIOBase):
         self._thread.join()  # before the source is closed under it
 
 
-class _Hashing(io.RawIOBase):
-    """The compressed file as read, hashed and counted on the way (in the inflater's
-    thread: hashlib releases the GIL)."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        super().__init__()
-        self.raw: Any = raw
-        self.sha256 = hashlib.sha256()
-        self.read_bytes = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        n = self.raw.readinto(b)
-        if n:
-            self.sha256.update(memoryview(b)[:n])
-            self.read_bytes += n
-        return int(n or 0)
-
-    def tell(self) -> int:
-        return int(self.raw.tell())
-
-    def close(self) -> None:
-        self.raw.close()
-        super().close()
-
-
 @contextmanager
 def _decompressed(
     path: Path, *, hashed: bool = False
-) -> Iterator[tuple[_ReadAhead, Callable[[], int], _Hashing | None]]:
+) -> Iterator[tuple[_ReadAhead, Callable[[], int], HashingReader | None]]:
     """The CSV bytes, how far into the file (compressed bytes) we are, and with `hashed`
     what hashes them as read. zlib inflates in the read-ahead thread (it releases the
     GIL): less CPU than a gzip process and a pipe, and decompression overlaps parsing."""
-    hashing: list[_Hashing] = []
+    hashing: list[HashingReader] = []
 
     def wrap(raw: IO[bytes]) -> IO[bytes]:
-        hashing.append(_Hashing(raw))
+        hashing.append(HashingReader(raw))
         return cast(IO[bytes], hashing[0])
 
     with open_text_lines(path, wrap=wrap if hashed else None) as src:
