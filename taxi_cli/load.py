@@ -423,6 +423,16 @@ def report_files(results: Sequence[FileOutcome], out: Output) -> None:
 # ---- reporting --------------------------------------------------------------------------
 
 
+def _close(source: extract.Prepared, unit: WorkUnit) -> Extracted:
+    """Settle a partition's file in the cache; a cache that cannot take it (a full or
+    failing disk) is a warning: what the destinations committed stands."""
+    try:
+        return source.close()
+    except TaxiError as exc:
+        log.warning("%s: the file could not be kept in the cache: %s", unit.name, exc)
+        return source.extracted
+
+
 def _how_verified(fetched: Extracted) -> str:
     if fetched.settle is not None:
         return "load pass"  # the download was verified by the pass that loaded it
@@ -794,7 +804,7 @@ class Runner:
         try:
             blocked = self._load_items(unit, sources, client, on_bytes, started)
         finally:
-            cached = [s.close() for s in sources]  # a download its pass verified is cached
+            cached = [_close(s, unit) for s in sources]  # a download its pass verified is cached
         if blocked is None and not self.cfg.keep_cache:
             drop_cache(cached[-1])
 
