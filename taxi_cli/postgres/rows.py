@@ -319,20 +319,20 @@ class _Checks:
     the rows of the file in the table hold, without a scan of them after the COPY."""
 
     def __init__(self, spec: CheckSpec, columns: list[str], pickup: str, dropoff: str) -> None:
-        def at(name: str) -> int:
-            lowered = [c.lower() for c in columns]
-            return lowered.index(name) if name in lowered else -1
-
-        self.names = [columns[i] if i >= 0 else "" for i in range(len(columns))]
+        lowered = [c.lower() for c in columns]
+        wanted = [pickup, dropoff, "fare_amount", "total_amount", "passenger_count"]
+        wanted += ["pulocationid", "dolocationid"]
+        at = [lowered.index(w.lower()) if w.lower() in lowered else -1 for w in wanted]
         self.pos: tuple[int, int, int, int, int, int, int] = (
-            at(pickup.lower()),
-            at(dropoff.lower()),
-            at("fare_amount"),
-            at("total_amount"),
-            at("passenger_count"),
-            at("pulocationid"),
-            at("dolocationid"),
+            at[0],
+            at[1],
+            at[2],
+            at[3],
+            at[4],
+            at[5],
+            at[6],
         )
+        self.cols = [columns[i] if i >= 0 else None for i in at]  # the same, by name
         self.start, self.end = _month_bounds(spec.month)
         ids = [int(z) for z in spec.known_zones if z.isdigit() and str(int(z)) == z]
         known = bytearray(max(ids, default=-1) + 1)
@@ -346,14 +346,13 @@ class _Checks:
             bytes(known),
         )
         p, d, fare, total, pc, pu, do = self.pos
-        present = (
+        self.present = (
             p >= 0 and spec.month is not None,
             p >= 0 and d >= 0,
             fare >= 0 and total >= 0,
             pc >= 0,
             pu >= 0 and do >= 0,
         )
-        self.present = present
 
     def result(self, counts: tuple[int, ...]) -> dict[str, int]:
         return {name: n for name, n, on in zip(CHECKS, counts, self.present, strict=True) if on}
@@ -364,8 +363,7 @@ class _Checks:
         typed: dict[str, tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]],
     ) -> tuple[int, ...]:
         """The counts over rows made by the Python path (typed values as sent)."""
-        cols = [self.names[i] if i >= 0 else None for i in self.pos]
-        p, d, fare, total, pc, pu, do = cols
+        p, d, fare, total, pc, pu, do = self.cols
         counts = [0, 0, 0, 0, 0]
         if p is not None:
             pv, pnull = typed[p]
