@@ -13,10 +13,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 import shutil
 import signal
-import subprocess
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -24,30 +22,24 @@ from typing import Any
 
 import psycopg
 import pytest
-from typer.testing import CliRunner, Result
 
 from taxi_cli import verify
-from taxi_cli.cli import app
 from taxi_cli.config import load_settings
+from taxi_cli.extract import sidecar_path
 from taxi_cli.postgres.destination import ledger_rows
+from tests.faults.db_support import cli as db_cli
+from tests.faults.db_support import interrupt, start
+from tests.faults.helpers import cli, data_dir, final_path, part_path
 from tests.fixtures_mirror import Mirror, rel_path
-from tests.pg_helpers import CLI, GREEN_04, count, lines_of, sha256, wait_for_copy, write_gz
+from tests.pg_helpers import GREEN_04, count, lines_of, sha256, wait_for_copy, write_gz
 
 pytestmark = pytest.mark.integration
 G04 = "green_tripdata_2020-04.csv"
 PATH_04 = rel_path("green", "2020-04")
 
 
-def _cli(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
-
-
-def _data_dir() -> Path:
-    return Path(os.environ["TAXI_DATA_DIR"])
-
-
 def _final() -> Path:
-    return _data_dir() / "green" / f"{G04}.gz"
+    return final_path("green", "2020-04")
 
 
 @pytest.fixture
@@ -95,7 +87,7 @@ def test_a_first_load_is_verified_by_its_own_pass(
     mirror: Mirror, pg_url: str, inflations: list[str]
 ) -> None:
     mirror.add_file(GREEN_04)
-    result = _cli("load-pg", "green", "2020-04", "--pg-url", pg_url, "--json")
+    result = cli("load-pg", "green", "2020-04", "--pg-url", pg_url, "--json")
     assert result.exit_code == 0, result.stderr
     (done,) = json.loads(result.stdout)["partitions"]
     assert (done["state"], done["rows"], done["verified"]) == ("done", 35_612, "load pass")
@@ -103,7 +95,7 @@ def test_a_first_load_is_verified_by_its_own_pass(
     # what the pass measured is what verification records: the file is cached as verified
     final = _final()
     assert final.is_file() and not final.with_name(final.name + ".part").exists()
-    side = json.loads(verify_sidecar(final).read_text())
+    side = json.loads(sidecar_path(final).read_text())
     assert (side["sha256"], side["rows"], side["size"]) == (
         sha256(GREEN_04),
         35_612,
@@ -117,14 +109,10 @@ def test_a_first_load_is_verified_by_its_own_pass(
     assert reconciled["source_bytes"] == side["uncompressed_bytes"]
     assert reconciled["upstream"]["etag"] == side["etag"]
     # a reload from the cache needs no verification either: the sidecar vouches for it
-    again = _cli("load-pg", "green", "2020-04", "--pg-url", pg_url, "--force", "--json")
+    again = cli("load-pg", "green", "2020-04", "--pg-url", pg_url, "--force", "--json")
     assert again.exit_code == 0, again.stderr
     assert json.loads(again.stdout)["partitions"][0]["verified"] == "sidecar"
     assert inflations == [] and len(mirror.gets(PATH_04)) == 1
-
-
-def verify_sidecar(final: Path) -> Path:
-    return final.with_name(final.name + ".verified.json")
 
 
 def test_a_bad_download_loads_nothing_and_is_fetched_once_more(mirror: Mirror, pg_url: str) -> None:
@@ -136,7 +124,7 @@ def test_a_bad_download_loads_nothing_and_is_fetched_once_more(mirror: Mirror, p
         return _other_os_byte(data) if sent[0] == 1 else data
 
     mirror.hijack(PATH_04, _serving(first_bad))
-    result = _cli("load-pg", "green", "2020-04", "--pg-url", pg_url)
+    result = cli("load-pg", "green", "2020-04", "--pg-url", pg_url)
     assert result.exit_code == 0, result.stderr
     said = " ".join(result.stderr.split())
     assert "differs from the release manifest" in said and "once more from scratch" in said
@@ -155,22 +143,22 @@ def test_a_copy_differing_only_in_the_gzip_timestamp_loads_with_its_note(
     mtime = int.from_bytes(data[4:8], "little")
     other = next(m for m in verify.MTIME_WINDOW if m != mtime)
     mirror.hijack(PATH_04, _serving(lambda d: d[:4] + other.to_bytes(4, "little") + d[8:]))
-    result = _cli("load-pg", "green", "2020-04", "--pg-url", pg_url)
+    result = cli("load-pg", "green", "2020-04", "--pg-url", pg_url)
     assert result.exit_code == 0, result.stderr
     assert "only in the gzip timestamp" in " ".join(result.stderr.split())
     assert len(mirror.gets(PATH_04)) == 1
-    side = json.loads(verify_sidecar(_final()).read_text())
+    side = json.loads(sidecar_path(_final()).read_text())
     assert side["note"] and side["sha256"] != sha256(GREEN_04)
     assert _ledger(pg_url)[:2] == (side["sha256"], 35_612)
 
 
 def test_twice_bad_is_an_error_and_the_previous_rows_stay(mirror: Mirror, pg_url: str) -> None:
     mirror.add_file(GREEN_04)
-    assert _cli("load-pg", "green", "2020-04", "--pg-url", pg_url).exit_code == 0
-    shutil.rmtree(_data_dir() / "green")  # the cache is gone: a reload downloads again
+    assert cli("load-pg", "green", "2020-04", "--pg-url", pg_url).exit_code == 0
+    shutil.rmtree(data_dir() / "green")  # the cache is gone: a reload downloads again
     mirror.hijack(PATH_04, _serving(_other_os_byte))
     mirror.clear_log()
-    result = _cli("load-pg", "green", "2020-04", "--pg-url", pg_url, "--force")
+    result = cli("load-pg", "green", "2020-04", "--pg-url", pg_url, "--force")
     assert result.exit_code == 1
     last = result.stderr.strip().splitlines()[-1]
     assert "downloaded twice and both copies failed verification" in " ".join(
@@ -180,7 +168,7 @@ def test_twice_bad_is_an_error_and_the_previous_rows_stay(mirror: Mirror, pg_url
     with psycopg.connect(pg_url) as conn:
         assert count(conn, "green_tripdata") == 35_612
     assert _ledger(pg_url)[:2] == (sha256(GREEN_04), 35_612)
-    assert sorted(p.name for p in (_data_dir() / "green").iterdir()) == []  # nothing kept
+    assert sorted(p.name for p in (data_dir() / "green").iterdir()) == []  # nothing kept
 
 
 def test_a_bad_row_in_a_good_download_keeps_the_verified_file(
@@ -192,16 +180,14 @@ def test_a_bad_row_in_a_good_download_keeps_the_verified_file(
     lines[7] = ",".join(fields)
     bad = write_gz(tmp_path / f"{G04}.gz", lines)
     mirror.add_file(bad, PATH_04)
-    result = _cli("load-pg", "green", "2020-04", "--pg-url", pg_url)
+    result = cli("load-pg", "green", "2020-04", "--pg-url", pg_url)
     assert result.exit_code == 1
     assert "line 8" in result.stderr and "fare_amount" in result.stderr
     # the download itself is the published file: it is cached, verified on its own once
     assert _final().read_bytes() == bad.read_bytes()
-    assert json.loads(verify_sidecar(_final()).read_text())["rows"] == 39
+    assert json.loads(sidecar_path(_final()).read_text())["rows"] == 39
     assert inflations == [f"{G04}.gz.part"]
-    quarantined = _cli(
-        "load-pg", "green", "2020-04", "--pg-url", pg_url, "--bad-rows", "quarantine"
-    )
+    quarantined = cli("load-pg", "green", "2020-04", "--pg-url", pg_url, "--bad-rows", "quarantine")
     assert quarantined.exit_code == 0, quarantined.stderr
     assert len(mirror.gets(PATH_04)) == 1  # the second run took the cached file
     with psycopg.connect(pg_url) as conn:
@@ -214,7 +200,7 @@ def test_a_file_the_manifest_does_not_know_is_verified_before_the_load(
 ) -> None:
     mirror.add_file(GREEN_04, manifest=False)
     mirror.drop_manifest(f"{G04}.gz")
-    result = _cli("load-pg", "green", "2020-04", "--pg-url", pg_url, "--json")
+    result = cli("load-pg", "green", "2020-04", "--pg-url", pg_url, "--json")
     assert result.exit_code == 0, result.stderr
     # no sha256 to hold the pass to: the record-by-record verification runs first
     assert inflations == [f"{G04}.gz.part"]
@@ -228,23 +214,18 @@ def test_sigkill_mid_first_load_leaves_no_rows_and_no_second_download(
 ) -> None:
     path = rel_path("yellow", "2021-01")
     mirror.add_month("yellow", "2021-01", rows=300_000, seed=3)
-    env = dict(os.environ)
-    cmd = [str(CLI), "load-pg", "yellow", "2021-01", "--pg-url", pg_url, "-q"]
+    args = ("load-pg", "yellow", "2021-01", "--pg-url", pg_url, "-q")
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            in_flight = wait_for_copy(conn, proc)
-            os.kill(proc.pid, signal.SIGKILL)
-        finally:
-            proc.wait(timeout=60)
-        assert proc.returncode == -signal.SIGKILL and in_flight > 0
+        proc = start(*args)
+        in_flight = wait_for_copy(conn, proc)
+        assert interrupt(proc, signal.SIGKILL).code == -signal.SIGKILL and in_flight > 0
         exists = conn.execute("SELECT to_regclass('yellow_tripdata')").fetchone()
         assert exists is None or exists[0] is None or count(conn, "yellow_tripdata") == 0
-    part = _data_dir() / "yellow" / "yellow_tripdata_2021-01.csv.gz.part"
+    part = part_path("yellow", "2021-01")
     assert part.is_file()  # complete, not yet verified: kept for the next run
     mirror.clear_log()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    done = db_cli(*args)
+    assert done.code == 0, done.err
     assert mirror.gets(path) == []  # the complete download was verified, not fetched again
     with psycopg.connect(pg_url) as conn:
         assert count(conn, "yellow_tripdata") == 300_000
