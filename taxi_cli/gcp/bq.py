@@ -690,22 +690,27 @@ def read_ledger(
 ) -> list[dict[str, Any]]:
     """Every row of `{dataset}.taxi_cli_loads`, read with tabledata.list (free, no query
     job); a missing dataset or table is an empty ledger, and nothing is created."""
-    auth = clients.bq_auth(cfg, project)
-    client = clients.bq_client(auth, cfg.bq_location)
-    name = check_dataset_name(dataset or cfg.bq_dataset)
-    table_id = f"{auth.project}.{name}.{bq_schema.LEDGER_TABLE}"
-    return _read_table(client, auth, table_id, bq_schema.ledger_schema())
+    return _read_state(cfg, project, dataset, bq_schema.LEDGER_TABLE, bq_schema.ledger_schema())
 
 
 def read_runs(
     cfg: Settings, *, project: str | None = None, dataset: str | None = None
 ) -> list[dict[str, Any]]:
     """Every row of `{dataset}.taxi_cli_runs` (tabledata.list: free); none when missing."""
+    return _read_state(cfg, project, dataset, bq_schema.RUNS_TABLE, bq_schema.runs_schema())
+
+
+def _read_state(
+    cfg: Settings,
+    project: str | None,
+    dataset: str | None,
+    table: str,
+    schema: list[bigquery.SchemaField],
+) -> list[dict[str, Any]]:
     auth = clients.bq_auth(cfg, project)
     client = clients.bq_client(auth, cfg.bq_location)
     name = check_dataset_name(dataset or cfg.bq_dataset)
-    table_id = f"{auth.project}.{name}.{bq_schema.RUNS_TABLE}"
-    return _read_table(client, auth, table_id, bq_schema.runs_schema())
+    return _read_table(client, auth, f"{auth.project}.{name}.{table}", schema)
 
 
 def _read_table(
