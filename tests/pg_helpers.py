@@ -7,8 +7,9 @@ import hashlib
 import struct
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -18,6 +19,7 @@ from taxi_cli.postgres import ddl
 from taxi_cli.postgres.reconcile import known_zone_ids
 from tests.conftest import SHARED_DATA
 
+T = TypeVar("T")
 REAL = SHARED_DATA / "real"
 GREEN_04 = REAL / "green_tripdata_2020-04.csv.gz"
 GREEN_10 = REAL / "green_tripdata_2020-10.csv.gz"
@@ -56,20 +58,33 @@ def md5_mismatches(conn: psycopg.Connection, table: str, pickup: str, dropoff: s
     return count(conn, table, f"unique_row_id IS DISTINCT FROM {formula}")
 
 
-def wait_for_copy(conn: psycopg.Connection[Any], proc: subprocess.Popen[Any]) -> int:
-    """Poll pg_stat_progress_copy until a COPY into this database has rows in flight;
-    the rows so far. Fails if `proc` ends first (the fault would come too late)."""
+def while_running(
+    proc: subprocess.Popen[Any], probe: Callable[[], T | None], what: str, every: float = 0.02
+) -> T:
+    """Poll `probe` until it finds something (not None or falsy) while `proc` runs: what
+    it found. Fails if `proc` ends first (a fault injected then would come too late)."""
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        assert proc.poll() is None, "the process ended before its COPY was seen"
+        assert proc.poll() is None, f"the process ended before {what} was seen"
+        found = probe()
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError(f"no {what} seen")
+
+
+def wait_for_copy(conn: psycopg.Connection[Any], proc: subprocess.Popen[Any]) -> int:
+    """Poll pg_stat_progress_copy until a COPY into this database has rows in flight;
+    the rows so far."""
+
+    def rows_in_flight() -> int | None:
         row = conn.execute(
             "SELECT max(tuples_processed) FROM pg_stat_progress_copy "
             "WHERE datname = current_database()"
         ).fetchone()
-        if row and row[0]:
-            return int(row[0])
-        time.sleep(0.02)
-    raise AssertionError("no COPY in progress seen")
+        return int(row[0]) if row and row[0] else None
+
+    return while_running(proc, rows_in_flight, "a COPY in progress")
 
 
 def wait_backends_gone(conn: psycopg.Connection[Any]) -> None:

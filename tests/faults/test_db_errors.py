@@ -8,7 +8,6 @@ import os
 import pwd
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from tests.faults.db_support import (
     tcp_url,
 )
 from tests.fixtures_mirror import Mirror
-from tests.pg_helpers import count, wait_for_copy
+from tests.pg_helpers import count, wait_for_copy, while_running
 
 pytestmark = [pytest.mark.integration]
 # the suite's fixtures (a module, not a conftest: other fault files share the folder)
@@ -207,17 +206,15 @@ def test_a_lost_connection_fails_load_pg_and_keeps_the_rows(  # type: ignore[no-
 
 def _wait_for_lock_wait(conn: psycopg.Connection, proc: subprocess.Popen[str]) -> int:
     """The pid of the backend of `proc` that waits for an advisory lock."""
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the load ended before it waited"
+
+    def waiting() -> int | None:
         row = conn.execute(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
             "AND wait_event = 'advisory'"
         ).fetchone()
-        if row:
-            return int(row[0])
-        time.sleep(0.02)
-    raise AssertionError("no load waiting for the file's lock")
+        return int(row[0]) if row else None
+
+    return while_running(proc, waiting, "a load waiting for the file's lock")
 
 
 def test_backfill_retries_a_terminated_session(  # type: ignore[no-untyped-def]

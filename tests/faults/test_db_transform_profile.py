@@ -8,13 +8,13 @@ from __future__ import annotations
 import os
 import signal
 import stat
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.faults.db_support import SECRET, cli, finish, interrupt, role_url, start
 from tests.fixtures_mirror import Mirror
+from tests.pg_helpers import while_running
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -24,14 +24,11 @@ def _profiles_root() -> Path:
 
 
 def _wait_for_profile(proc) -> Path:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "transform ended before its profile was seen"
+    def written() -> Path | None:
         found = list(_profiles_root().glob("*/profiles.yml"))
-        if found and found[0].stat().st_size > 0:
-            return found[0]
-        time.sleep(0.01)
-    raise AssertionError("no dbt profile written")
+        return found[0] if found and found[0].stat().st_size > 0 else None
+
+    return while_running(proc, written, "a written dbt profile", every=0.01)
 
 
 @pytest.fixture
