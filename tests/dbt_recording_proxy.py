@@ -8,14 +8,15 @@ recorded as (method, path, JSON body or None).
 from __future__ import annotations
 
 import json
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.http_host import local_http
 
 _HOP = {"host", "content-length", "connection", "transfer-encoding", "accept-encoding"}
 
@@ -75,12 +76,5 @@ def recording_proxy(upstream: str) -> Iterator[Proxy]:
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    proxy.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with local_http(Handler) as proxy.url:
         yield proxy
-    finally:
-        httpd.shutdown()
-        httpd.server_close()

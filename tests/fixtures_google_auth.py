@@ -25,11 +25,13 @@ import threading
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.http_host import local_http
 
 SA_EMAIL = "taxi-loader@taxi-proj.iam.gserviceaccount.com"
 PROJECT = "taxi-proj"
@@ -182,15 +184,8 @@ def _handler(server: TokenServer) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture
 def token_server() -> Iterator[TokenServer]:
     server = TokenServer()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(server))
-    server.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with local_http(_handler(server)) as server.url:
         yield server
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 # ---- credential files, as gcloud and google-github-actions/auth write them -----------------

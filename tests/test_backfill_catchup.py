@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -13,6 +12,7 @@ from taxi_cli.catalog import FHV, GREEN, YELLOW, TaxiType
 from taxi_cli.config import load_settings
 from taxi_cli.download import make_client
 from taxi_cli.ledger import LedgerRow
+from tests.http_host import local_http
 
 
 def _row(taxi: str, month: str, status: str = "done") -> LedgerRow:
@@ -93,13 +93,8 @@ class _Release(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def release_host() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Release)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/releases/download"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with local_http(_Release) as url:
+        yield f"{url}/releases/download"
 
 
 def test_probe_reads_redirect_as_present_404_as_absent(release_host: str) -> None:

@@ -7,9 +7,8 @@ import hashlib
 import json
 import os
 import shutil
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from taxi_cli.model import LedgerRow
 from tests.conftest import SHARED_DATA
 from tests.fixtures_gcp import Gcp, free_port
 from tests.fixtures_mirror import Mirror
+from tests.http_host import local_http
 
 pytestmark = pytest.mark.integration
 
@@ -266,12 +266,8 @@ class _Denying(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def denying_endpoint() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Denying)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with local_http(_Denying) as url:
+        yield url
 
 
 def test_access_denied_exits_3(

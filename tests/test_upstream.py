@@ -5,9 +5,8 @@ host that is asked once, not once per month."""
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -16,6 +15,7 @@ from taxi_cli.catalog import GREEN, Partition
 from taxi_cli.config import load_settings
 from taxi_cli.download import make_client
 from taxi_cli.model import Upstream
+from tests.http_host import local_http
 
 SIZE = 670_361
 ETAG = '"abc123"'
@@ -59,13 +59,8 @@ class _Host(BaseHTTPRequestHandler):
 @pytest.fixture
 def host() -> Iterator[str]:
     _Host.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Host)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/releases/download"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with local_http(_Host) as url:
+        yield f"{url}/releases/download"
 
 
 def test_storage_that_refuses_head_is_asked_for_one_byte(host: str) -> None:
