@@ -777,10 +777,10 @@ class Runner:
                 last[0] = now
                 self.events.put(_Event("bytes", unit, done=done, total=total))
 
-        destinations = [self.destinations[i.target] for i in unit.items]
         # one destination that verifies in its pass: a first download is not inflated
-        # and scanned twice (verify, then load) but once
-        in_pass = len(destinations) == 1 and isinstance(destinations[0], VerifiesInPass)
+        # and scanned twice (verify, then load) but once (`prepare` decides the rest)
+        (first, *others) = [self.destinations[i.target] for i in unit.items]
+        in_pass = not others and isinstance(first, VerifiesInPass)
         try:
             prepared, _ = self._retrying(
                 "download",
@@ -789,7 +789,7 @@ class Runner:
                     self.cfg,
                     part.taxi,
                     part.month,
-                    verify_in_pass=in_pass and not parquet,
+                    verify_in_pass=in_pass,
                     client=client,
                     parquet=parquet,
                     on_bytes=on_bytes,
