@@ -126,6 +126,13 @@ def _checks(text: str) -> str:
     return text
 
 
+def _streams(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("auto", "1", "2"):
+        raise ValueError("must be auto, 1 or 2")
+    return value
+
+
 def _seconds(text: str) -> float:
     value = _positive_float(text)
     if value == 0:
@@ -262,6 +269,14 @@ SPECS: tuple[Spec, ...] = (
     ),
     Spec("pg_schema", "TAXI_PG_SCHEMA", lambda: "public", help="schema of the loaded tables"),
     Spec(
+        "pg_copy_streams",
+        "TAXI_PG_COPY_STREAMS",
+        lambda: "auto",
+        _streams,
+        help="connections that COPY one file (2: a second connection writes half of "
+        "the rows); auto = 2 for files over 8 MiB",
+    ),
+    Spec(
         "pg_data",
         "TAXI_PG_DATA",
         _default_pg_data,
@@ -395,6 +410,7 @@ class Settings:
     bq_endpoint: str
     dbt_threads: int
     shard_count: int = 0
+    pg_copy_streams: str = "auto"
     bq_max_bytes_billed: int = 50_000_000_000
     catch_up_changed: bool = True
     checks: str = "warn"

@@ -44,7 +44,7 @@ def _python_rows(taxi: TaxiType, block: bytes, monkeypatch: pytest.MonkeyPatch) 
     stream = _stream(taxi)
     with monkeypatch.context() as m:
         m.setattr(rows, "_fastcopy", None)
-        data, _ = stream._block(block, 2, len(taxi.columns))
+        data, _, _ = stream._block(block, 2, len(taxi.columns))
     return decode_copy_rows(data)
 
 
@@ -287,3 +287,44 @@ def test_a_declined_byte_anywhere_in_a_line_falls_back(at: int) -> None:
 def test_a_line_over_1_mib_falls_back() -> None:
     long = _yellow().replace(",N,", "," + "N" * (1 << 20) + ",")
     assert _fast(YELLOW, f"{_yellow()}\n{long}\n".encode()) is None
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 4, 5, 9, 2_000])
+def test_encode_split_deals_the_rows_of_encode_by_their_id(n: int) -> None:
+    """Two COPY streams: ids below '8' to the first, the rest to the second, file order
+    kept in each; the same rows and check counts as one stream (rows wait for their ids,
+    hashed four at a time, so every count around a lane batch matters)."""
+    lines = [_yellow(f"{i}.5", f"{i % 97 - 3}", f"2020-07-01 00:{i % 60:02d}:32") for i in range(n)]
+    block = "".join(line + "\r\n" for line in lines).encode()
+    stream = _stream(YELLOW)
+    kinds, hashed, width = stream._fast_kinds, stream._fast_hashed, len(YELLOW.columns)
+    checks = rows._Checks(
+        rows.CheckSpec("2020-07", ("75", "238")), stream.columns, YELLOW.pickup, YELLOW.dropoff
+    ).c_args
+    one = fastcopy.encode(block, kinds, hashed, width, checks)
+    two = fastcopy.encode_split(block, kinds, hashed, width, checks, ord("8"))
+    assert one is not None and two is not None
+    low, high, made, counts = two
+    assert made == one[1] == n and counts == one[2]
+    assert (low, high) == fastcopy.split_rows(one[0], ord("8"))
+    ordered = decode_copy_rows(one[0])
+    assert decode_copy_rows(low) == [r for r in ordered if r[0] is not None and r[0] < b"8"]
+    assert decode_copy_rows(high) == [r for r in ordered if r[0] is not None and r[0] >= b"8"]
+    if n >= 100:  # md5 hex is uniform: about half each way
+        assert 0.4 < len(decode_copy_rows(low)) / n < 0.6
+    plain = fastcopy.encode_split(block, kinds, hashed, width, None, ord("8"))
+    assert plain is not None and plain[:3] == (low, high, n) and plain[3] is None
+
+
+def test_split_rows_refuses_what_is_not_copy_rows() -> None:
+    data = fastcopy.encode(f"{_yellow()}\r\n".encode(), *_fast_args(YELLOW))
+    assert data is not None
+    for broken in (data[0][:-1], data[0] + b"\x00", b"\x00\x00"):
+        with pytest.raises(ValueError, match="not binary COPY rows"):
+            fastcopy.split_rows(broken, ord("8"))
+    assert fastcopy.split_rows(b"", ord("8")) == (b"", b"")
+
+
+def _fast_args(taxi: TaxiType) -> tuple[bytes, tuple[int, ...], int]:
+    stream = _stream(taxi)
+    return stream._fast_kinds, stream._fast_hashed, len(taxi.columns)

@@ -380,9 +380,40 @@ static void count_checks(Checks *ck, const int64_t *ts, const double *num, const
         ck->counts[4]++;
 }
 
+/* Split mode (`out2` set): rows whose id starts at or above `pivot` go to `out2`, the
+ * others stay in `out`, each in file order. A row's id is known only once its MD5 lane
+ * batch is hashed, so rows wait in `out` (cache-hot) until every pending id is known. */
+#define PENDING_MAX 64
+typedef struct {
+    unsigned char *out2;
+    size_t o2;
+    int pivot;
+    size_t starts[PENDING_MAX + 1];
+    int pending;
+} Split;
+
+/* Deal the pending rows (out[starts[0]..o)) out; returns the new end of `out`. */
+static size_t deal(Split *sp, unsigned char *out, size_t o) {
+    if (!sp->pending) return o;
+    size_t oa = sp->starts[0];
+    sp->starts[sp->pending] = o;
+    for (int i = 0; i < sp->pending; i++) {
+        size_t s = sp->starts[i], len = sp->starts[i + 1] - s;
+        if (out[s + 6] < sp->pivot) {
+            if (oa != s) memmove(out + oa, out + s, len);
+            oa += len;
+        } else {
+            memcpy(sp->out2 + sp->o2, out + s, len);
+            sp->o2 += len;
+        }
+    }
+    sp->pending = 0;
+    return oa;
+}
+
 static int encode_block(const unsigned char *blk, size_t n, const char *kinds, const int *hpos,
                         int nh, int width, unsigned char *out, size_t *out_len, Py_ssize_t *rows,
-                        unsigned char *msg, Checks *ck) {
+                        unsigned char *msg, Checks *ck, Split *sp) {
     int64_t tsv[MAX_WIDTH]; /* the row's parsed values, for the checks */
     double numv[MAX_WIDTH];
     unsigned char lane_blocks[LANES * LANE_BYTES];
@@ -447,6 +478,7 @@ static int encode_block(const unsigned char *blk, size_t n, const char *kinds, c
         f++;
         if (f != width) return 1;
         /* row: nfields, id placeholder, fields */
+        if (sp) sp->starts[sp->pending++] = o;
         out[o] = (unsigned char)((width + 1) >> 8);
         out[o + 1] = (unsigned char)(width + 1);
         o += 2;
@@ -525,9 +557,16 @@ static int encode_block(const unsigned char *blk, size_t n, const char *kinds, c
         if (ck) count_checks(ck, tsv, numv, fl, fs);
         r++;
         p = e + 1;
+        if (sp && (lanes == 0 || sp->pending == PENDING_MAX)) {
+            for (int l = 0; l < lanes; l++) /* long messages kept the lanes waiting */
+                md5_hex(lane_blocks + l * LANE_BYTES, lane_lens[l], lane_out[l]);
+            lanes = 0;
+            o = deal(sp, out, o);
+        }
     }
     for (int l = 0; l < lanes; l++) /* the last < 4 */
         md5_hex(lane_blocks + l * LANE_BYTES, lane_lens[l], lane_out[l]);
+    if (sp) o = deal(sp, out, o);
     *out_len = o;
     *rows = r;
     return 0;
@@ -536,10 +575,11 @@ static int encode_block(const unsigned char *blk, size_t n, const char *kinds, c
 static PyObject *encode(PyObject *self, PyObject *args) {
     Py_buffer block, kinds, known = {0};
     PyObject *hashed, *checks = Py_None;
-    int width;
-    if (!PyArg_ParseTuple(args, "y*y*O!i|O", &block, &kinds, &PyTuple_Type, &hashed, &width,
-                          &checks))
+    int width, pivot = 0;
+    if (!PyArg_ParseTuple(args, "y*y*O!i|Oi", &block, &kinds, &PyTuple_Type, &hashed, &width,
+                          &checks, &pivot))
         return NULL;
+    PyObject *data2 = NULL;
     PyObject *result = NULL;
     Checks ck = {0};
     Checks *ckp = NULL;
@@ -577,6 +617,14 @@ static PyObject *encode(PyObject *self, PyObject *args) {
     }
     const unsigned char *blk = block.buf;
     size_t n = (size_t)block.len;
+    if (n == 0 && pivot) {
+        result = ckp ? Py_BuildValue("(y#y#n(nnnnn))", "", (Py_ssize_t)0, "", (Py_ssize_t)0,
+                                     (Py_ssize_t)0, (Py_ssize_t)0, (Py_ssize_t)0,
+                                     (Py_ssize_t)0, (Py_ssize_t)0, (Py_ssize_t)0)
+                     : Py_BuildValue("(y#y#nO)", "", (Py_ssize_t)0, "", (Py_ssize_t)0,
+                                     (Py_ssize_t)0, Py_None);
+        goto done;
+    }
     if (n == 0) {
         result = ckp ? Py_BuildValue("(y#n(nnnnn))", "", (Py_ssize_t)0, (Py_ssize_t)0,
                                      (Py_ssize_t)0, (Py_ssize_t)0, (Py_ssize_t)0,
@@ -599,8 +647,15 @@ static PyObject *encode(PyObject *self, PyObject *args) {
     /* the rows are written straight into the bytes object (not shared until returned) */
     PyObject *data = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)cap);
     unsigned char *msg = malloc(2 * longest + 160); /* `.5` -> `0.5` grows a number by 1 */
-    if (!data || !msg) {
+    Split split = {0};
+    if (pivot) {
+        data2 = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)cap);
+        if (data2) split.out2 = (unsigned char *)PyBytes_AS_STRING(data2);
+        split.pivot = pivot;
+    }
+    if (!data || !msg || (pivot && !data2)) {
         Py_XDECREF(data);
+        Py_CLEAR(data2);
         free(msg);
         if (!PyErr_Occurred()) PyErr_NoMemory();
         goto done;
@@ -610,16 +665,30 @@ static PyObject *encode(PyObject *self, PyObject *args) {
     Py_ssize_t rows = 0;
     int rc;
     Py_BEGIN_ALLOW_THREADS rc = encode_block(blk, n, kinds.buf, hpos, (int)nh, width, out,
-                                             &out_len, &rows, msg, ckp);
+                                             &out_len, &rows, msg, ckp, pivot ? &split : NULL);
     Py_END_ALLOW_THREADS free(msg);
     if (rc != 0) {
         Py_DECREF(data);
+        Py_CLEAR(data2);
         Py_INCREF(Py_None);
         result = Py_None;
         goto done;
     }
-    if (_PyBytes_Resize(&data, (Py_ssize_t)out_len) < 0) goto done; /* data freed */
-    if (ckp)
+    if (_PyBytes_Resize(&data, (Py_ssize_t)out_len) < 0) { /* data freed */
+        Py_CLEAR(data2);
+        goto done;
+    }
+    if (pivot) {
+        if (_PyBytes_Resize(&data2, (Py_ssize_t)split.o2) < 0) {
+            Py_DECREF(data);
+            goto done;
+        }
+        if (ckp)
+            result = Py_BuildValue("(NNn(nnnnn))", data, data2, rows, ck.counts[0],
+                                   ck.counts[1], ck.counts[2], ck.counts[3], ck.counts[4]);
+        else
+            result = Py_BuildValue("(NNnO)", data, data2, rows, Py_None);
+    } else if (ckp)
         result = Py_BuildValue("(Nn(nnnnn))", data, rows, ck.counts[0], ck.counts[1],
                                ck.counts[2], ck.counts[3], ck.counts[4]);
     else
@@ -695,12 +764,94 @@ done:
     return result;
 }
 
+/* split_rows(data, pivot) -> (a, b): binary COPY rows (no header or trailer) dealt out
+ * by the first byte of their first field: below `pivot` (or NULL/empty) to `a`, the
+ * rest to `b`, each keeping its order. Two backends then COPY half a file each. */
+static PyObject *split_rows(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer data;
+    int pivot;
+    if (!PyArg_ParseTuple(args, "y*i", &data, &pivot)) return NULL;
+    PyObject *result = NULL;
+    PyObject *a = PyBytes_FromStringAndSize(NULL, data.len);
+    PyObject *b = PyBytes_FromStringAndSize(NULL, data.len);
+    if (!a || !b) goto fail;
+    const unsigned char *src = data.buf;
+    size_t n = (size_t)data.len, at = 0, na = 0, nb = 0;
+    unsigned char *oa = (unsigned char *)PyBytes_AS_STRING(a);
+    unsigned char *ob = (unsigned char *)PyBytes_AS_STRING(b);
+    int bad = 0;
+    Py_BEGIN_ALLOW_THREADS while (at < n) {
+        size_t start = at;
+        if (n - at < 2) {
+            bad = 1;
+            break;
+        }
+        int fields = (int16_t)((src[at] << 8) | src[at + 1]);
+        at += 2;
+        if (fields < 1) {
+            bad = 1;
+            break;
+        }
+        int first = -1;
+        for (int f = 0; f < fields && !bad; f++) {
+            if (n - at < 4) {
+                bad = 1;
+                break;
+            }
+            int32_t len = (int32_t)(((uint32_t)src[at] << 24) | ((uint32_t)src[at + 1] << 16) |
+                                    ((uint32_t)src[at + 2] << 8) | (uint32_t)src[at + 3]);
+            at += 4;
+            if (len == -1) continue;
+            if (len < 0 || (size_t)len > n - at) {
+                bad = 1;
+                break;
+            }
+            if (f == 0 && len > 0) first = src[at];
+            at += (size_t)len;
+        }
+        if (bad) break;
+        if (first < pivot) { /* NULL or empty too: the server names such a row */
+            memcpy(oa + na, src + start, at - start);
+            na += at - start;
+        } else {
+            memcpy(ob + nb, src + start, at - start);
+            nb += at - start;
+        }
+    }
+    Py_END_ALLOW_THREADS if (bad) {
+        PyErr_SetString(PyExc_ValueError, "not binary COPY rows");
+        goto fail;
+    }
+    if (_PyBytes_Resize(&a, (Py_ssize_t)na) < 0) {
+        a = NULL;
+        goto fail;
+    }
+    if (_PyBytes_Resize(&b, (Py_ssize_t)nb) < 0) {
+        b = NULL;
+        goto fail;
+    }
+    result = Py_BuildValue("(NN)", a, b);
+    PyBuffer_Release(&data);
+    return result;
+fail:
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    PyBuffer_Release(&data);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"md5_hex", md5_hex_many, METH_VARARGS,
      "md5_hex(data, lens) -> 32 lowercase hex characters per message (lens: int64)"},
     {"encode", encode, METH_VARARGS,
      "encode(block, kinds, hashed, width[, checks]) -> (binary COPY rows, rows[, counts]) "
      "or None"},
+    {"encode_split", encode, METH_VARARGS,
+     "encode_split(block, kinds, hashed, width, checks or None, pivot) -> (rows with ids "
+     "below pivot, the rest, rows, counts or None) or None"},
+    {"split_rows", split_rows, METH_VARARGS,
+     "split_rows(rows, pivot) -> (rows whose first field starts below pivot, the rest)"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastcopy",

@@ -87,6 +87,53 @@ def create_file_table(
     return sql.SQL("CREATE {} {} ({}){}").format(kind, target, sql.SQL(", ").join(defs), tail)
 
 
+# A big file's partition is split in two halves by row id, so two connections (two
+# server backends) COPY it at once: ids below SPLIT_AT (in "C" order) and the rest. md5
+# hex is uniform, so each half holds about half of the rows.
+SPLIT_AT = "8"
+_FILE_CHECK = "taxi_cli_file"  # named: ATTACH wants the same constraint on both halves
+_HALF_CHECK = "taxi_cli_half"
+
+
+def _file_column(csv_name: str) -> sql.Composed:
+    return sql.SQL("filename text NOT NULL DEFAULT {} CONSTRAINT {} CHECK (filename = {})").format(
+        sql.Literal(csv_name), sql.Identifier(_FILE_CHECK), sql.Literal(csv_name)
+    )
+
+
+def create_split_file_table(schema: str, name: str, taxi: TaxiType, csv_name: str) -> sql.Composed:
+    """A file's table in two halves (`create_low_half`, `create_high_half`)."""
+    defs = [sql.SQL("unique_row_id text"), _file_column(csv_name), *_column_defs(taxi.columns)]
+    return sql.SQL('CREATE TABLE {} ({}) PARTITION BY RANGE (unique_row_id COLLATE "C")').format(
+        ident(schema, name), sql.SQL(", ").join(defs)
+    )
+
+
+def create_low_half(schema: str, name: str, parent: str) -> sql.Composed:
+    return sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES FROM (MINVALUE) TO ({})").format(
+        ident(schema, name), ident(schema, parent), sql.Literal(SPLIT_AT)
+    )
+
+
+def create_high_half(schema: str, name: str, taxi: TaxiType, csv_name: str) -> sql.Composed:
+    """The upper half, made apart (by the second connection, which commits it before the
+    load does): its CHECKs let `attach_high_half` skip the validation scan."""
+    defs = [
+        sql.SQL(
+            'unique_row_id text NOT NULL CONSTRAINT {} CHECK (unique_row_id COLLATE "C" >= {})'
+        ).format(sql.Identifier(_HALF_CHECK), sql.Literal(SPLIT_AT)),
+        _file_column(csv_name),
+        *_column_defs(taxi.columns),
+    ]
+    return sql.SQL("CREATE TABLE {} ({})").format(ident(schema, name), sql.SQL(", ").join(defs))
+
+
+def attach_high_half(schema: str, parent: str, name: str) -> sql.Composed:
+    return sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO (MAXVALUE)").format(
+        ident(schema, parent), ident(schema, name), sql.Literal(SPLIT_AT)
+    )
+
+
 def copy_in(target: sql.Composable, columns: list[str], *, freeze: bool) -> sql.Composed:
     opts = "FORMAT binary, FREEZE true" if freeze else "FORMAT binary"
     return sql.SQL("COPY {} ({}) FROM STDIN ({})").format(

@@ -21,7 +21,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # Polars and numpy load only when a file is really streamed
 log = logging.getLogger("taxi_cli.postgres")
 
 MODES = ("replace", "merge")
+SPLIT_FROM = 8 << 20  # compressed bytes: smaller files gain little from a second COPY
 BAD_ROWS = ("reject", "quarantine")
 _COPY_CONTEXT = re.compile(r'line (\d+)(?:, column ([^:]+): "(.*)")?', re.S)
 
@@ -145,42 +146,147 @@ def _check_plain_columns(conn: psycopg.Connection[Any], schema: str, taxi: TaxiT
         )
 
 
+class _Stopped(Exception):
+    """The other COPY stream failed: this one stops too (the other's error is raised)."""
+
+
+def _put(pieces: queue.Queue[Any], item: object, stop: threading.Event) -> bool:
+    """Hand `item` on unless `stop` is set first (the reader has gone)."""
+    while not stop.is_set():
+        try:
+            pieces.put(item, timeout=0.2)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _send(
+    conn: psycopg.Connection[Any],
+    statement: sql.Composed,
+    pieces: queue.Queue[bytes | BaseException | None],
+    waiting: Callable[[], None],
+) -> int:
+    """COPY what `pieces` brings until None; `waiting` runs while nothing comes (and
+    raises to stop: an exception here makes psycopg end the COPY with CopyFail)."""
+    with conn.cursor() as cur:
+        with cur.copy(statement) as copy:
+            while True:
+                try:
+                    item = pieces.get(timeout=0.2)
+                except queue.Empty:
+                    waiting()
+                    continue
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                if item:
+                    copy.write(item)
+        return int(cur.rowcount)
+
+
 def _copy(conn: psycopg.Connection[Any], statement: sql.Composed, stream: TripStream) -> int:
     """Stream the file into COPY: batches are made in a thread while this one sends."""
-    batches: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=2)
+    pieces: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=2)
     stop = threading.Event()
 
     def produce() -> None:
         try:
             for batch in stream.batches():
-                while not stop.is_set():
-                    try:
-                        batches.put(batch, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not _put(pieces, batch, stop):
                     return
-            batches.put(None)
+            _put(pieces, None, stop)
         except BaseException as exc:  # handed to the sending thread
-            batches.put(exc)
+            _put(pieces, exc, stop)
 
     worker = threading.Thread(target=produce, name="taxi-cli-rows", daemon=True)
     worker.start()
     try:
-        with conn.cursor() as cur:
-            with cur.copy(statement) as copy:
-                while True:
-                    item = batches.get()
-                    if item is None:
-                        break
-                    if isinstance(item, BaseException):
-                        raise item
-                    copy.write(item)
-            return int(cur.rowcount)
+        return _send(conn, statement, pieces, lambda: None)
     finally:
         stop.set()
         worker.join(timeout=5)
+
+
+def _copy_halves(
+    conn: psycopg.Connection[Any],
+    peer: psycopg.Connection[Any],
+    low: sql.Composed,
+    high: tuple[sql.Composed, ...],
+    stream: TripStream,
+) -> int:
+    """A `split` stream into two COPYs at once: `low` here, in the load's transaction;
+    `high` (its statements, the COPY last) on `peer`, in a transaction of its own that
+    commits once its COPY ends. Either side failing stops both; the error raised is the
+    first one (a bad row, a server error, a lost connection)."""
+    lows: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=3)
+    highs: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=3)
+    stop = threading.Event()
+    high_rows: list[int] = []
+    high_failed: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            for a, b in stream.halves():
+                if not (_put(lows, a, stop) and _put(highs, b, stop)):
+                    return
+            _put(lows, None, stop)
+            _put(highs, None, stop)
+        except BaseException as exc:  # both senders raise it
+            _put(lows, exc, stop)
+            _put(highs, exc, stop)
+
+    def stopped() -> None:
+        if stop.is_set():
+            raise _Stopped
+
+    def send_high() -> None:
+        try:
+            with peer.transaction():
+                for statement in high[:-1]:
+                    peer.execute(statement)
+                high_rows.append(_send(peer, high[-1], highs, stopped))
+        except BaseException as exc:
+            high_failed.append(exc)
+            stop.set()
+
+    def high_gone() -> None:
+        if high_failed:
+            raise high_failed[0]
+
+    threads = [
+        threading.Thread(target=produce, name="taxi-cli-rows", daemon=True),
+        threading.Thread(target=send_high, name="taxi-cli-copy", daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        rows = _send(conn, low, lows, high_gone)
+        while threads[1].is_alive():  # its COPY and commit (join with a timeout: ^C works)
+            threads[1].join(0.2)
+        high_gone()
+        return rows + high_rows[0]
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=5)
+
+
+@contextmanager
+def _second_connection(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any] | None]:
+    """Another connection to the same server as `conn`, or None when the server takes no
+    more (the file then loads through one)."""
+    try:
+        peer = psycopg.connect(conn.info.dsn, password=conn.info.password, autocommit=True)
+    except psycopg.OperationalError as exc:
+        log.info("one COPY stream: a second connection failed (%s)", str(exc).strip()[:200])
+        yield None
+        return
+    try:
+        yield peer
+    finally:
+        peer.close()
 
 
 def _copy_error(exc: psycopg.Error, stream: TripStream) -> DataError:
@@ -207,19 +313,50 @@ def _write_rejects(
 
 
 def _replace_partition(
-    conn: psycopg.Connection[Any], schema: str, taxi: TaxiType, csv_name: str, stream: TripStream
+    conn: psycopg.Connection[Any],
+    schema: str,
+    taxi: TaxiType,
+    csv_name: str,
+    stream: TripStream,
+    peer: psycopg.Connection[Any] | None,
 ) -> int:
+    """Build the file's new partition beside the old one, then swap them. With `peer`
+    (a `split` stream) it is built in two halves, one per connection: the upper half is
+    committed by `peer` before this transaction attaches it, so a load that dies in
+    between leaves it behind, unattached (invisible): the next load drops it."""
     name = ddl.partition_name(taxi, csv_name)
     building = f"{name}__load"
-    conn.execute(ddl.create_file_table(schema, building, taxi, csv_name))
+    low, high = f"{building}_lo", f"{building}_hi"
     columns = ["unique_row_id", *ddl.data_columns(taxi)]
-    rows = _copy(conn, ddl.copy_in(ddl.ident(schema, building), columns, freeze=True), stream)
-    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ddl.ident(schema, name)))
-    conn.execute(
-        sql.SQL("ALTER TABLE {} RENAME TO {}").format(
-            ddl.ident(schema, building), sql.Identifier(name)
+    drop_high = sql.SQL("DROP TABLE IF EXISTS {}").format(ddl.ident(schema, high))
+    if peer is None:
+        conn.execute(drop_high)
+        conn.execute(ddl.create_file_table(schema, building, taxi, csv_name))
+        copy = ddl.copy_in(ddl.ident(schema, building), columns, freeze=True)
+        rows = _copy(conn, copy, stream)
+    else:
+        conn.execute(ddl.create_split_file_table(schema, building, taxi, csv_name))
+        conn.execute(ddl.create_low_half(schema, low, building))
+        rows = _copy_halves(
+            conn,
+            peer,
+            ddl.copy_in(ddl.ident(schema, low), columns, freeze=True),
+            (
+                drop_high,
+                ddl.create_high_half(schema, high, taxi, csv_name),
+                ddl.copy_in(ddl.ident(schema, high), columns, freeze=True),
+            ),
+            stream,
         )
-    )
+        conn.execute(ddl.attach_high_half(schema, building, high))
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ddl.ident(schema, name)))
+    renames = [(building, name)] + ([(low, f"{name}_lo"), (high, f"{name}_hi")] if peer else [])
+    for old, new in renames:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+                ddl.ident(schema, old), sql.Identifier(new)
+            )
+        )
     conn.execute(
         sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
             ddl.ident(schema, ddl.table(taxi)), ddl.ident(schema, name), sql.Literal(csv_name)
@@ -319,14 +456,18 @@ def load_file(
     worker: str | None = None,
     source: reconcile.Source | None = None,
     settle: Callable[[Scanned | None], Extracted] | None = None,
+    streams: str | None = None,
 ) -> LoadResult:
     """Load one .csv.gz as the rows of `csv_name` in `{schema}.{taxi}_tripdata`.
 
     `worker` names who loaded it in the ledger (a backfill shard, host and pid);
     `source` what the source counted, to reconcile and check it in the same transaction.
     `settle`: the file is a download this pass verifies (`Extracted.settle`): `sha256`
-    is what it must be; its verdict comes before anything commits."""
+    is what it must be; its verdict comes before anything commits.
+    `streams`: how many connections COPY the file (`Settings.pg_copy_streams`)."""
     check_options(mode, bad_rows)
+    if streams is None:
+        streams = conn_or_cfg.pg_copy_streams if isinstance(conn_or_cfg, Settings) else "auto"
     if schema is None:
         schema = conn_or_cfg.pg_schema if isinstance(conn_or_cfg, Settings) else "public"
     ddl.check_schema(schema)
@@ -349,8 +490,14 @@ def load_file(
                 if progress is not None and task is not None:
                     progress.update(task, completed=done)
 
-            from taxi_cli.postgres.rows import CheckSpec, TripStream
+            from taxi_cli.postgres.rows import CheckSpec, TripStream, can_split
 
+            split = (
+                kind == "p"
+                and mode == "replace"
+                and can_split()
+                and (streams == "2" or (streams == "auto" and path.stat().st_size >= SPLIT_FROM))
+            )
             stream = TripStream(
                 path,
                 taxi,
@@ -361,10 +508,16 @@ def load_file(
                 checks=None
                 if source is None
                 else CheckSpec(month, tuple(reconcile.known_zone_ids(conn, schema))),
+                split=ddl.SPLIT_AT.encode() if split else None,
             )
             settled = False
             try:
-                with conn.transaction():
+                with (
+                    _second_connection(conn) if split else nullcontext() as peer,
+                    conn.transaction(),
+                ):
+                    if split and peer is None:  # the server took one connection only
+                        stream.split_off()
                     conn.execute(
                         "SELECT pg_advisory_xact_lock(%s)", (ddl.lock_key(schema, csv_name),)
                     )
@@ -372,7 +525,7 @@ def load_file(
                     if hit is not None:
                         return _skipped(taxi, month, csv_name, mode, begin, sha256, hit)
                     if kind == "p" and mode == "replace":
-                        rows = _replace_partition(conn, schema, taxi, csv_name, stream)
+                        rows = _replace_partition(conn, schema, taxi, csv_name, stream, peer)
                     else:
                         rows = _via_stage(
                             conn, schema, taxi, csv_name, stream, mode=mode, kind=kind

@@ -74,6 +74,13 @@ except ImportError:  # pragma: no cover - depends on the build
     _fastcopy = None  # type: ignore[assignment]
 
 BLOCK_BYTES = 3 << 20  # ~25 MB of working memory per MB of block, per worker: RSS < 300 MB
+
+
+def can_split() -> bool:
+    """Whether a stream can be `split` in two (the C extension deals the rows out)."""
+    return _fastcopy is not None
+
+
 WORKERS = 2  # blocks made at once (and kept in memory at once)
 MAX_RECORD = 1 << 20  # a quoted field may span lines, but no record is longer than this
 _UNCLOSED = "a quoted field is not closed"
@@ -299,7 +306,9 @@ class Reject:
 
 
 # one block's COPY bytes, rows written, rows rejected, data records, and check counts
-_Made = tuple[bytes, int, list[Reject], int, tuple[int, ...]]
+# a block made: its rows for the first COPY stream and for the second (`split`), the rows
+# written, rejects, records read and check counts
+_Made = tuple[bytes, bytes, int, list[Reject], int, tuple[int, ...]]
 # the data checks in the order `_fastcopy` counts them: quality.CHECKS's order
 CHECKS = tuple(quality.CHECKS)
 _NO_COUNTS: tuple[int, ...] = (0, 0, 0, 0, 0)
@@ -422,10 +431,16 @@ class TripStream:
         name: str | None = None,
         scan: bool = False,
         checks: CheckSpec | None = None,
+        split: bytes | None = None,
     ) -> None:
         self.path = path
         self.name = name or path.name
         self.scan = scan
+        # `split`: rows whose id sorts below this byte go to the first stream, the rest
+        # to the second (`halves()`); needs the C extension (`can_split`)
+        if split is not None and (len(split) != 1 or not can_split()):
+            raise ValueError("split needs one byte and the C extension")
+        self.pivot = split[0] if split else 0
         self.taxi = taxi
         self.quarantine = quarantine
         self.progress = progress
@@ -450,6 +465,10 @@ class TripStream:
         )
         self._counts = _NO_COUNTS
 
+    def split_off(self) -> None:
+        """Make one stream after all (before `batches()`)."""
+        self.pivot = 0
+
     @property
     def check_counts(self) -> dict[str, int] | None:
         """The data checks over the rows written (with `checks`, once the pass ended)."""
@@ -464,7 +483,17 @@ class TripStream:
     # ---- the stream ----------------------------------------------------------------------
 
     def batches(self) -> Iterator[bytes]:
-        """Blocks are split on record boundaries here and made in `workers` threads
+        """The binary COPY data, in pieces (one stream: without `split`)."""
+        if self.pivot:
+            raise RuntimeError("a split stream has two halves(): read those")
+        for low, _ in self.halves():
+            yield low
+
+    def halves(self) -> Iterator[tuple[bytes, bytes]]:
+        """The two COPY streams of a `split` stream, in pieces made at the same time;
+        without `split` the second is always empty.
+
+        Blocks are split on record boundaries here and made in `workers` threads
         (Polars and numpy release the GIL); results are taken in file order, so the first
         bad row reported is the first in the file and rejects keep file order.
 
@@ -503,9 +532,9 @@ class TripStream:
 
     def _blocks(
         self, src: _ReadAhead, position: Callable[[], int], pool: ThreadPoolExecutor
-    ) -> Iterator[bytes]:
+    ) -> Iterator[tuple[bytes, bytes]]:
         width = check_header(self.name, src.readline(), self.taxi.accepted_headers, self.taxi.name)
-        yield pgbinary.SIGNATURE
+        yield pgbinary.SIGNATURE, pgbinary.SIGNATURE if self.pivot else b""
         pending: deque[Future[_Made]] = deque()
         try:
             line = 2
@@ -520,16 +549,16 @@ class TripStream:
                 line += _count_lines(block)
                 while len(pending) >= self.workers:
                     out = self._finish(pending.popleft())
-                    if out:
+                    if out[0] or out[1]:
                         yield out
             while pending:
                 out = self._finish(pending.popleft())
-                if out:
+                if out[0] or out[1]:
                     yield out
         finally:
             for future in pending:
                 future.cancel()
-        yield pgbinary.TRAILER
+        yield pgbinary.TRAILER, pgbinary.TRAILER if self.pivot else b""
 
     def _to_record_end(self, src: _ReadAhead, block: bytes, line: int) -> bytes:
         """Extend `block` (whole lines) while a quoted field is open at its end: a quoted
@@ -561,28 +590,42 @@ class TripStream:
         worker.rows = 0
         worker.rejects = []
         worker._counts = _NO_COUNTS
-        out, records = worker._block(block, first_line, width)
+        low, high, records = worker._block(block, first_line, width)
         rejects = sorted(worker.rejects, key=lambda r: r.line)
-        return out, worker.rows, rejects, records, worker._counts
+        return low, high, worker.rows, rejects, records, worker._counts
 
-    def _finish(self, future: Future[_Made]) -> bytes:
-        out, rows, rejects, records, counts = future.result()
+    def _finish(self, future: Future[_Made]) -> tuple[bytes, bytes]:
+        low, high, rows, rejects, records, counts = future.result()
         self.rows += rows
         self.records += records
         self.rejects.extend(rejects)
         if counts is not _NO_COUNTS:
             self._counts = tuple(a + b for a, b in zip(self._counts, counts, strict=True))
-        return out
+        return low, high
 
-    def _block(self, block: bytes, first_line: int, width: int) -> tuple[bytes, int]:
-        """The block's COPY bytes, and how many data records it holds (blank lines
-        excluded): what the source holds, written or rejected."""
+    def _block(self, block: bytes, first_line: int, width: int) -> tuple[bytes, bytes, int]:
+        """The block's COPY bytes (for each stream: see `split`), and how many data
+        records it holds (blank lines excluded): what the source holds, written or
+        rejected."""
         quoted = b'"' in block
         if _fastcopy is not None and width == len(self.columns) and not quoted:
             # C, GIL released: canonical lines only; anything else (a bad or odd value,
             # a blank line, a wrong width) gives None and the whole block goes below
+            if self.pivot:
+                args = None if self._checks is None else self._checks.c_args
+                halves = _fastcopy.encode_split(
+                    block, self._fast_kinds, self._fast_hashed, width, args, self.pivot
+                )
+                if halves is not None:
+                    low, high, made, counts = halves
+                    if counts is not None:
+                        self._counts = counts
+                    self.rows += made
+                    return low, high, made
             fast: tuple[bytes, int] | None
-            if self._checks is None:
+            if self.pivot:
+                fast = None
+            elif self._checks is None:
                 fast = _fastcopy.encode(block, self._fast_kinds, self._fast_hashed, width)
             else:
                 args = self._checks.c_args
@@ -592,7 +635,7 @@ class TripStream:
                     self._counts = counted[2]
             if fast is not None:
                 self.rows += fast[1]
-                return fast[0], fast[1]
+                return fast[0], b"", fast[1]
         buf = np.frombuffer(block, dtype=np.uint8)
         newlines = np.flatnonzero(buf == 10)
         quotes = np.flatnonzero(buf == 34) if quoted else None
@@ -641,12 +684,12 @@ class TripStream:
             block = b"\n".join(block[int(starts[i]) : int(ends[i])] for i in kept)
         df = self._parse(block) if (kept is None or len(kept)) else None
         if df is None or df.height == 0:
-            return b"", records
+            return b"", b"", records
         typed, bad = self._convert(df)
         if bad.any():
             df, typed, kept = self._bad_values(df, typed, bad, kept, n_lines)
             if df.height == 0:
-                return b"", records
+                return b"", b"", records
         self._typed = typed
         if self._checks is not None:
             self._counts = self._checks.of_rows(df, typed)
@@ -658,7 +701,11 @@ class TripStream:
             else:
                 wire.append(_text_field(df[name]))
         self.rows += df.height
-        return pgbinary.encode(wire, df.height), records
+        data = pgbinary.encode(wire, df.height)
+        if self.pivot:
+            low, high = _fastcopy.split_rows(data, self.pivot)
+            return low, high, records
+        return data, b"", records
 
     @staticmethod
     def _text_problems(
