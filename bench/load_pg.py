@@ -18,6 +18,9 @@ every variant alike; medians printed, each ratio next to its target (issue 14):
       from a local HTTP mirror (in this process), verified and loaded. Target F/T <=
       1.15: the load pass verifies the download, so it is inflated and scanned once.
 
+Each variant's reset (the previous round's table or schema dropped, F's data dir
+emptied) runs before its timing starts: what is timed is the load alone.
+
 CPU is split into client (T: the taxi-cli process; D: this process), server (the
 postmaster and its reaped children, gzip included) and inflate (what inflating the
 file costs alone, with the inflater the loader uses). The client work of the load
@@ -135,10 +138,19 @@ def _measured(server: ServerCpu, fn: Callable[[], int], who: int) -> Run:
     return Run(wall, _cpu(who) - client0, server.seconds() - server0, rss)
 
 
+def _drop(url: str, *statements: str) -> None:
+    """The previous round's tables go before the timing starts, for every variant."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def reset_l0(url: str, table: str) -> None:
+    _drop(url, f"DROP TABLE IF EXISTS {table}", f"CREATE TABLE {table} ({TYPED})")
+
+
 def run_l0(url: str, path: Path) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS bench_l0")
-        conn.execute(f"CREATE TABLE bench_l0 ({TYPED})")
         conn.execute(
             sql.SQL("COPY bench_l0 FROM PROGRAM {} (FORMAT csv, HEADER true)").format(
                 sql.Literal(f"gzip -dc {path}")
@@ -148,9 +160,6 @@ def run_l0(url: str, path: Path) -> int:
 
 
 def run_l0_psql(url: str, path: Path) -> int:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS bench_l0p")
-        conn.execute(f"CREATE TABLE bench_l0p ({TYPED})")
     copy = r"\copy bench_l0p FROM pstdin (FORMAT csv, HEADER true)"
     pipeline = (
         f"gzip -dc {shlex.quote(str(path))} | "
@@ -167,7 +176,6 @@ def run_k(url: str, path: Path) -> int:
     columns = ", ".join(c.sql_name for c in YELLOW.columns)
     all_columns = f"unique_row_id, filename, {columns}"
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS bench_k_tripdata, bench_k_staging")
         conn.execute(f"CREATE TABLE IF NOT EXISTS bench_k_tripdata ({COURSE})")
         conn.execute(f"CREATE TABLE IF NOT EXISTS bench_k_staging ({COURSE})")
         conn.execute("TRUNCATE TABLE bench_k_staging")
@@ -224,7 +232,6 @@ def run_d(connect: Callable[[], Any], url: str, path: Path) -> int:
     con = connect()
     try:
         con.execute(f"ATTACH '{_libpq(url)}' AS pg (TYPE postgres)")
-        con.execute("DROP TABLE IF EXISTS pg.public.bench_d")
         con.execute(f"CREATE TABLE pg.public.bench_d AS SELECT * FROM read_csv('{path}')")
     finally:
         con.close()
@@ -243,15 +250,19 @@ def _cli_env(url: str, data_dir: Path, manifest: Path, schema: str) -> dict[str,
     return env
 
 
-def run_t(url: str, env: dict[str, str], *, force: bool = True, fresh: bool = True) -> int:
+def reset_t(url: str, env: dict[str, str]) -> None:
+    """An empty schema for T and F."""
+    _drop(url, f'DROP SCHEMA IF EXISTS "{env["TAXI_PG_SCHEMA"]}" CASCADE')
+
+
+def reset_f(url: str, env: dict[str, str]) -> None:
+    """F's month is a first-time one: its data dir emptied too."""
+    reset_t(url, env)
+    shutil.rmtree(env["TAXI_DATA_DIR"], ignore_errors=True)
+
+
+def run_t(url: str, env: dict[str, str], *, force: bool = True) -> int:
     """One `taxi-cli load-pg` subprocess; its peak RSS in bytes."""
-    if fresh:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                    sql.Identifier(env["TAXI_PG_SCHEMA"])
-                )
-            )
     cmd = [str(CLI), "load-pg", "yellow", MONTH, "-q"] + (["--force"] if force else [])
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     peak = 0
@@ -296,8 +307,7 @@ def serve_mirror(path: Path) -> str:
 
 
 def run_f(url: str, env: dict[str, str]) -> int:
-    """`run_t` on a first-time month: the data dir emptied, the file fetched again."""
-    shutil.rmtree(env["TAXI_DATA_DIR"], ignore_errors=True)
+    """`run_t` on a first-time month (`reset_f`): the file fetched, verified, loaded."""
     return run_t(url, env, force=False)
 
 
@@ -374,6 +384,7 @@ def main() -> None:
     first["TAXI_SOURCE_URL"] = serve_mirror(path)
     print(f"file: {path.name}, {rows:,} rows, {path.stat().st_size / 2**20:.1f} MiB gz")
     connect = duckdb_setup()
+    reset_t(url, env)
     run_t(url, env)  # warm-up: verifies the file once (extract's sidecar), caches pages
 
     _inflate_report(path)
@@ -382,7 +393,7 @@ def main() -> None:
     _report(rows, args.rounds, runs, path)
     reload_s = _measured(
         ServerCpu(WORK / "pgdata"),
-        lambda: run_t(url, env, force=False, fresh=False),
+        lambda: run_t(url, env, force=False),
         resource.RUSAGE_CHILDREN,
     )
     print(f"unchanged reload (ledger hit): {reload_s.wall:.2f}s")
@@ -430,6 +441,11 @@ def _inflate_report(path: Path) -> None:
     )
 
 
+SELF, CHILDREN = resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN
+K_DROP = "DROP TABLE IF EXISTS bench_k_tripdata, bench_k_staging"
+D_DROP = "DROP TABLE IF EXISTS bench_d"
+
+
 def _timings(
     rounds: int,
     url: str,
@@ -439,18 +455,20 @@ def _timings(
     first: dict[str, str],
 ) -> dict[str, list[Run]]:
     server = ServerCpu(WORK / "pgdata")
-    steps: list[tuple[str, Callable[[], int], int]] = [
-        ("L0", lambda: run_l0_psql(url, path), resource.RUSAGE_CHILDREN),
-        ("L0s", lambda: run_l0(url, path), resource.RUSAGE_SELF),
-        ("K", lambda: run_k(url, path), resource.RUSAGE_SELF),
-        ("D", lambda: run_d(connect, url, path), resource.RUSAGE_SELF),
-        ("T", lambda: run_t(url, env), resource.RUSAGE_CHILDREN),
-        ("F", lambda: run_f(url, first), resource.RUSAGE_CHILDREN),
+    # (name, reset: untimed, run: timed, whose CPU is the client's)
+    steps: list[tuple[str, Callable[[], None], Callable[[], int], int]] = [
+        ("L0", lambda: reset_l0(url, "bench_l0p"), lambda: run_l0_psql(url, path), CHILDREN),
+        ("L0s", lambda: reset_l0(url, "bench_l0"), lambda: run_l0(url, path), SELF),
+        ("K", lambda: _drop(url, K_DROP), lambda: run_k(url, path), SELF),
+        ("D", lambda: _drop(url, D_DROP), lambda: run_d(connect, url, path), SELF),
+        ("T", lambda: reset_t(url, env), lambda: run_t(url, env), CHILDREN),
+        ("F", lambda: reset_f(url, first), lambda: run_f(url, first), CHILDREN),
     ]
-    runs: dict[str, list[Run]] = {name: [] for name, _, _ in steps}
+    runs: dict[str, list[Run]] = {name: [] for name, _, _, _ in steps}
     for i in range(rounds):
         # rotate the order each round: no variant always runs right after another
-        for name, fn, who in steps[i % len(steps) :] + steps[: i % len(steps)]:
+        for name, reset, fn, who in steps[i % len(steps) :] + steps[: i % len(steps)]:
+            reset()
             runs[name].append(_measured(server, fn, who))
         print(
             f"round {i + 1}: "

@@ -360,7 +360,7 @@ def _cycle(
     check: Callable[[Path], Verified],
     not_found: str,
     force: bool,
-    client: _Http,
+    client: Http,
     bars: _Bars,
     entry: ManifestEntry | None,
     defer: TaxiType | None = None,
@@ -505,7 +505,7 @@ def _extracted(
     )
 
 
-class _Http:
+class Http:
     """The caller's httpx client, or one made on first use and closed by `close`: a run
     that finds everything cached never imports httpx (a cached hit stays fast)."""
 
@@ -527,11 +527,11 @@ class _Http:
 
 
 @contextmanager
-def _client(cfg: Settings, client: httpx.Client | _Http | None) -> Iterator[_Http]:
-    if isinstance(client, _Http):
+def _client(cfg: Settings, client: httpx.Client | Http | None) -> Iterator[Http]:
+    if isinstance(client, Http):
         yield client
         return
-    http = _Http(cfg, client)
+    http = Http(cfg, client)
     try:
         yield http
     finally:
@@ -546,10 +546,10 @@ def ensure_file(
     force: bool = False,
     parquet: bool = False,
     out: Output | None = None,
-    client: httpx.Client | None = None,
+    client: httpx.Client | Http | None = None,
     on_bytes: Callable[[int, int | None], None] | None = None,
     _bars: _Bars | None = None,
-    _http: _Http | None = None,
+    _http: Http | None = None,
 ) -> Extracted:
     """Return the verified file for (taxi, month), downloading it if needed.
 
@@ -736,7 +736,7 @@ def prepare(
     verify_in_pass: bool,
     force: bool = False,
     parquet: bool = False,
-    client: httpx.Client | None = None,
+    client: httpx.Client | Http | None = None,
     on_bytes: Callable[[int, int | None], None] | None = None,
 ) -> Prepared:
     """`ensure_file`, except that with `verify_in_pass` a download the release manifest
@@ -759,7 +759,7 @@ def refetch(
     taxi: TaxiType,
     month: str,
     *,
-    client: httpx.Client | None = None,
+    client: httpx.Client | Http | None = None,
     on_bytes: Callable[[int, int | None], None] | None = None,
 ) -> Extracted:
     """The second download after a load pass found the first one bad: from scratch,
@@ -776,10 +776,10 @@ def _trip_file(
     *,
     force: bool,
     out: Output | None = None,
-    client: httpx.Client | None = None,
+    client: httpx.Client | Http | None = None,
     on_bytes: Callable[[int, int | None], None] | None = None,
     bars: _Bars | None = None,
-    http: _Http | None = None,
+    http: Http | None = None,
     defer: bool = False,
     attempts: tuple[int, ...] = (1, 2),
 ) -> Extracted | _Pending:
@@ -831,7 +831,7 @@ def ensure_zones(
     *,
     force: bool = False,
     out: Output | None = None,
-    client: httpx.Client | None = None,
+    client: httpx.Client | Http | None = None,
 ) -> Extracted:
     """Return the verified zone lookup file, downloading it if needed."""
     final = zones_file(cfg)

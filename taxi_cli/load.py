@@ -26,12 +26,11 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import httpx
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
@@ -41,7 +40,6 @@ from taxi_cli.choices import Reprocess
 from taxi_cli.config import Settings
 from taxi_cli.console import Output
 from taxi_cli.destinations import Destination, KeepsRuns, VerifiesInPass
-from taxi_cli.download import make_client
 from taxi_cli.errors import (
     ConfigError,
     ConnectError,
@@ -667,7 +665,8 @@ class Runner:
         return (self.by_name[claim.key], claim) if claim is not None else None
 
     def _work(self) -> None:
-        with make_client(self.cfg) as client:
+        # made on first use: a run whose files are all cached never imports httpx
+        with closing(extract.Http(self.cfg)) as client:
             while not self.stop.is_set():
                 taken = self._next()
                 if taken is None:
@@ -764,7 +763,7 @@ class Runner:
         self._reported.add((outcome.item.taxi, outcome.item.month, outcome.item.target))
         self.events.put(_Event("outcome", unit, outcome=outcome))
 
-    def _unit(self, unit: WorkUnit, client: httpx.Client) -> None:
+    def _unit(self, unit: WorkUnit, client: extract.Http) -> None:
         part = unit.partition
         started = time.monotonic()
         parquet = any(self.destinations[i.target].needs_parquet for i in unit.items)
@@ -812,7 +811,7 @@ class Runner:
         self,
         unit: WorkUnit,
         sources: list[extract.Prepared],
-        client: httpx.Client,
+        client: extract.Http,
         on_bytes: Callable[[int, int | None], None],
         started: float,
     ) -> str | None:

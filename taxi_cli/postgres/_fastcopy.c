@@ -241,7 +241,7 @@ static int parse_num(const unsigned char *s, size_t n, double *out, char *txt, s
     while (int_lo < int_hi && s[int_lo] == '0') int_lo++;
     while (frac_hi > frac_lo && s[frac_hi - 1] == '0') frac_hi--;
     /* significant digits: the digit string without leading and trailing zeros */
-    size_t sig;
+    size_t sig, lead = 0; /* lead: zeros after the point before the first digit (< 1) */
     if (int_hi > int_lo) {
         size_t last = frac_hi > frac_lo ? frac_hi : int_hi;
         if (frac_hi > frac_lo)
@@ -254,8 +254,10 @@ static int parse_num(const unsigned char *s, size_t n, double *out, char *txt, s
         size_t f = frac_lo;
         while (f < frac_hi && s[f] == '0') f++;
         sig = frac_hi - f;
+        lead = f - frac_lo;
     }
     if (sig > 15 || int_hi - int_lo > 15) return 0; /* > 15 integer digits: >= 1e15 */
+    if (sig && lead >= 4) return 0;                 /* 0 < |x| < 1e-4 */
     double v;
     size_t k = frac_hi - frac_lo;
     if (k <= 22) {
@@ -264,6 +266,8 @@ static int parse_num(const unsigned char *s, size_t n, double *out, char *txt, s
         uint64_t mant = 0;
         for (size_t j = int_lo; j < int_hi; j++) mant = mant * 10 + (uint64_t)(s[j] - '0');
         for (size_t j = frac_lo; j < frac_hi; j++) mant = mant * 10 + (uint64_t)(s[j] - '0');
+        /* the digit counts above bound |x| to 0 or [1e-4, 1e15): nothing waits on this
+         * division's result to decide (it is the slowest step of a row) */
         v = (double)mant / POW10[k];
         if (neg) v = -v;
     } else {
@@ -272,9 +276,9 @@ static int parse_num(const unsigned char *s, size_t n, double *out, char *txt, s
         buf[n] = 0;
         v = strtod(buf, &end);
         if (end != buf + n) return 0;
+        double a = v < 0 ? -v : v;
+        if (a >= 1e15 || (a != 0 && a < 1e-4)) return 0;
     }
-    double a = v < 0 ? -v : v;
-    if (a >= 1e15 || (a != 0 && a < 1e-4)) return 0;
     *out = v;
     if (txt) {
         size_t k = 0;

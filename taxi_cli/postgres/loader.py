@@ -46,6 +46,10 @@ log = logging.getLogger("taxi_cli.postgres")
 
 MODES = ("replace", "merge")
 SPLIT_FROM = 8 << 20  # compressed bytes: smaller files gain little from a second COPY
+# A table built in its loading transaction is fsynced at commit (wal_level=minimal):
+# the kernel, asked to write the COPY's pages back as they are made, has little left
+# to write then. For this transaction only; any role may set it.
+WRITE_BACK_EARLY = sql.Composed([sql.SQL("SET LOCAL backend_flush_after = '2MB'")])
 BAD_ROWS = ("reject", "quarantine")
 _COPY_CONTEXT = re.compile(r'line (\d+)(?:, column ([^:]+): "(.*)")?', re.S)
 
@@ -182,7 +186,9 @@ def _send(
                 if isinstance(item, BaseException):
                     raise item
                 if item:
-                    copy.write(item)
+                    # a view: psycopg sends a big piece in 128 KiB slices, which a view
+                    # makes without copying them out of the piece
+                    copy.write(memoryview(item))
         return int(cur.rowcount)
 
 
@@ -329,6 +335,7 @@ def _replace_partition(
     low, high = f"{building}_lo", f"{building}_hi"
     columns = ["unique_row_id", *ddl.data_columns(taxi)]
     drop_high = sql.SQL("DROP TABLE IF EXISTS {}").format(ddl.ident(schema, high))
+    conn.execute(WRITE_BACK_EARLY)
     if peer is None:
         conn.execute(drop_high)
         conn.execute(ddl.create_file_table(schema, building, taxi, csv_name))
@@ -342,6 +349,7 @@ def _replace_partition(
             peer,
             ddl.copy_in(ddl.ident(schema, low), columns, freeze=True),
             (
+                WRITE_BACK_EARLY,
                 drop_high,
                 ddl.create_high_half(schema, high, taxi, csv_name),
                 ddl.copy_in(ddl.ident(schema, high), columns, freeze=True),
