@@ -19,7 +19,9 @@ every variant alike; medians printed, each ratio next to its target (issue 14):
       1.15: the load pass verifies the download, so it is inflated and scanned once.
 
 Each variant's reset (the previous round's table or schema dropped, F's data dir
-emptied) runs before its timing starts: what is timed is the load alone.
+emptied), then a CHECKPOINT and a sync, run before its timing starts, and the bench
+server runs without autovacuum: what is timed is the load alone, not the writing back
+or vacuuming of what the variant before it wrote.
 
 CPU is split into client (T: the taxi-cli process; D: this process), server (the
 postmaster and its reaped children, gzip included) and inflate (what inflating the
@@ -368,6 +370,7 @@ def main() -> None:
 
     WORK.mkdir(parents=True, exist_ok=True)
     url = embedded.ensure_running(WORK / "pgdata")
+    no_autovacuum(url)
     with psycopg.connect(url) as conn:
         version = conn.execute("SHOW server_version").fetchone()
         wal = conn.execute("SHOW wal_level").fetchone()
@@ -441,6 +444,26 @@ def _inflate_report(path: Path) -> None:
     )
 
 
+def no_autovacuum(url: str) -> None:
+    """This bench server vacuums nothing while it runs: autovacuum would otherwise wake
+    up at random on the variants' 7M-row tables (all but T's and F's are written
+    unfrozen) and take a core from whatever is being timed."""
+    _drop(url, "ALTER SYSTEM SET autovacuum = off", "SELECT pg_reload_conf()")
+
+
+def quiesce(url: str) -> None:
+    """Before each timing: no checkpoint due, no vacuum running and no dirty pages left
+    by the variant before (K and D write GBs of WAL and heap), so none is timed writing
+    back or vacuuming another's data."""
+    _drop(
+        url,
+        "SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
+        "WHERE backend_type = 'autovacuum worker'",
+        "CHECKPOINT",
+    )
+    os.sync()
+
+
 SELF, CHILDREN = resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN
 K_DROP = "DROP TABLE IF EXISTS bench_k_tripdata, bench_k_staging"
 D_DROP = "DROP TABLE IF EXISTS bench_d"
@@ -469,6 +492,7 @@ def _timings(
         # rotate the order each round: no variant always runs right after another
         for name, reset, fn, who in steps[i % len(steps) :] + steps[: i % len(steps)]:
             reset()
+            quiesce(url)
             runs[name].append(_measured(server, fn, who))
         print(
             f"round {i + 1}: "
