@@ -4,17 +4,21 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import random
 import struct
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import pytest
 
 from taxi_cli.catalog import FHV, FHVHV, GREEN, YELLOW, TaxiType
 from taxi_cli.postgres import rows
 from taxi_cli.postgres.loader import load_file
+from taxi_cli.rowid import hash_plan, row_id
 from taxi_cli.synthetic import write_month
 from tests.pg_helpers import (
     GREEN_04,
@@ -136,8 +140,6 @@ def test_edge_values_equal_the_python_path(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_edge_numbers_hash_as_rowid_renders_them() -> None:
-    from taxi_cli.rowid import hash_plan, row_id
-
     plan = hash_plan(YELLOW, YELLOW.header)
     fast = _fast(YELLOW, "\n".join(EDGE).encode())
     assert fast is not None
@@ -156,8 +158,6 @@ def _random_number(rng: random.Random) -> str:
 def test_random_numbers_equal_python_float_and_rowid() -> None:
     """Every canonical number: the float8 is Python's float(text), bit for bit, and the
     row id renders it as `rowid` does; the others decline."""
-    from taxi_cli.rowid import hash_plan, row_id
-
     rng = random.Random(7)
     plan = hash_plan(YELLOW, YELLOW.header)
     numbers = [_random_number(rng) for _ in range(20_000)]
@@ -328,3 +328,31 @@ def test_split_rows_refuses_what_is_not_copy_rows() -> None:
 def _fast_args(taxi: TaxiType) -> tuple[bytes, tuple[int, ...], int]:
     stream = _stream(taxi)
     return stream._fast_kinds, stream._fast_hashed, len(taxi.columns)
+
+
+@pytest.fixture(params=[True, False], ids=["avx2", "portable"])
+def md5_lanes(request: pytest.FixtureRequest) -> Iterator[bool]:
+    """Row ids hashed 8 at a time with AVX2, and by the portable 4-lane code."""
+    was = fastcopy.use_avx2(request.param)
+    try:
+        yield request.param
+    finally:
+        fastcopy.use_avx2(was)
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 1_000])
+def test_both_md5_lane_widths_hash_as_postgresql_does(md5_lanes: bool, n: int) -> None:
+    lines = [_yellow(f"{i}.25", f"{i % 50}", f"2020-07-01 00:{i % 60:02d}:32") for i in range(n)]
+    block = "".join(line + "\r\n" for line in lines).encode()
+    fast = _fast(YELLOW, block)
+    assert fast is not None
+    ids = [r[0] for r in decode_copy_rows(fast[0])]
+    plan = hash_plan(YELLOW, YELLOW.header)
+    expected = [row_id(line.split(","), plan).encode() for line in lines]
+    assert ids == expected
+    # the Parquet path's md5_hex: messages of 0..64 bytes, lanes for those <= 55
+    messages = [(f"{i}:" * 40)[: i % 65].encode() for i in range(n)]
+    lens = np.array([len(m) for m in messages], dtype=np.int64).tobytes()
+    assert fastcopy.md5_hex(b"".join(messages), lens) == b"".join(
+        hashlib.md5(m).hexdigest().encode() for m in messages
+    )

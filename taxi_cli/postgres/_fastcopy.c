@@ -104,10 +104,13 @@ static void md5_hex(unsigned char *msg, size_t len, char *out) {
     }
 }
 
-/* Four messages of <= 55 bytes at once: one MD5 block each, the 64 steps run on 4-lane
- * vectors (GCC/Clang vector extensions: SSE2/NEON, else plain code). A single MD5 is a
- * chain of dependent steps, so independent lanes are what makes it cheap per row. */
+/* Eight messages of <= 55 bytes at once: one MD5 block each, the 64 steps run on
+ * vectors of lanes (GCC/Clang vector extensions): 8 lanes in AVX2 registers where the
+ * CPU has them (checked once at import), else twice 4 lanes (SSE2/NEON, else plain
+ * code). A single MD5 is a chain of dependent steps, so independent lanes are what
+ * makes it cheap per row. */
 typedef uint32_t v4u __attribute__((vector_size(16)));
+typedef uint32_t v8u __attribute__((vector_size(32)));
 
 #define VSTEP(f, a, b, c, d, m, k, r) (a) = (b) + VROTL((a) + (f) + (k) + (m), r)
 #define VROTL(x, c) (((x) << (c)) | ((x) >> (32 - (c))))
@@ -117,62 +120,83 @@ typedef uint32_t v4u __attribute__((vector_size(16)));
     VSTEP(F(d, a, b), c, d, a, b, w[g2], K[i + 2], S[i + 2]);                              \
     VSTEP(F(c, d, a), b, c, d, a, w[g3], K[i + 3], S[i + 3])
 
-#define LANES 4
+#define LANES 8 /* the rows hashed together */
 #define LANE_BYTES 64
 
-/* blocks: LANES padded 64-byte blocks (lens given); out[l]: 32 hex chars each */
-static void md5_hex_lanes(unsigned char *blocks, const size_t *lens, char *const *out) {
-    static const char hex[] = "0123456789abcdef";
-    v4u w[16];
-    for (int l = 0; l < LANES; l++) {
-        unsigned char *blk = blocks + l * LANE_BYTES;
-        size_t len = lens[l];
-        blk[len] = 0x80;
-        memset(blk + len + 1, 0, 56 - len - 1);
-        uint64_t bits = (uint64_t)len * 8;
-        for (int i = 0; i < 8; i++) blk[56 + i] = (unsigned char)(bits >> (8 * i));
-        for (int i = 0; i < 16; i++) {
-            uint32_t v;
-            memcpy(&v, blk + 4 * i, 4);
+/* NL lanes of padded 64-byte blocks (lens given) -> out[l]: 32 hex chars each */
+#define MD5_LANES(name, VT, NL, ATTR)                                                       \
+    ATTR static void name(unsigned char *blocks, const size_t *lens, char *const *out) {    \
+        static const char hex[] = "0123456789abcdef";                                      \
+        VT w[16];                                                                           \
+        for (int l = 0; l < NL; l++) {                                                      \
+            unsigned char *blk = blocks + l * LANE_BYTES;                                   \
+            size_t len = lens[l];                                                           \
+            blk[len] = 0x80;                                                                \
+            memset(blk + len + 1, 0, 56 - len - 1);                                         \
+            uint64_t bits = (uint64_t)len * 8;                                              \
+            for (int i = 0; i < 8; i++) blk[56 + i] = (unsigned char)(bits >> (8 * i));    \
+            for (int i = 0; i < 16; i++) {                                                  \
+                uint32_t v;                                                                 \
+                memcpy(&v, blk + 4 * i, 4);                                                 \
+                w[i][l] = LE32(v);                                                          \
+            }                                                                               \
+        }                                                                                   \
+        VT a, b, c, d;                                                                      \
+        for (int l = 0; l < NL; l++) {                                                      \
+            a[l] = 0x67452301, b[l] = 0xefcdab89, c[l] = 0x98badcfe, d[l] = 0x10325476;     \
+        }                                                                                   \
+        const VT a0 = a, b0 = b, c0 = c, d0 = d;                                            \
+        VR4(F1, 0, 0, 1, 2, 3);                                                             \
+        VR4(F1, 4, 4, 5, 6, 7);                                                             \
+        VR4(F1, 8, 8, 9, 10, 11);                                                           \
+        VR4(F1, 12, 12, 13, 14, 15);                                                        \
+        VR4(F2, 16, 1, 6, 11, 0);                                                           \
+        VR4(F2, 20, 5, 10, 15, 4);                                                          \
+        VR4(F2, 24, 9, 14, 3, 8);                                                           \
+        VR4(F2, 28, 13, 2, 7, 12);                                                          \
+        VR4(F3, 32, 5, 8, 11, 14);                                                          \
+        VR4(F3, 36, 1, 4, 7, 10);                                                           \
+        VR4(F3, 40, 13, 0, 3, 6);                                                           \
+        VR4(F3, 44, 9, 12, 15, 2);                                                          \
+        VR4(F4, 48, 0, 7, 14, 5);                                                           \
+        VR4(F4, 52, 12, 3, 10, 1);                                                          \
+        VR4(F4, 56, 8, 15, 6, 13);                                                          \
+        VR4(F4, 60, 4, 11, 2, 9);                                                           \
+        a += a0;                                                                            \
+        b += b0;                                                                            \
+        c += c0;                                                                            \
+        d += d0;                                                                            \
+        for (int l = 0; l < NL; l++) {                                                      \
+            uint32_t st[4] = {a[l], b[l], c[l], d[l]};                                      \
+            for (int i = 0; i < 16; i++) {                                                  \
+                unsigned char byte = (unsigned char)(st[i / 4] >> (8 * (i % 4)));           \
+                out[l][2 * i] = hex[byte >> 4];                                             \
+                out[l][2 * i + 1] = hex[byte & 15];                                         \
+            }                                                                               \
+        }                                                                                   \
+    }
+
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-            v = __builtin_bswap32(v);
+#define LE32(v) __builtin_bswap32(v)
+#else
+#define LE32(v) (v)
 #endif
-            w[i][l] = v;
-        }
+
+MD5_LANES(md5_hex_lanes4, v4u, 4, )
+#if defined(__x86_64__) && defined(__GNUC__)
+MD5_LANES(md5_hex_lanes8_avx2, v8u, 8, __attribute__((target("avx2"))))
+static int have_avx2;
+#endif
+
+static void md5_hex_lanes(unsigned char *blocks, const size_t *lens, char *const *out) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (have_avx2) {
+        md5_hex_lanes8_avx2(blocks, lens, out);
+        return;
     }
-    v4u a = {0x67452301, 0x67452301, 0x67452301, 0x67452301};
-    v4u b = {0xefcdab89, 0xefcdab89, 0xefcdab89, 0xefcdab89};
-    v4u c = {0x98badcfe, 0x98badcfe, 0x98badcfe, 0x98badcfe};
-    v4u d = {0x10325476, 0x10325476, 0x10325476, 0x10325476};
-    const v4u a0 = a, b0 = b, c0 = c, d0 = d;
-    VR4(F1, 0, 0, 1, 2, 3);
-    VR4(F1, 4, 4, 5, 6, 7);
-    VR4(F1, 8, 8, 9, 10, 11);
-    VR4(F1, 12, 12, 13, 14, 15);
-    VR4(F2, 16, 1, 6, 11, 0);
-    VR4(F2, 20, 5, 10, 15, 4);
-    VR4(F2, 24, 9, 14, 3, 8);
-    VR4(F2, 28, 13, 2, 7, 12);
-    VR4(F3, 32, 5, 8, 11, 14);
-    VR4(F3, 36, 1, 4, 7, 10);
-    VR4(F3, 40, 13, 0, 3, 6);
-    VR4(F3, 44, 9, 12, 15, 2);
-    VR4(F4, 48, 0, 7, 14, 5);
-    VR4(F4, 52, 12, 3, 10, 1);
-    VR4(F4, 56, 8, 15, 6, 13);
-    VR4(F4, 60, 4, 11, 2, 9);
-    a += a0;
-    b += b0;
-    c += c0;
-    d += d0;
-    for (int l = 0; l < LANES; l++) {
-        uint32_t st[4] = {a[l], b[l], c[l], d[l]};
-        for (int i = 0; i < 16; i++) {
-            unsigned char byte = (unsigned char)(st[i / 4] >> (8 * (i % 4)));
-            out[l][2 * i] = hex[byte >> 4];
-            out[l][2 * i + 1] = hex[byte & 15];
-        }
-    }
+#endif
+    md5_hex_lanes4(blocks, lens, out);
+    md5_hex_lanes4(blocks + 4 * LANE_BYTES, lens + 4, out + 4);
 }
 
 /* ---- values -------------------------------------------------------------------------- */
@@ -845,7 +869,24 @@ fail:
     return NULL;
 }
 
+/* use_avx2(flag) -> what it was: the 8-lane AVX2 MD5 or twice 4 lanes (the portable
+ * path, which the tests run too); a CPU without AVX2 keeps the portable path */
+static PyObject *use_avx2(PyObject *self, PyObject *arg) {
+    (void)self;
+    int want = PyObject_IsTrue(arg);
+    if (want < 0) return NULL;
+#if defined(__x86_64__) && defined(__GNUC__)
+    int was = have_avx2;
+    have_avx2 = want && __builtin_cpu_supports("avx2");
+    return PyBool_FromLong(was);
+#else
+    return PyBool_FromLong(0);
+#endif
+}
+
 static PyMethodDef methods[] = {
+    {"use_avx2", use_avx2, METH_O,
+     "use_avx2(flag) -> bool: hash 8 rows at once with AVX2 (where the CPU has it)"},
     {"md5_hex", md5_hex_many, METH_VARARGS,
      "md5_hex(data, lens) -> 32 lowercase hex characters per message (lens: int64)"},
     {"encode", encode, METH_VARARGS,
@@ -864,5 +905,9 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastcopy",
 
 PyMODINIT_FUNC PyInit__fastcopy(void) {
     init_class();
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    have_avx2 = __builtin_cpu_supports("avx2");
+#endif
     return PyModule_Create(&module);
 }
