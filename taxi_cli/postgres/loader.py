@@ -40,7 +40,7 @@ from taxi_cli.postgres import errors as pg_errors
 from taxi_cli.postgres.csvfile import HINT
 
 if TYPE_CHECKING:  # Polars and numpy load only when a file is really streamed
-    from taxi_cli.postgres.rows import Reject, TripStream
+    from taxi_cli.postgres.rows import Piece, Reject, TripStream
 
 log = logging.getLogger("taxi_cli.postgres")
 
@@ -168,7 +168,7 @@ def _put(pieces: queue.Queue[Any], item: object, stop: threading.Event) -> bool:
 def _send(
     conn: psycopg.Connection[Any],
     statement: sql.Composed,
-    pieces: queue.Queue[bytes | BaseException | None],
+    pieces: queue.Queue[Piece | BaseException | None],
     waiting: Callable[[], None],
 ) -> int:
     """COPY what `pieces` brings until None; `waiting` runs while nothing comes (and
@@ -194,7 +194,7 @@ def _send(
 
 def _copy(conn: psycopg.Connection[Any], statement: sql.Composed, stream: TripStream) -> int:
     """Stream the file into COPY: batches are made in a thread while this one sends."""
-    pieces: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=2)
+    pieces: queue.Queue[Piece | BaseException | None] = queue.Queue(maxsize=2)
     stop = threading.Event()
 
     def produce() -> None:
@@ -226,8 +226,8 @@ def _copy_halves(
     `high` (its statements, the COPY last) on `peer`, in a transaction of its own that
     commits once its COPY ends. Either side failing stops both; the error raised is the
     first one (a bad row, a server error, a lost connection)."""
-    lows: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=3)
-    highs: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=3)
+    lows: queue.Queue[Piece | BaseException | None] = queue.Queue(maxsize=3)
+    highs: queue.Queue[Piece | BaseException | None] = queue.Queue(maxsize=3)
     stop = threading.Event()
     high_rows: list[int] = []
     high_failed: list[BaseException] = []

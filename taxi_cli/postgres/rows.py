@@ -306,9 +306,10 @@ class Reject:
 
 
 # one block's COPY bytes, rows written, rows rejected, data records, and check counts
+Piece = bytes | memoryview  # binary COPY data (a view: of a buffer malloc reuses)
 # a block made: its rows for the first COPY stream and for the second (`split`), the rows
 # written, rejects, records read and check counts
-_Made = tuple[bytes, bytes, int, list[Reject], int, tuple[int, ...]]
+_Made = tuple[Piece, Piece, int, list[Reject], int, tuple[int, ...]]
 # the data checks in the order `_fastcopy` counts them: quality.CHECKS's order
 CHECKS = tuple(quality.CHECKS)
 _NO_COUNTS: tuple[int, ...] = (0, 0, 0, 0, 0)
@@ -482,14 +483,14 @@ class TripStream:
 
     # ---- the stream ----------------------------------------------------------------------
 
-    def batches(self) -> Iterator[bytes]:
+    def batches(self) -> Iterator[Piece]:
         """The binary COPY data, in pieces (one stream: without `split`)."""
         if self.pivot:
             raise RuntimeError("a split stream has two halves(): read those")
         for low, _ in self.halves():
             yield low
 
-    def halves(self) -> Iterator[tuple[bytes, bytes]]:
+    def halves(self) -> Iterator[tuple[Piece, Piece]]:
         """The two COPY streams of a `split` stream, in pieces made at the same time;
         without `split` the second is always empty.
 
@@ -532,7 +533,7 @@ class TripStream:
 
     def _blocks(
         self, src: _ReadAhead, position: Callable[[], int], pool: ThreadPoolExecutor
-    ) -> Iterator[tuple[bytes, bytes]]:
+    ) -> Iterator[tuple[Piece, Piece]]:
         width = check_header(self.name, src.readline(), self.taxi.accepted_headers, self.taxi.name)
         yield pgbinary.SIGNATURE, pgbinary.SIGNATURE if self.pivot else b""
         pending: deque[Future[_Made]] = deque()
@@ -594,7 +595,7 @@ class TripStream:
         rejects = sorted(worker.rejects, key=lambda r: r.line)
         return low, high, worker.rows, rejects, records, worker._counts
 
-    def _finish(self, future: Future[_Made]) -> tuple[bytes, bytes]:
+    def _finish(self, future: Future[_Made]) -> tuple[Piece, Piece]:
         low, high, rows, rejects, records, counts = future.result()
         self.rows += rows
         self.records += records
@@ -603,7 +604,7 @@ class TripStream:
             self._counts = tuple(a + b for a, b in zip(self._counts, counts, strict=True))
         return low, high
 
-    def _block(self, block: bytes, first_line: int, width: int) -> tuple[bytes, bytes, int]:
+    def _block(self, block: bytes, first_line: int, width: int) -> tuple[Piece, Piece, int]:
         """The block's COPY bytes (for each stream: see `split`), and how many data
         records it holds (blank lines excluded): what the source holds, written or
         rejected."""
