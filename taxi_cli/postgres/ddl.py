@@ -91,45 +91,46 @@ def create_file_table(
 # server backends) COPY it at once: ids below SPLIT_AT (in "C" order) and the rest. md5
 # hex is uniform, so each half holds about half of the rows.
 SPLIT_AT = "8"
-_FILE_CHECK = "taxi_cli_file"  # named: ATTACH wants the same constraint on both halves
 _HALF_CHECK = "taxi_cli_half"
 
 
-def _file_column(csv_name: str) -> sql.Composed:
-    return sql.SQL("filename text NOT NULL DEFAULT {} CONSTRAINT {} CHECK (filename = {})").format(
-        sql.Literal(csv_name), sql.Identifier(_FILE_CHECK), sql.Literal(csv_name)
-    )
-
-
 def create_split_file_table(schema: str, name: str, taxi: TaxiType, csv_name: str) -> sql.Composed:
-    """A file's table in two halves (`create_low_half`, `create_high_half`)."""
-    defs = [sql.SQL("unique_row_id text"), _file_column(csv_name), *_column_defs(taxi.columns)]
+    """A file's table in two halves (`create_half`, `attach_half`)."""
+    defs = [
+        sql.SQL("unique_row_id text"),
+        sql.SQL("filename text NOT NULL DEFAULT {}").format(sql.Literal(csv_name)),
+        *_column_defs(taxi.columns),
+    ]
     return sql.SQL('CREATE TABLE {} ({}) PARTITION BY RANGE (unique_row_id COLLATE "C")').format(
         ident(schema, name), sql.SQL(", ").join(defs)
     )
 
 
-def create_low_half(schema: str, name: str, parent: str) -> sql.Composed:
-    return sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES FROM (MINVALUE) TO ({})").format(
-        ident(schema, name), ident(schema, parent), sql.Literal(SPLIT_AT)
+def create_half(
+    schema: str, name: str, taxi: TaxiType, csv_name: str, *, upper: bool
+) -> sql.Composed:
+    """One half of a split file table, made apart (the upper one by the second
+    connection, which commits it before the load does) and attached after its COPY: one
+    CHECK per row, which also lets `attach_half` (and the file's ATTACH to the main
+    table) skip the validation scan. A partition COPYed into directly would check its
+    partition bound per row as well."""
+    half = sql.SQL('unique_row_id COLLATE "C" {} {}').format(
+        sql.SQL(">=" if upper else "<"), sql.Literal(SPLIT_AT)
     )
-
-
-def create_high_half(schema: str, name: str, taxi: TaxiType, csv_name: str) -> sql.Composed:
-    """The upper half, made apart (by the second connection, which commits it before the
-    load does): its CHECKs let `attach_high_half` skip the validation scan."""
     defs = [
-        sql.SQL(
-            'unique_row_id text NOT NULL CONSTRAINT {} CHECK (unique_row_id COLLATE "C" >= {})'
-        ).format(sql.Identifier(_HALF_CHECK), sql.Literal(SPLIT_AT)),
-        _file_column(csv_name),
+        sql.SQL("unique_row_id text NOT NULL"),
+        sql.SQL("filename text NOT NULL DEFAULT {}").format(sql.Literal(csv_name)),
         *_column_defs(taxi.columns),
+        sql.SQL("CONSTRAINT {} CHECK (filename = {} AND {})").format(
+            sql.Identifier(_HALF_CHECK), sql.Literal(csv_name), half
+        ),
     ]
     return sql.SQL("CREATE TABLE {} ({})").format(ident(schema, name), sql.SQL(", ").join(defs))
 
 
-def attach_high_half(schema: str, parent: str, name: str) -> sql.Composed:
-    return sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO (MAXVALUE)").format(
+def attach_half(schema: str, parent: str, name: str, *, upper: bool) -> sql.Composed:
+    bounds = "FROM ({}) TO (MAXVALUE)" if upper else "FROM (MINVALUE) TO ({})"
+    return sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES " + bounds).format(
         ident(schema, parent), ident(schema, name), sql.Literal(SPLIT_AT)
     )
 

@@ -343,7 +343,7 @@ def _replace_partition(
         rows = _copy(conn, copy, stream)
     else:
         conn.execute(ddl.create_split_file_table(schema, building, taxi, csv_name))
-        conn.execute(ddl.create_low_half(schema, low, building))
+        conn.execute(ddl.create_half(schema, low, taxi, csv_name, upper=False))
         rows = _copy_halves(
             conn,
             peer,
@@ -351,12 +351,13 @@ def _replace_partition(
             (
                 WRITE_BACK_EARLY,
                 drop_high,
-                ddl.create_high_half(schema, high, taxi, csv_name),
+                ddl.create_half(schema, high, taxi, csv_name, upper=True),
                 ddl.copy_in(ddl.ident(schema, high), columns, freeze=True),
             ),
             stream,
         )
-        conn.execute(ddl.attach_high_half(schema, building, high))
+        conn.execute(ddl.attach_half(schema, building, low, upper=False))
+        conn.execute(ddl.attach_half(schema, building, high, upper=True))
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ddl.ident(schema, name)))
     renames = [(building, name)] + ([(low, f"{name}_lo"), (high, f"{name}_hi")] if peer else [])
     for old, new in renames:
