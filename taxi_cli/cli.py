@@ -35,6 +35,7 @@ from taxi_cli.choices import (
 )
 from taxi_cli.config import Settings, load_settings
 from taxi_cli.console import Output, error_line, setup_logging
+from taxi_cli.destinations import Destination
 from taxi_cli.destinations import Options as DestinationOptions
 from taxi_cli.errors import ExitCode, TaxiError, UsageError
 from taxi_cli.redact import mask_dsn
@@ -232,6 +233,36 @@ class _Globals:
 def settings(**flags: Any) -> Settings:
     """Resolve settings with this command's flags on top (None = flag not given)."""
     return load_settings(flags, config_file=_Globals.config_file, profile=_Globals.profile)
+
+
+def read_target(
+    target: StatusTarget,
+    *,
+    pg_url: str | None,
+    schema: str | None,
+    pg_data: str | None,
+    bucket: str | None = None,
+    prefix: str | None = None,
+    project: str | None = None,
+    dataset: str | None = None,
+    **more: Any,
+) -> tuple[Settings, Destination]:
+    """The settings and the one destination a read-only command (status, check, runs,
+    report) reads; reading never creates a server, a bucket or a dataset."""
+    from taxi_cli import destinations
+
+    cfg = settings(
+        pg_url=pg_url,
+        pg_schema=schema,
+        pg_data=pg_data,
+        gcs_bucket=bucket,
+        gcs_prefix=prefix,
+        gcp_project=project,
+        bq_dataset=dataset,
+        **more,
+    )
+    (made,) = destinations.make(cfg, TargetName(str(target)), reading=True)
+    return cfg, made
 
 
 def output(
@@ -683,7 +714,7 @@ def status_cmd(
     Read-only: with nothing loaded it says so, and it never creates a database, a data
     dir or a server to find that out.
     """
-    from taxi_cli import destinations, status
+    from taxi_cli import status
 
     if explain:
         from taxi_cli.figures import TRAP
@@ -691,8 +722,7 @@ def status_cmd(
         typer.echo(TRAP, nl=False)
         return
     out = output(json_out=json_out)
-    cfg = settings(pg_url=pg_url, pg_schema=schema, pg_data=pg_data)
-    (made,) = destinations.make(cfg, TargetName(str(target)), reading=True)
+    _, made = read_target(target, pg_url=pg_url, schema=schema, pg_data=pg_data)
     status.render(status.build(str(target), made.ledger(read_only=True)), out)
 
 
@@ -727,23 +757,23 @@ def check_cmd(
     taken from the ledger; a gcs object deleted or replaced since its load is a
     mismatch. Read-only.
     """
-    from taxi_cli import check, destinations
+    from taxi_cli import check
     from taxi_cli.catalog import parse_taxis, select
 
     partitions = select(taxis, months) if taxis and months else None
     only = [t.name for t in parse_taxis(taxis)] if taxis else None
     out = output(json_out=json_out)
-    cfg = settings(
+    cfg, made = read_target(
+        target,
         pg_url=pg_url,
-        pg_schema=schema,
+        schema=schema,
         pg_data=pg_data,
-        gcs_bucket=bucket,
-        gcs_prefix=prefix,
-        gcp_project=project,
-        bq_dataset=dataset,
+        bucket=bucket,
+        prefix=prefix,
+        project=project,
+        dataset=dataset,
         checks=checks,
     )
-    (made,) = destinations.make(cfg, TargetName(str(target)), reading=True)
     check.run(made, out, partitions=partitions, taxis=only, strict=cfg.checks == Checks.FAIL)
 
 
@@ -770,16 +800,16 @@ def runs_cmd(
     from taxi_cli import destinations
 
     out = output(json_out=json_out)
-    cfg = settings(
+    _, made = read_target(
+        target,
         pg_url=pg_url,
-        pg_schema=schema,
+        schema=schema,
         pg_data=pg_data,
-        gcs_bucket=bucket,
-        gcs_prefix=prefix,
-        gcp_project=project,
-        bq_dataset=dataset,
+        bucket=bucket,
+        prefix=prefix,
+        project=project,
+        dataset=dataset,
     )
-    (made,) = destinations.make(cfg, TargetName(str(target)), reading=True)
     if not isinstance(made, destinations.KeepsRuns):
         raise UsageError(f"{target} keeps no run history")
     found = made.runs()
@@ -829,19 +859,19 @@ def report_cmd(
     loaded, rows against published figures, checks, runs, revenue (dbt mart)."""
     from pathlib import Path
 
-    from taxi_cli import destinations, report
+    from taxi_cli import report
 
     out = output()
-    cfg = settings(
+    _, made = read_target(
+        target,
         pg_url=pg_url,
-        pg_schema=schema,
+        schema=schema,
         pg_data=pg_data,
-        gcs_bucket=bucket,
-        gcs_prefix=prefix,
-        gcp_project=project,
-        bq_dataset=dataset,
+        bucket=bucket,
+        prefix=prefix,
+        project=project,
+        dataset=dataset,
     )
-    (made,) = destinations.make(cfg, TargetName(str(target)), reading=True)
     path = Path(out_path).expanduser()
     data = report.write(made, path, str(fmt))
     out.out.print(f"{path}: {len(data.entries)} partitions, {len(data.runs)} runs")
