@@ -140,15 +140,15 @@ def _measured(server: ServerCpu, fn: Callable[[], int], who: int) -> Run:
     return Run(wall, _cpu(who) - client0, server.seconds() - server0, rss)
 
 
-def _drop(url: str, *statements: str) -> None:
-    """The previous round's tables go before the timing starts, for every variant."""
+def _execute(url: str, *statements: str) -> None:
+    """Statements run outside any timing (a reset, a checkpoint), in autocommit."""
     with psycopg.connect(url, autocommit=True) as conn:
         for statement in statements:
             conn.execute(statement)
 
 
 def reset_l0(url: str, table: str) -> None:
-    _drop(url, f"DROP TABLE IF EXISTS {table}", f"CREATE TABLE {table} ({TYPED})")
+    _execute(url, f"DROP TABLE IF EXISTS {table}", f"CREATE TABLE {table} ({TYPED})")
 
 
 def run_l0(url: str, path: Path) -> int:
@@ -254,7 +254,7 @@ def _cli_env(url: str, data_dir: Path, manifest: Path, schema: str) -> dict[str,
 
 def reset_t(url: str, env: dict[str, str]) -> None:
     """An empty schema for T and F."""
-    _drop(url, f'DROP SCHEMA IF EXISTS "{env["TAXI_PG_SCHEMA"]}" CASCADE')
+    _execute(url, f'DROP SCHEMA IF EXISTS "{env["TAXI_PG_SCHEMA"]}" CASCADE')
 
 
 def reset_f(url: str, env: dict[str, str]) -> None:
@@ -448,14 +448,14 @@ def no_autovacuum(url: str) -> None:
     """This bench server vacuums nothing while it runs: autovacuum would otherwise wake
     up at random on the variants' 7M-row tables (all but T's and F's are written
     unfrozen) and take a core from whatever is being timed."""
-    _drop(url, "ALTER SYSTEM SET autovacuum = off", "SELECT pg_reload_conf()")
+    _execute(url, "ALTER SYSTEM SET autovacuum = off", "SELECT pg_reload_conf()")
 
 
 def quiesce(url: str) -> None:
     """Before each timing: no checkpoint due, no vacuum running and no dirty pages left
     by the variant before (K and D write GBs of WAL and heap), so none is timed writing
     back or vacuuming another's data."""
-    _drop(
+    _execute(
         url,
         "SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
         "WHERE backend_type = 'autovacuum worker'",
@@ -482,8 +482,8 @@ def _timings(
     steps: list[tuple[str, Callable[[], None], Callable[[], int], int]] = [
         ("L0", lambda: reset_l0(url, "bench_l0p"), lambda: run_l0_psql(url, path), CHILDREN),
         ("L0s", lambda: reset_l0(url, "bench_l0"), lambda: run_l0(url, path), SELF),
-        ("K", lambda: _drop(url, K_DROP), lambda: run_k(url, path), SELF),
-        ("D", lambda: _drop(url, D_DROP), lambda: run_d(connect, url, path), SELF),
+        ("K", lambda: _execute(url, K_DROP), lambda: run_k(url, path), SELF),
+        ("D", lambda: _execute(url, D_DROP), lambda: run_d(connect, url, path), SELF),
         ("T", lambda: reset_t(url, env), lambda: run_t(url, env), CHILDREN),
         ("F", lambda: reset_f(url, first), lambda: run_f(url, first), CHILDREN),
     ]

@@ -492,21 +492,25 @@ def load_file(
         if hit is not None:
             return _skipped(taxi, month, csv_name, mode, begin, sha256, hit)
         out = out or Output(quiet=True)
-        with out.transfer_progress() as progress:
+        from taxi_cli.postgres.rows import CheckSpec, TripStream, can_split
+
+        two = (
+            kind == "p"
+            and mode == "replace"
+            and can_split()
+            and (streams == "2" or (streams == "auto" and path.stat().st_size >= SPLIT_FROM))
+        )
+        with (
+            out.transfer_progress() as progress,
+            # None when the server takes one connection only: one stream, as before
+            _second_connection(conn) if two else nullcontext() as peer,
+        ):
             task = add_task(progress, f"load {csv_name}", float(path.stat().st_size))
 
             def advance(done: int) -> None:
                 if progress is not None and task is not None:
                     progress.update(task, completed=done)
 
-            from taxi_cli.postgres.rows import CheckSpec, TripStream, can_split
-
-            split = (
-                kind == "p"
-                and mode == "replace"
-                and can_split()
-                and (streams == "2" or (streams == "auto" and path.stat().st_size >= SPLIT_FROM))
-            )
             stream = TripStream(
                 path,
                 taxi,
@@ -517,16 +521,11 @@ def load_file(
                 checks=None
                 if source is None
                 else CheckSpec(month, tuple(reconcile.known_zone_ids(conn, schema))),
-                split=ddl.SPLIT_AT.encode() if split else None,
+                split=ddl.SPLIT_AT.encode() if peer else None,
             )
             settled = False
             try:
-                with (
-                    _second_connection(conn) if split else nullcontext() as peer,
-                    conn.transaction(),
-                ):
-                    if split and peer is None:  # the server took one connection only
-                        stream.split_off()
+                with conn.transaction():
                     conn.execute(
                         "SELECT pg_advisory_xact_lock(%s)", (ddl.lock_key(schema, csv_name),)
                     )

@@ -466,10 +466,6 @@ class TripStream:
         )
         self._counts = _NO_COUNTS
 
-    def split_off(self) -> None:
-        """Make one stream after all (before `batches()`)."""
-        self.pivot = 0
-
     @property
     def check_counts(self) -> dict[str, int] | None:
         """The data checks over the rows written (with `checks`, once the pass ended)."""
@@ -610,33 +606,9 @@ class TripStream:
         rejected."""
         quoted = b'"' in block
         if _fastcopy is not None and width == len(self.columns) and not quoted:
-            # C, GIL released: canonical lines only; anything else (a bad or odd value,
-            # a blank line, a wrong width) gives None and the whole block goes below
-            if self.pivot:
-                args = None if self._checks is None else self._checks.c_args
-                halves = _fastcopy.encode_split(
-                    block, self._fast_kinds, self._fast_hashed, width, args, self.pivot
-                )
-                if halves is not None:
-                    low, high, made, counts = halves
-                    if counts is not None:
-                        self._counts = counts
-                    self.rows += made
-                    return low, high, made
-            fast: tuple[bytes, int] | None
-            if self.pivot:
-                fast = None
-            elif self._checks is None:
-                fast = _fastcopy.encode(block, self._fast_kinds, self._fast_hashed, width)
-            else:
-                args = self._checks.c_args
-                counted = _fastcopy.encode(block, self._fast_kinds, self._fast_hashed, width, args)
-                fast = None if counted is None else counted[:2]
-                if counted is not None:
-                    self._counts = counted[2]
+            fast = self._fast(block, width)
             if fast is not None:
-                self.rows += fast[1]
-                return fast[0], b"", fast[1]
+                return fast
         buf = np.frombuffer(block, dtype=np.uint8)
         newlines = np.flatnonzero(buf == 10)
         quotes = np.flatnonzero(buf == 34) if quoted else None
@@ -707,6 +679,35 @@ class TripStream:
             low, high = _fastcopy.split_rows(data, self.pivot)
             return low, high, records
         return data, b"", records
+
+    def _fast(self, block: bytes, width: int) -> tuple[Piece, Piece, int] | None:
+        """`_block` in C, GIL released: canonical lines only; anything else (a bad or odd
+        value, a blank line, a wrong width) gives None and the block goes the Python way."""
+        assert _fastcopy is not None
+        kinds, hashed = self._fast_kinds, self._fast_hashed
+        args = None if self._checks is None else self._checks.c_args
+        low: Piece
+        high: Piece = b""
+        counts: tuple[int, ...] | None = None
+        if self.pivot:
+            split = _fastcopy.encode_split(block, kinds, hashed, width, args, self.pivot)
+            if split is None:
+                return None
+            low, high, made, counts = split
+        elif args is None:
+            plain = _fastcopy.encode(block, kinds, hashed, width)
+            if plain is None:
+                return None
+            low, made = plain
+        else:
+            counted = _fastcopy.encode(block, kinds, hashed, width, args)
+            if counted is None:
+                return None
+            low, made, counts = counted
+        if counts is not None:
+            self._counts = counts
+        self.rows += made
+        return low, high, made
 
     @staticmethod
     def _text_problems(
