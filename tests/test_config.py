@@ -225,6 +225,11 @@ def test_bad_config_file_exits_2_with_one_line(tmp_path: Path, text: str, expect
             "bad value 'abc' for http_retries (from env TAXI_HTTP_RETRIES)",
         ),
         ({"TAXI_HTTP_TIMEOUT": "-3"}, "bad value '-3' for http_timeout"),
+        (
+            {"TAXI_PG_COPY_STREAMS": "3"},
+            "bad value '3' for pg_copy_streams (from env TAXI_PG_COPY_STREAMS): "
+            "must be auto, 1 or 2",
+        ),
     ],
 )
 def test_bad_env_value_exits_2(env: dict[str, str], expected: str) -> None:
